@@ -1,0 +1,158 @@
+"""The `metrics-bridge` command: run | validate | once | demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from bridge import __version__, secrets
+from bridge.config import BridgeConfig, ConfigError, load_config
+from bridge.context import Context
+from bridge.telemetry import setup_logging
+
+log = logging.getLogger("bridge")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
+                        help="overrides telemetry.log_level")
+    parser.add_argument("--log-format", choices=["console", "json"], default=None,
+                        help="overrides telemetry.log_format")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metrics-bridge",
+        description="Pull Prometheus-format metrics (the Cerebras Metrics API first) and push them to OTLP and Datadog.",
+    )
+    parser.add_argument("--version", action="version", version=f"metrics-bridge {__version__}")
+    _common(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run the pipeline (the embedded demo config without -c)")
+    run.add_argument("-c", "--config", help="YAML config file")
+    run.add_argument("--grace", type=float, default=10.0, help="seconds to flush sinks on SIGTERM (default 10)")
+    demo = commands.add_parser("demo", help="run the embedded demo: the simulator to the console")
+    demo.add_argument("--grace", type=float, default=2.0, help=argparse.SUPPRESS)
+    validate = commands.add_parser("validate", help="check a config file without touching the network")
+    validate.add_argument("-c", "--config", required=True)
+    once = commands.add_parser("once", help="collect every source once and send (or print) the result")
+    once.add_argument("-c", "--config", help="YAML config file (embedded demo if omitted)")
+    once.add_argument("--dry-run", action="store_true", help="print what each sink would send; send nothing")
+    once.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery (default 30)")
+    for sub in (run, demo, validate, once):
+        _common(sub)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace, config: BridgeConfig | None) -> None:
+    level = args.log_level or (config.telemetry.log_level if config else "info")
+    fmt = args.log_format or (config.telemetry.log_format if config else "console")
+    setup_logging(level, fmt)
+
+
+def _report_config_error(error: ConfigError) -> int:
+    print("invalid configuration:", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(
+        f"{args.config}: ok ({len(config.sources)} source(s): {', '.join(config.sources)}; "
+        f"{len(config.sinks)} sink(s): {', '.join(config.sinks)})"
+    )
+    return 0
+
+
+async def _once(config: BridgeConfig, dry_run: bool, timeout: float) -> int:
+    from bridge.pipeline import Pipeline
+
+    pipeline = Pipeline(config, Context())
+    if dry_run:
+        for entry in pipeline.sources.values():
+            await entry.source.start()
+        try:
+            batches = [b for b in [await entry.source.collect(pipeline.context.clock.now())
+                                   for entry in pipeline.sources.values()] if b is not None]
+        finally:
+            for entry in pipeline.sources.values():
+                await entry.source.close()
+        for name, payloads in pipeline.prepare_all(batches).items():
+            sink = pipeline.lanes[name].sink
+            print(f"=== sink {name} ({sink.type_name}): {len(payloads)} payload(s)")
+            for payload in payloads:
+                print(sink.describe(payload))
+            summary = sink.summary(payloads)
+            if summary:
+                print(summary)
+        return 0 if batches else 3
+    await pipeline.start(schedule=False)
+    try:
+        batches = await pipeline.collect_all()
+        await pipeline.settle(timeout)
+    finally:
+        await pipeline.stop(grace=timeout)
+    return 0 if batches else 3
+
+
+async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> int:
+    from bridge.pipeline import Pipeline
+
+    pipeline = Pipeline(config, Context())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        try:
+            new_config = load_config(config_path)
+        except ConfigError as error:
+            log.error("reload refused, keeping the running config: %s", "; ".join(error.problems))
+            return
+        await pipeline.reload(new_config)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    await pipeline.start()
+    log.info(
+        "metrics-bridge %s running %s: sources %s -> sinks %s",
+        __version__, config.path, ", ".join(config.sources), ", ".join(config.sinks),
+    )
+    await stop.wait()
+    log.info("stopping: flushing sinks for up to %.0f s", grace)
+    await pipeline.stop(grace)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    config_path = getattr(args, "config", None)
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        _setup_logging(args, None)
+        return _report_config_error(error)
+    _setup_logging(args, config)
+    try:
+        if command == "validate":
+            return cmd_validate(args)
+        if command == "once":
+            return asyncio.run(_once(config, args.dry_run, args.timeout))
+        return asyncio.run(_run(config, config_path, getattr(args, "grace", 10.0)))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a raw traceback (which could carry a secret) for the user
+        log.debug("unexpected error", exc_info=True)
+        print(f"metrics-bridge: error: {secrets.redact(str(exc)) or type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

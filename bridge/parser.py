@@ -1,0 +1,439 @@
+"""Parse Prometheus text exposition 0.0.4 and OpenMetrics 1.0 text into families.
+
+Hand-written instead of using prometheus_client's parser for two reasons:
+
+* Speed. prometheus_client walks every line character by character; on 100k
+  Cerebras-like labelled samples it managed 20.7k samples/s here, this parser
+  174k samples/s with a cold label cache and 295k samples/s warm (8.4x and
+  14.2x; see bench/RESULTS.md). Most lines take the fast path: find the braces,
+  look the raw label text up in a cache (series repeat across scrapes), split
+  off the value. Only a label text not seen before goes through the regex that
+  handles escapes and quoted ``}`` or ``,``.
+* Robustness. prometheus_client raises on the first bad line, losing the
+  whole scrape; here a bad line is skipped and counted, and the rest is kept.
+
+On valid input the result equals prometheus_client's (same families, names,
+types, help, samples; tests/test_parser.py checks this differentially),
+including its grouping rules: a 0.0.4 counter declared ``foo_total`` becomes
+family ``foo``, one declared ``foo`` gets samples ``foo_total``; a sample whose
+name its family does not allow becomes an untyped family of its own. Known
+differences: 0.0.4 keeps the type ``untyped`` (prometheus_client says
+``unknown``); values are always floats; OpenMetrics timestamps are float
+seconds; UTF-8 quoted metric names, native histograms and, in OpenMetrics,
+the whole-family checks (bucket order, grouping, clashing names, where
+exemplars may appear) are not supported or enforced.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from bridge.model import Attrs
+
+
+@dataclass(slots=True)
+class Sample:
+    name: str
+    labels: Attrs
+    value: float
+    timestamp: float | None  # seconds
+
+
+@dataclass(slots=True)
+class Family:
+    name: str
+    type: str
+    help: str
+    unit: str
+    samples: list[Sample]
+
+
+@dataclass(slots=True)
+class ParseResult:
+    families: list[Family]
+    errors: int  # bad lines skipped
+    error_samples: list[tuple[int, str]]  # (line number, reason) of the first few bad lines
+
+
+#: Parsed label sets by raw label text, one cache per format (only OpenMetrics
+#: rejects a trailing comma). Bounded so a high-churn target cannot grow it
+#: without limit; cleared, not evicted, because a clear is cheap and rare.
+_LABEL_CACHE_MAX = 100_000
+_label_cache: dict[str, Attrs] = {}
+_om_label_cache: dict[str, Attrs] = {}
+
+_MAX_ERROR_SAMPLES = 10
+
+_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+# One `name="value"` pair and an optional comma. Label names may contain ':'
+# because prometheus_client accepts it.
+_LABEL_PAIR_RE = re.compile(r'[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*=[ \t]*"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*(,?)[ \t]*')
+_LABEL_SET_END_RE = re.compile(r"[ \t]*\}")
+_ESCAPE_RE = re.compile(r'\\[\\n"]')
+_HELP_ESCAPE_RE = re.compile(r"\\[\\n]")  # 0.0.4 HELP leaves \" alone
+_UNESCAPED = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
+
+# prometheus_client splits 0.0.4 comments on ASCII whitespace only, so HELP
+# text may start with other whitespace.
+_WS = "[ \t\n\r\x0b\x0c]"
+_META_RE = re.compile(rf"#{_WS}+(HELP|TYPE)(?:{_WS}+([^ \t\n\r\x0b\x0c]+)(?:{_WS}+(.*))?)?\Z", re.S)
+_OM_META_RE = re.compile(r"# +(HELP|TYPE|UNIT)(?: +([^ ]+)(?: +(.*))?)?\Z", re.S)
+
+_TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped", "unknown", "info", "stateset", "gaugehistogram"})
+_OM_TYPES = _TYPES - {"untyped"}
+# Sample-name suffixes a family accepts; any other name starts a new family.
+_SUFFIXES = {"summary": ("_count", "_sum", ""), "histogram": ("_count", "_sum", "_bucket")}
+_OM_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "histogram": ("_count", "_sum", "_bucket", "_created"),
+    "gaugehistogram": ("_gcount", "_gsum", "_bucket"),
+    "info": ("_info",),
+}
+
+
+def is_openmetrics(content_type: str | None) -> bool:
+    """Whether a scrape's Content-Type says OpenMetrics text (which needs the stricter grammar)."""
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == "application/openmetrics-text"
+
+
+def parse(text: str, *, openmetrics: bool = False) -> ParseResult:
+    """Parse an exposition; bad lines are skipped and counted, never raised."""
+    return _parse_openmetrics(text) if openmetrics else _parse_text(text)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    return _UNESCAPED[match.group(0)]
+
+
+def _parse_label_set(line: str, start: int, openmetrics: bool) -> tuple[Attrs, int]:
+    """Parse the label set opening just before `start`; return it and the index of its '}'.
+
+    The slow path, run once per distinct label text: it understands escapes and
+    '}' or ',' inside quoted values, which the cached fast path cannot.
+    """
+    pairs: list[tuple[str, str]] = []
+    pos = start
+    while True:
+        match = _LABEL_PAIR_RE.match(line, pos)
+        if match is None:  # only `{}`, or a trailing comma, may end here
+            end = _LABEL_SET_END_RE.match(line, pos)
+            if end is None:
+                raise ValueError("invalid label set")
+            if pairs and openmetrics:
+                raise ValueError("trailing comma in label set")
+            close = end.end() - 1
+            break
+        key, value, comma = match.groups()
+        if key.startswith("__"):
+            raise ValueError(f"reserved label name {key!r}")
+        if "\\" in value:
+            value = _ESCAPE_RE.sub(_unescape, value)
+        pairs.append((key, value))
+        pos = match.end()
+        if not comma:
+            if line[pos : pos + 1] != "}":
+                raise ValueError("invalid label set")
+            close = pos
+            break
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise ValueError("duplicate label name")
+    return tuple(sorted(pairs)), close
+
+
+def _labels(line: str, brace: int, cache: dict[str, Attrs], openmetrics: bool) -> tuple[Attrs, int]:
+    """Label set after the '{' at `brace` and the index of its '}', from the cache when possible.
+
+    A cache hit is always right: a cached text is a complete valid label set,
+    so the first '}' cannot have been inside a quoted value.
+    """
+    close = line.find("}", brace)
+    if close > 0:
+        labels = cache.get(line[brace + 1 : close])
+        if labels is not None:
+            return labels, close
+    labels, close = _parse_label_set(line, brace + 1, openmetrics)
+    if len(cache) >= _LABEL_CACHE_MAX:
+        cache.clear()
+    cache[line[brace + 1 : close]] = labels
+    return labels, close
+
+
+def _metric_name(raw: str, names: dict[str, str]) -> str:
+    """Validated metric name (whitespace before '{' dropped), memoised per parse."""
+    name = names.get(raw)
+    if name is None:
+        name = raw.rstrip()
+        if _NAME_RE.match(name) is None:
+            raise ValueError(f"invalid metric name {name!r}")
+        names[raw] = name
+    return name
+
+
+def _value(token: str) -> float:
+    """A sample value; rejects what float() accepts but the format does not ('1_000', padding)."""
+    if "_" in token or token != token.strip():
+        raise ValueError(f"invalid value {token!r}")
+    return float(token)
+
+
+def _ms_timestamp(token: str) -> float:
+    """0.0.4 milliseconds to seconds, dividing the exact integer like prometheus_client."""
+    if "_" in token:
+        raise ValueError(f"invalid timestamp {token!r}")
+    try:
+        return int(token) / 1000
+    except ValueError:
+        return float(token) / 1000
+
+
+def _om_timestamp(token: str) -> float:
+    """OpenMetrics seconds, computed as prometheus_client's Timestamp (sec + nsec / 1e9) does."""
+    if not token or "_" in token or token != token.strip():
+        raise ValueError(f"invalid timestamp {token!r}")
+    try:
+        return float(int(token))
+    except ValueError:
+        pass
+    sec, _, frac = token.partition(".")
+    try:
+        seconds, nanos = int(sec), int(frac[:9].ljust(9, "0"))
+    except ValueError:
+        seconds, nanos = 0, -1
+    if 0 <= nanos < 1_000_000_000:
+        return float(seconds) + (-nanos if sec.startswith("-") else nanos) / 1e9
+    seconds_f = float(token)
+    if math.isnan(seconds_f) or math.isinf(seconds_f):
+        raise ValueError(f"invalid timestamp {token!r}")
+    return seconds_f
+
+
+class _Errors:
+    """Bad-line count plus the first few (line, reason) pairs for logs."""
+
+    __slots__ = ("count", "samples")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.samples: list[tuple[int, str]] = []
+
+    def add(self, lineno: int, reason: str) -> None:
+        self.count += 1
+        if len(self.samples) < _MAX_ERROR_SAMPLES:
+            self.samples.append((lineno, reason))
+
+
+def _text_family(name: str, help_: str, typ: str, samples: list[Sample]) -> Family:
+    """A finished 0.0.4 family; counters take OpenMetrics naming as in prometheus_client."""
+    if typ == "counter":
+        if name.endswith("_total"):
+            name = name[:-6]
+        else:
+            for sample in samples:
+                sample.name += "_total"
+    return Family(name, typ, help_, "", samples)
+
+
+def _parse_text(text: str) -> ParseResult:
+    """Prometheus text 0.0.4, grouped into families exactly as prometheus_client.parser does."""
+    families: list[Family] = []
+    errors = _Errors()
+    cache = _label_cache
+    names: dict[str, str] = {}
+    # The family being built; name '' means none (after an undeclared sample).
+    name, help_, typ = "", "", "untyped"
+    samples: list[Sample] = []
+    allowed: tuple[str, ...] = ()
+
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line[0] == "#":
+            meta = _META_RE.match(line)
+            if meta is None:
+                continue  # a plain comment
+            keyword, candidate, payload = meta.groups()
+            if candidate is None or _NAME_RE.match(candidate) is None:
+                errors.add(lineno, f"{keyword} without a valid metric name")
+                continue
+            if keyword == "HELP":
+                if candidate != name:
+                    if name:
+                        families.append(_text_family(name, help_, typ, samples))
+                    name, typ, samples, allowed = candidate, "untyped", [], (candidate,)
+                help_ = _HELP_ESCAPE_RE.sub(_unescape, payload) if payload else ""
+            else:
+                if payload not in _TYPES:
+                    errors.add(lineno, f"unknown metric type {payload!r}")
+                    continue
+                if candidate != name:
+                    if name:
+                        families.append(_text_family(name, help_, typ, samples))
+                    name, help_, samples = candidate, "", []
+                typ = payload
+                allowed = tuple(name + suffix for suffix in _SUFFIXES.get(typ, ("",)))
+            continue
+
+        try:
+            brace = line.find("{")
+            if brace < 0:
+                tokens = line.split()
+                sample_name = _metric_name(tokens[0], names)
+                del tokens[0]
+                labels: Attrs = ()
+            else:
+                sample_name = _metric_name(line[:brace], names)
+                labels, close = _labels(line, brace, cache, False)
+                tokens = line[close + 1 :].split()
+            if len(tokens) == 1:
+                sample = Sample(sample_name, labels, _value(tokens[0]), None)
+            elif len(tokens) == 2:
+                sample = Sample(sample_name, labels, _value(tokens[0]), _ms_timestamp(tokens[1]))
+            else:
+                raise ValueError("expected a value and an optional timestamp")
+        except ValueError as exc:
+            errors.add(lineno, str(exc))
+            continue
+
+        if sample_name in allowed:
+            samples.append(sample)
+        else:  # not part of the current family: an untyped family of its own
+            if name:
+                families.append(_text_family(name, help_, typ, samples))
+            name, help_, typ, samples, allowed = "", "", "untyped", [], ()
+            families.append(Family(sample_name, "untyped", "", "", [sample]))
+
+    if name:
+        families.append(_text_family(name, help_, typ, samples))
+    return ParseResult(families, errors.count, errors.samples)
+
+
+def _om_sample(line: str, cache: dict[str, Attrs], names: dict[str, str]) -> Sample:
+    """One OpenMetrics sample line; an exemplar is checked for form and dropped."""
+    space = line.find(" ")
+    brace = line.find("{")
+    if brace >= 0 and (space < 0 or brace < space):
+        sample_name = _metric_name(line[:brace], names)
+        labels, close = _labels(line, brace, cache, True)
+        if line[close + 1 : close + 2] != " ":
+            raise ValueError("expected a space after the label set")
+        rest = line[close + 2 :]
+    else:
+        if space < 0:
+            raise ValueError("missing value")
+        sample_name = _metric_name(line[:space], names)
+        labels = ()
+        rest = line[space + 1 :]
+
+    token, space, tail = rest.partition(" ")
+    value = _value(token)
+    timestamp = None
+    if space:
+        if tail.startswith("#"):
+            exemplar = tail
+        else:
+            token, space, exemplar = tail.partition(" ")
+            timestamp = _om_timestamp(token)
+            if space and not exemplar:
+                raise ValueError("trailing space")
+        if exemplar:
+            _check_exemplar(exemplar)
+    return Sample(sample_name, labels, value, timestamp)
+
+
+def _check_exemplar(text: str) -> None:
+    """Validate `# {labels} value [timestamp]` so a malformed exemplar marks the line bad."""
+    if not text.startswith("# {"):
+        raise ValueError("invalid exemplar")
+    _, close = _parse_label_set(text, 3, True)
+    if text[close + 1 : close + 2] != " ":
+        raise ValueError("invalid exemplar")
+    token, space, timestamp = text[close + 2 :].partition(" ")
+    _value(token)
+    if space:
+        _om_timestamp(timestamp)
+
+
+def _parse_openmetrics(text: str) -> ParseResult:
+    """OpenMetrics 1.0 text, grouped as prometheus_client.openmetrics.parser does."""
+    families: list[Family] = []
+    errors = _Errors()
+    cache = _om_label_cache
+    names: dict[str, str] = {}
+    # The family being built; fields are None until declared.
+    name: str | None = None
+    help_: str | None = None
+    typ: str | None = None
+    unit: str | None = None
+    samples: list[Sample] = []
+    allowed: tuple[str, ...] = ()
+
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends a line, it does not start one
+    # No CR stripping: OpenMetrics lines end in LF, and a HELP text may end in CR.
+    eof = False
+    for lineno, line in enumerate(lines, 1):
+        if eof:
+            errors.add(lineno, "line after # EOF")
+            continue
+        if not line:
+            errors.add(lineno, "blank line")
+            continue
+        if line == "# EOF":
+            eof = True
+            continue
+        if line[0] == "#":
+            meta = _OM_META_RE.match(line)
+            if meta is None:
+                errors.add(lineno, "comment other than HELP, TYPE or UNIT")
+                continue
+            keyword, candidate, payload = meta.groups()
+            payload = payload or ""
+            if candidate is None or _NAME_RE.match(candidate) is None:
+                errors.add(lineno, f"{keyword} without a valid metric name")
+                continue
+            same = candidate == name
+            if same and samples:
+                errors.add(lineno, "metadata after samples")
+                continue
+            if keyword == "TYPE" and payload not in _OM_TYPES:
+                errors.add(lineno, f"unknown metric type {payload!r}")
+                continue
+            if same and {"HELP": help_, "TYPE": typ, "UNIT": unit}[keyword] is not None:
+                errors.add(lineno, f"second {keyword} for {candidate}")
+                continue
+            if not same:
+                if name is not None:
+                    families.append(Family(name, typ or "unknown", help_ or "", unit or "", samples))
+                name, help_, typ, unit, samples, allowed = candidate, None, None, None, [], (candidate,)
+            if keyword == "HELP":
+                help_ = _ESCAPE_RE.sub(_unescape, payload) if "\\" in payload else payload
+            elif keyword == "TYPE":
+                typ = payload
+                allowed = tuple(candidate + suffix for suffix in _OM_SUFFIXES.get(typ, ("",)))
+            else:
+                unit = payload
+            continue
+
+        try:
+            sample = _om_sample(line, cache, names)
+        except ValueError as exc:
+            errors.add(lineno, str(exc))
+            continue
+        if sample.name not in allowed:  # starts an undeclared family
+            if name is not None:
+                families.append(Family(name, typ or "unknown", help_ or "", unit or "", samples))
+            name, help_, typ, unit, samples, allowed = sample.name, None, "unknown", None, [], (sample.name,)
+        samples.append(sample)
+
+    if name is not None:
+        families.append(Family(name, typ or "unknown", help_ or "", unit or "", samples))
+    if not eof:
+        errors.add(len(lines) + 1, "missing # EOF")
+    return ParseResult(families, errors.count, errors.samples)

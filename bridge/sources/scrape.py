@@ -1,0 +1,176 @@
+"""HTTP scrape of a Prometheus-format endpoint: auth, TLS, timeout, size limit, gzip.
+
+Failures come back as a ScrapeError with a short `outcome` (used as a log
+reason and a metric label) and, where the server said so, when to retry.
+Nothing here ever includes a credential in a message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import httpx
+from pydantic import Field, SecretStr
+
+from bridge import __version__, secrets
+from bridge.config import StrictModel
+
+
+class NoAuth(StrictModel):
+    type: Literal["none"] = "none"
+
+
+class BearerAuth(StrictModel):
+    type: Literal["bearer"] = "bearer"
+    token: SecretStr | None = Field(None, description="the token itself (use ${VAR} or ${file:/path})")
+    token_file: str | None = Field(None, description="file holding the token, re-read at every scrape")
+
+
+class BasicAuth(StrictModel):
+    type: Literal["basic"] = "basic"
+    username: str
+    password: SecretStr | None = None
+    password_file: str | None = None
+
+
+Auth = Annotated[Union[NoAuth, BearerAuth, BasicAuth], Field(discriminator="type")]
+
+
+class TLSConfig(StrictModel):
+    ca_file: str | None = Field(None, description="PEM bundle to verify the server with")
+    cert_file: str | None = Field(None, description="client certificate (mTLS)")
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+
+class ScrapeError(Exception):
+    def __init__(self, outcome: str, detail: str = "", *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(secrets.redact(f"{outcome}: {detail}" if detail else outcome))
+        self.outcome = outcome
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass
+class ScrapeResult:
+    text: str
+    content_type: str
+    bytes_read: int
+
+
+def _read_secret_file(path: str) -> str:
+    value = Path(path).read_text().strip()
+    secrets.register(value)
+    return value
+
+
+def auth_header(auth: NoAuth | BearerAuth | BasicAuth) -> dict[str, str]:
+    if isinstance(auth, BearerAuth):
+        token = auth.token.get_secret_value() if auth.token else _read_secret_file(auth.token_file or "")
+        return {"Authorization": f"Bearer {token}"}
+    if isinstance(auth, BasicAuth):
+        password = auth.password.get_secret_value() if auth.password else (
+            _read_secret_file(auth.password_file) if auth.password_file else ""
+        )
+        basic = httpx.BasicAuth(auth.username, password)
+        header = next(basic.auth_flow(httpx.Request("GET", "http://x"))).headers["Authorization"]
+        secrets.register(header.removeprefix("Basic "))
+        return {"Authorization": header}
+    return {}
+
+
+def ssl_context(tls: TLSConfig) -> ssl.SSLContext | bool:
+    if tls.insecure_skip_verify:
+        return False
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
+def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
+    """Seconds to wait from Retry-After (seconds or HTTP date) or x-ratelimit-reset-* headers."""
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    for name, raw in headers.items():
+        if name.lower().startswith("x-ratelimit-reset"):
+            try:
+                reset = float(raw.rstrip("s"))
+            except ValueError:
+                continue
+            return max(0.0, reset - now) if reset > 1e9 else reset  # epoch seconds or a duration
+    return None
+
+
+class Scraper:
+    def __init__(self, *, auth: NoAuth | BearerAuth | BasicAuth, tls: TLSConfig, timeout: float,
+                 max_body_bytes: int) -> None:
+        self.auth = auth
+        self.max_body_bytes = max_body_bytes
+        self.client = httpx.AsyncClient(
+            verify=ssl_context(tls),
+            timeout=timeout,
+            headers={
+                "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=1",
+                "Accept-Encoding": "gzip",
+                "User-Agent": f"metrics-bridge/{__version__}",
+            },
+            follow_redirects=False,
+        )
+
+    async def fetch(self, url: str, now: float) -> ScrapeResult:
+        try:
+            headers = auth_header(self.auth)
+        except OSError as exc:
+            raise ScrapeError("credentials_unreadable", str(exc.strerror)) from None
+        try:
+            async with self.client.stream("GET", url, headers=headers) as response:
+                if response.status_code != 200:
+                    body = (await response.aread())[:300].decode("utf-8", "replace")
+                    raise ScrapeError(
+                        f"http_{response.status_code}", _error_text(body), status=response.status_code,
+                        retry_after=parse_retry_after(response.headers, now),
+                    )
+                chunks = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        raise ScrapeError("body_too_large", f"more than {self.max_body_bytes} bytes")
+                    chunks.append(chunk)
+                return ScrapeResult(
+                    b"".join(chunks).decode("utf-8", "replace"), response.headers.get("content-type", ""), size
+                )
+        except httpx.TimeoutException:
+            raise ScrapeError("timeout") from None
+        except httpx.DecodingError as exc:
+            raise ScrapeError("bad_encoding", str(exc)) from None
+        except httpx.TransportError as exc:
+            raise ScrapeError("connection_error", type(exc).__name__) from None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _error_text(body: str) -> str:
+    """The server's own error message when the body is Cerebras-style flat JSON, else its start."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip().splitlines()[0][:200] if body.strip() else ""
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("error") or data)[:200]
+    return str(data)[:200]

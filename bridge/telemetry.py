@@ -1,0 +1,117 @@
+"""Self-metrics (prometheus-client) and logging with secrets redacted.
+
+Every counter the pipeline, sources, sinks and delivery update lives here, so
+the README's table of self-metrics has one source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bridge import secrets
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+SCRAPES = Counter(
+    "bridge_scrapes", "Scrapes by source and outcome (ok, http_401, timeout, ...).", ["source", "outcome"], registry=REGISTRY
+)
+SCRAPE_DURATION = Histogram(
+    "bridge_scrape_duration_seconds", "Time to fetch and parse one scrape.", ["source"], registry=REGISTRY
+)
+SAMPLES_IN = Counter("bridge_samples_in", "Samples parsed from sources.", ["source"], registry=REGISTRY)
+PARSE_ERRORS = Counter("bridge_parse_errors", "Exposition lines skipped as malformed.", ["source"], registry=REGISTRY)
+WINDOWS = Counter(
+    "bridge_windows", "Windows by source and outcome (forwarded, duplicate).", ["source", "outcome"], registry=REGISTRY
+)
+GAPS = Counter("bridge_gaps", "Windows that could not be fetched and are lost upstream.", ["source"], registry=REGISTRY)
+WINDOW_LAG = Gauge(
+    "bridge_window_lag_seconds", "Seconds between the end of the last forwarded window and its scrape.", ["source"],
+    registry=REGISTRY,
+)
+LAST_SCRAPE_SUCCESS = Gauge(
+    "bridge_last_scrape_success_timestamp_seconds", "Unix time of the last successful scrape.", ["source"],
+    registry=REGISTRY,
+)
+POINTS_OUT = Counter("bridge_points_out", "Points acknowledged by the backend.", ["sink"], registry=REGISTRY)
+PAYLOADS_OUT = Counter("bridge_payloads_out", "Payloads acknowledged by the backend.", ["sink"], registry=REGISTRY)
+SEND_FAILURES = Counter(
+    "bridge_send_failures", "Failed delivery attempts by sink and reason.", ["sink", "reason"], registry=REGISTRY
+)
+DROPPED_POINTS = Counter(
+    "bridge_dropped_points", "Points dropped without delivery, by sink and reason.", ["sink", "reason"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge("bridge_queue_batches", "Payloads waiting in a sink's queue.", ["sink"], registry=REGISTRY)
+QUEUE_BYTES = Gauge("bridge_queue_bytes", "Payload bytes waiting in a sink's queue.", ["sink"], registry=REGISTRY)
+LAST_SEND_SUCCESS = Gauge(
+    "bridge_last_send_success_timestamp_seconds", "Unix time of the last acknowledged delivery.", ["sink"],
+    registry=REGISTRY,
+)
+
+# ---- OTLP sinks (bridge/sinks/otlp) ------------------------------------------
+# Points a backend rejects in a partial success count as DROPPED_POINTS{reason="partial_success"}.
+OTLP_TRACKED_SERIES = Gauge(
+    "bridge_otlp_tracked_series", "Series whose temporality state an OTLP sink keeps.", ["sink"], registry=REGISTRY
+)
+OTLP_SERIES_EVICTED = Counter(
+    "bridge_otlp_series_evicted",
+    "Series state an OTLP sink forgot (idle: not seen for series_idle_seconds; limit: series_limit reached); "
+    "the series restarts with a new start time.",
+    ["sink", "reason"],
+    registry=REGISTRY,
+)
+# ---- end OTLP sinks -----------------------------------------------------------
+
+
+class RedactingFilter(logging.Filter):
+    """Render each record's message once and strip every registered secret from it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = secrets.redact(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = secrets.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str = "info", fmt: str = "console") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "grpc", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------- datadog sink (bridge/sinks/datadog)
+DATADOG_SPLITS = Counter(
+    "bridge_datadog_payload_splits", "Series bodies halved after Datadog answered 413.", ["sink"], registry=REGISTRY
+)
+DATADOG_SERIES = Gauge(
+    "bridge_datadog_series", "Series the Datadog sink remembers (encoded name and tags, counter state).", ["sink"],
+    registry=REGISTRY,
+)

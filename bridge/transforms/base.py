@@ -1,0 +1,21 @@
+"""The transform contract: a pure function from batch to batch, applied in order."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from bridge.config import TransformConfig
+from bridge.model import Batch
+
+
+class Transform(abc.ABC):
+    Config: ClassVar[type[TransformConfig]] = TransformConfig
+    type_name: ClassVar[str]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def apply(self, batch: Batch) -> Batch:
+        """Return a new batch; never mutate the input (other sinks share it)."""

@@ -1,0 +1,41 @@
+"""Shared fixtures: fixture paths, the simulator, a scriptable exposition server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from bridge.clock import ManualClock
+from bridge.simulator import CerebrasSimulator
+from tests.servers import ExpositionServer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+CEREBRAS_FIXTURES = SHARED_FIXTURES / "cerebras"
+
+#: A minute boundary far from "now", so ManualClock tests never depend on the wall clock.
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a minute boundary
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0 + 5)
+
+
+@pytest.fixture
+def simulator(clock: ManualClock) -> Iterator[CerebrasSimulator]:
+    with CerebrasSimulator(organization_id="org_test", api_key="test-key-123", clock=clock, seed=7) as sim:
+        yield sim
+
+
+@pytest.fixture
+def exposition_server() -> Iterator[ExpositionServer]:
+    with ExpositionServer() as server:
+        yield server

@@ -1,0 +1,94 @@
+"""A real HTTP server on 127.0.0.1 that serves scripted responses, for source tests.
+
+Each request pops the next scripted Response (the last one repeats), so a test
+can say "503, then 200 with this body" and assert on what the bridge did.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes | str = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    gzip: bool = False
+    delay: float = 0.0  # seconds before the body is sent
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        response = owner._next(Request(self.path, {k.lower(): v for k, v in self.headers.items()}))
+        body = response.body.encode() if isinstance(response.body, str) else response.body
+        if response.gzip:
+            body = gzip.compress(body)
+        self.send_response(response.status)
+        headers = {"Content-Type": "text/plain; version=0.0.4", **response.headers}
+        if response.gzip:
+            headers["Content-Encoding"] = "gzip"
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if response.delay:
+            time.sleep(response.delay)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: ExpositionServer
+
+
+class ExpositionServer:
+    def __init__(self) -> None:
+        self.script: list[Response] = [Response()]
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.owner = self
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/metrics"
+
+    def respond(self, *responses: Response) -> None:
+        with self._lock:
+            self.script = list(responses)
+
+    def _next(self, request: Request) -> Response:
+        with self._lock:
+            self.requests.append(request)
+            return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+    def __enter__(self) -> ExpositionServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

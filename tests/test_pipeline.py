@@ -1,0 +1,159 @@
+"""The whole spine on an injected clock: simulator -> scheduler -> transforms -> sinks, a simulated hour."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from bridge.clock import ManualClock
+from bridge.config import parse_config
+from bridge.context import Context
+from bridge.model import Batch
+from bridge.pipeline import Pipeline
+from bridge.sinks.base import Payload, Sink
+from bridge.simulator import CerebrasSimulator
+from tests.conftest import T0, run
+
+
+def hour_config(sim: CerebrasSimulator, out: Path, **sink_extra: object) -> dict:
+    return {
+        "sources": {"cb": {"type": "cerebras", "organization_id": sim.organization_id, "api_key": "test-key-123",
+                           "base_url": sim.url.rsplit("/", 1)[0]}},
+        "sinks": {"file": {"type": "jsonl", "path": str(out), **sink_extra}},
+    }
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_simulated_hour_forwards_every_window_once(simulator: CerebrasSimulator, clock: ManualClock,
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "points.jsonl"
+    config = parse_config(hour_config(simulator, out))
+
+    async def go() -> list[float]:
+        pipeline = Pipeline(config, Context(clock=clock))
+        await pipeline.start()
+        scrape_times = []
+        try:
+            await pipeline.settle()
+            for _ in range(60):
+                await clock.advance(60)
+                await pipeline.settle()
+                scrape_times.append(clock.now())
+        finally:
+            await pipeline.stop()
+        return scrape_times
+
+    run(go())
+    points = read_jsonl(out)
+    windows = sorted({p["start_ns"] for p in points})
+    assert len(windows) == 61 and len(set(windows)) == 61
+    assert all(b - a == 60 * 10**9 for a, b in zip(windows, windows[1:]))
+    # scrapes happen at minute + 5 s, one per minute (the first at start-up)
+    assert [t % 60 for t, _ in simulator.requests_received] == [5.0] * 61
+    # the sum of counts at the sink equals the simulator's, per endpoint and per http_code
+    sums: dict[tuple[str, str], float] = defaultdict(float)
+    for p in points:
+        if p["kind"] == "counter":
+            assert p["temporality"] == "delta"
+            sums[(p["name"], p["attributes"]["endpoint"], p["attributes"].get("http_code", ""))] += p["value"]
+    expected: dict[tuple[str, str, str], float] = defaultdict(float)
+    for start in simulator.served_windows:
+        for endpoint, v in simulator.window_values(start).endpoints.items():
+            expected[("requests_count_total", endpoint, "")] += v.requests
+            expected[("input_tokens_total", endpoint, "")] += v.input_tokens
+            for code, n in v.failures.items():
+                expected[("requests_failure_total", endpoint, str(code))] += n
+    for key, value in expected.items():
+        assert sums[key] == value, key
+
+
+def test_sink_transforms_apply_to_that_sink_only(simulator: CerebrasSimulator, clock: ManualClock,
+                                                 tmp_path: Path) -> None:
+    data = hour_config(simulator, tmp_path / "all.jsonl")
+    data["transforms"] = [{"type": "labels", "add": {"env": "test"}}]
+    data["sinks"]["filtered"] = {
+        "type": "jsonl", "path": str(tmp_path / "filtered.jsonl"),
+        "transforms": [{"type": "filter", "keep_names": ["requests_.*"], "drop_points": {"endpoint": ".*idle.*"}},
+                       {"type": "rename", "prefix": "cerebras_"}],
+    }
+    config = parse_config(data)
+
+    async def go() -> None:
+        pipeline = Pipeline(config, Context(clock=clock))
+        await pipeline.start()
+        try:
+            await pipeline.settle()
+        finally:
+            await pipeline.stop()
+
+    run(go())
+    everything = read_jsonl(tmp_path / "all.jsonl")
+    filtered = read_jsonl(tmp_path / "filtered.jsonl")
+    assert {p["name"] for p in everything} >= {"ttft_seconds", "requests_count_total"}
+    assert {p["name"] for p in filtered} == {"cerebras_requests_count_total", "cerebras_requests_success_total",
+                                              "cerebras_requests_failure_total"}
+    assert all("idle" not in p["attributes"]["endpoint"] for p in filtered)
+    assert all(p["attributes"]["env"] == "test" for p in everything + filtered)
+
+
+class FailingSink(Sink):
+    def prepare(self, batch: Batch) -> list[Payload]:
+        raise RuntimeError("encoder bug")
+
+    async def deliver(self, payload: Payload) -> None:
+        raise AssertionError("never reached")
+
+
+def test_a_failing_sink_never_stops_the_others(simulator: CerebrasSimulator, clock: ManualClock,
+                                               tmp_path: Path) -> None:
+    from bridge import registry
+
+    registry.sinks.register("test_failing")(FailingSink)
+    data = hour_config(simulator, tmp_path / "ok.jsonl")
+    data["sinks"]["broken"] = {"type": "test_failing"}
+    config = parse_config(data)
+
+    async def go() -> None:
+        pipeline = Pipeline(config, Context(clock=clock))
+        await pipeline.start()
+        try:
+            for _ in range(3):
+                await pipeline.settle()
+                await clock.advance(60)
+            await pipeline.settle()
+        finally:
+            await pipeline.stop()
+
+    run(go())
+    windows = Counter(p["start_ns"] for p in read_jsonl(tmp_path / "ok.jsonl"))
+    assert len(windows) == 4
+
+
+def test_reload_keeps_unchanged_components(simulator: CerebrasSimulator, clock: ManualClock, tmp_path: Path) -> None:
+    first = parse_config(hour_config(simulator, tmp_path / "a.jsonl"))
+    second_data = hour_config(simulator, tmp_path / "a.jsonl")
+    second_data["sinks"]["more"] = {"type": "jsonl", "path": str(tmp_path / "b.jsonl")}
+    second = parse_config(second_data)
+
+    async def go() -> None:
+        pipeline = Pipeline(first, Context(clock=clock))
+        await pipeline.start()
+        try:
+            await pipeline.settle()
+            kept_source = pipeline.sources["cb"].source
+            kept_lane = pipeline.lanes["file"]
+            await pipeline.reload(second)
+            assert pipeline.sources["cb"].source is kept_source
+            assert pipeline.lanes["file"] is kept_lane
+            await clock.advance(60)
+            await pipeline.settle()
+        finally:
+            await pipeline.stop()
+
+    run(go())
+    assert len({p["start_ns"] for p in read_jsonl(tmp_path / "a.jsonl")}) == 2
+    assert len({p["start_ns"] for p in read_jsonl(tmp_path / "b.jsonl")}) == 1
