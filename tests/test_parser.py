@@ -82,9 +82,9 @@ _chars = st.characters(blacklist_categories=("Cs",), blacklist_characters='\n"\\
 # Exposition text of a label value: any character, the three escapes, and an
 # unknown escape that must stay as written.
 label_value_text = st.lists(st.one_of(_chars, st.sampled_from(["\\\\", '\\"', "\\n", "\\t"])), max_size=8).map("".join)
-help_text = st.lists(st.one_of(_chars, st.sampled_from(['"', "\\\\", "\\n", '\\"', "\\x", " ", "\t"])), max_size=12).map(
-    "".join
-)
+help_text = st.lists(
+    st.one_of(_chars, st.sampled_from(['"', "\\\\", "\\n", '\\"', "\\x", " ", "\t"])), max_size=12
+).map("".join)
 label_name = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,5}", fullmatch=True).filter(lambda n: not n.startswith("__"))
 value_text = st.one_of(
     st.floats().map(repr),
@@ -100,7 +100,9 @@ suffix = st.sampled_from(["", "", "_total", "_count", "_sum", "_bucket", "_creat
 def label_set(draw: st.DrawFn, openmetrics: bool = False) -> str:
     """`{...}` or nothing; 0.0.4 also gets whitespace and a trailing comma."""
     # OpenMetrics families add le, quantile or (statesets) their own name, which all end in a digit.
-    keys = label_name.filter(lambda n: n not in ("le", "quantile") and not n[-1].isdigit()) if openmetrics else label_name
+    keys = label_name
+    if openmetrics:
+        keys = label_name.filter(lambda n: n not in ("le", "quantile") and not n[-1].isdigit())
     labels = draw(st.dictionaries(keys, label_value_text, max_size=3))
     if not labels and draw(st.booleans()):
         return ""
@@ -157,7 +159,9 @@ def test_text_format_matches_prometheus_client(exposition: tuple[list[str], str]
 # ---------------------------------------------------------------------------
 # Generated valid OpenMetrics expositions
 
-om_value = st.one_of(st.floats().map(repr), st.integers(-(10**6), 10**6).map(str), st.sampled_from(["NaN", "+Inf", "-Inf"]))
+om_value = st.one_of(
+    st.floats().map(repr), st.integers(-(10**6), 10**6).map(str), st.sampled_from(["NaN", "+Inf", "-Inf"])
+)
 om_count = st.one_of(st.floats(min_value=0, allow_nan=False).map(repr), st.integers(0, 10**6).map(str))
 om_timestamp = st.one_of(
     st.integers(0, 2**34).map(str),
@@ -180,9 +184,12 @@ def _with(labels: str, extra: str) -> str:
     return "{" + (inner + "," if inner else "") + extra + "}"
 
 
+OM_TYPES = ["counter", "gauge", "histogram", "gaugehistogram", "summary", "unknown", "info", "stateset"]
+
+
 @st.composite
 def om_family(draw: st.DrawFn, index: int) -> list[str]:
-    kind = draw(st.sampled_from(["counter", "gauge", "histogram", "gaugehistogram", "summary", "unknown", "info", "stateset", None]))
+    kind = draw(st.sampled_from([*OM_TYPES, None]))
     unit = "" if kind in ("info", "stateset") else draw(st.sampled_from(["", "seconds"]))
     name = draw(st.sampled_from(["a", "b:c", "d_e", "_f"] if kind != "stateset" else ["a", "d_e"])) + str(index)
     if unit:
@@ -213,12 +220,15 @@ def _om_series(draw: st.DrawFn, kind: str | None, name: str, labels: str, end: s
     if kind == "info":
         return [f"{name}_info{labels} 1{end}"]
     if kind == "stateset":
-        return [f"{name}{_with(labels, _label(name, state))} {draw(st.sampled_from(['0', '1']))}{end}" for state in ("on", "off")]
+        states = [_with(labels, _label(name, state)) for state in ("on", "off")]
+        return [f"{name}{state} {draw(st.sampled_from(['0', '1']))}{end}" for state in states]
     if kind == "summary":
         quantiles = sorted(draw(st.sets(st.sampled_from([0.0, 0.5, 0.9, 1.0]))))
-        lines = [f"{name}{_with(labels, _label('quantile', q))} {draw(om_count | st.just('NaN'))}{end}" for q in quantiles]
+        quantile_labels = [_with(labels, _label("quantile", q)) for q in quantiles]
+        lines = [f"{name}{q} {draw(om_count | st.just('NaN'))}{end}" for q in quantile_labels]
         if draw(st.booleans()):
-            lines += [f"{name}_count{labels} {draw(st.integers(0, 99))}{end}", f"{name}_sum{labels} {draw(om_count)}{end}"]
+            lines.append(f"{name}_count{labels} {draw(st.integers(0, 99))}{end}")
+            lines.append(f"{name}_sum{labels} {draw(om_count)}{end}")
         return lines
     if kind in ("histogram", "gaugehistogram"):
         bounds = [*sorted(draw(st.sets(st.sampled_from(["0.1", "1.0", "2.5", "10"]))), key=float), "+Inf"]
@@ -328,6 +338,7 @@ BAD_TEXT_LINES = [
     'foo{a="b"} notanumber',
     'foo{a="b"} 1 2 3',
     "foo 1_000",
+    "foo 1 " + "9" * 400,
     "foo",
     "1foo 2",
     'foo{a="b",a="c"} 1',
@@ -360,7 +371,9 @@ def test_bad_lines_are_skipped_and_counted(path: Path) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(text_exposition(), st.lists(st.tuples(st.integers(0, 50), st.sampled_from(BAD_TEXT_LINES)), max_size=5))
-def test_bad_lines_do_not_disturb_generated_input(exposition: tuple[list[str], str], bad: list[tuple[int, str]]) -> None:
+def test_bad_lines_do_not_disturb_generated_input(
+    exposition: tuple[list[str], str], bad: list[tuple[int, str]]
+) -> None:
     lines, newline = exposition
     mixed = list(lines)
     for position, line in bad:
@@ -381,11 +394,22 @@ def test_openmetrics_bad_lines() -> None:
         "# TYPE g untyped",
         "# HELP g metadata after samples",
         'c_total{a="5"} 1 # {x="y"}',
+        "c_total 1 " + "9" * 400,
     ]
     lines = [good[0], good[1], bad[0], bad[1], good[2], *bad[2:], *good[3:]]
     result = parse("\n".join(lines) + "\n# EOF\n", openmetrics=True)
     assert result.errors == len(bad)
     assert _ours(result.families) == _reference("\n".join(good) + "\n# EOF\n", openmetrics=True)
+
+
+_exposition_chars = st.sampled_from(list('{}=",# \t\r\n\\_:.+-eE0123456789aInfNTYPEHLUcounter\u2028\xa0'))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(_exposition_chars, max_size=80) | st.text(max_size=80), st.booleans())
+def test_never_raises(text: str, openmetrics: bool) -> None:
+    result = parse(text, openmetrics=openmetrics)
+    assert result.errors >= len(result.error_samples)
 
 
 def test_openmetrics_eof_rules() -> None:
@@ -419,10 +443,15 @@ def test_label_cache_is_bounded_and_correct(monkeypatch: pytest.MonkeyPatch) -> 
         assert len(parser._label_cache) <= 3
 
 
-def test_cached_label_text_is_not_mistaken_for_a_prefix() -> None:
+def test_braces_and_commas_inside_values_with_a_warm_cache() -> None:
     parse('m{a="x"} 1\n')
-    (family,) = parse('m{a="x"} 1\nm{a="x}"} 2\n').families[1:]
-    assert family.samples[0].labels == (("a", "x}"),)
+    text = 'm{a="x"} 1\nm{a="x}"} 2\nm{a="x\\"}",b="{,=}"} 3\n'
+    assert [f.samples[0].labels for f in parse(text).families] == [
+        (("a", "x"),),
+        (("a", "x}"),),
+        (("a", 'x"}'), ("b", "{,=}")),
+    ]
+    assert_matches_reference(text)
 
 
 @pytest.mark.parametrize(

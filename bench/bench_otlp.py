@@ -1,0 +1,144 @@
+"""Benchmark the OTLP encoder against the OpenTelemetry SDK's dataclass path on Cerebras-like batches.
+
+Run from the repo root: `python bench/bench_otlp.py`. The input is successive
+one-minute windows of the Cerebras Metrics API shape (100 endpoints, 29 series
+each: 5 delta counter families with 3 failure codes, 4 statistic gauge families
+x 5 statistics, status, cache rate) until at least 100k samples. Both paths
+start from the same bridge Batches and end with serialized
+ExportMetricsServiceRequest bytes:
+
+- ours: RequestEncoder.encode(batch).SerializeToString() (attribute cache warm
+  after the first window, as in a running bridge);
+- SDK: Batch -> opentelemetry-sdk MetricsData dataclasses ->
+  opentelemetry.exporter.otlp.proto.common encode_metrics -> SerializeToString.
+
+A third line times the sink's whole prepare() (cumulative normalisation +
+encode + serialize). Best of REPEATS runs.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics  # noqa: E402
+from opentelemetry.sdk.metrics.export import (  # noqa: E402  # noqa: E402
+    AggregationTemporality,
+    Gauge,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Metric as SDKMetric  # noqa: E402
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: E402
+
+from bridge import __version__  # noqa: E402
+from bridge.context import Context  # noqa: E402
+from bridge.model import NS_PER_S, Batch, Kind, Metric, Point, Temporality  # noqa: E402
+from bridge.sinks.otlp import OTLPSink, OTLPSinkConfig  # noqa: E402
+from bridge.sinks.otlp.encode import SCOPE_NAME, RequestEncoder  # noqa: E402
+
+TARGET_SAMPLES = 100_000
+REPEATS = 3
+ENDPOINTS = 100
+T0_NS = 1_800_000_000 * NS_PER_S
+RESOURCE = (("bridge.source", "cerebras"), ("cerebras.organization_id", "org_bench"))
+COUNTERS = [("requests_count_total", "{request}"), ("requests_success_total", "{request}"),
+            ("input_tokens_total", "{token}"), ("output_tokens_total", "{token}")]  # fmt: skip
+STATISTIC_FAMILIES = ("queue_time_seconds", "e2e_latency_seconds", "ttft_seconds", "tpot_seconds")
+STATISTICS = ("avg", "p50", "p90", "p95", "p99")
+HTTP_CODES = ("429", "500", "503")
+
+
+def window_batch(index: int) -> Batch:
+    start = T0_NS + index * 60 * NS_PER_S
+    end = start + 60 * NS_PER_S
+    endpoints = [f"acme-model-{n:03d}" for n in range(ENDPOINTS)]
+
+    def metric(name: str, kind: Kind, unit: str, rows: list[tuple[tuple[tuple[str, str], ...], float]]) -> Metric:
+        temporality = Temporality.DELTA if kind is Kind.COUNTER else None
+        return Metric(name, kind, [Point(attrs, value, start, end) for attrs, value in rows], temporality, unit, name)
+
+    metrics = [
+        metric(name, Kind.COUNTER, unit, [((("endpoint", ep),), float(index + n)) for n, ep in enumerate(endpoints)])
+        for name, unit in COUNTERS
+    ]
+    metrics.append(metric("requests_failure_total", Kind.COUNTER, "{request}", [
+        ((("endpoint", ep), ("http_code", code)), float(n % 5)) for n, ep in enumerate(endpoints) for code in HTTP_CODES
+    ]))  # fmt: skip
+    for family in STATISTIC_FAMILIES:
+        metrics.append(metric(family, Kind.GAUGE, "s", [
+            ((("endpoint", ep), ("statistic", stat)), 0.001 * (n + 1) * (s + 1))
+            for n, ep in enumerate(endpoints) for s, stat in enumerate(STATISTICS)
+        ]))  # fmt: skip
+    metrics.append(metric("inference_endpoint_status", Kind.GAUGE, "1", [((("endpoint", e),), 1.0) for e in endpoints]))
+    metrics.append(metric("cache_rate", Kind.GAUGE, "1", [((("endpoint", ep),), 0.42) for ep in endpoints]))
+    return Batch("cerebras", RESOURCE, start, end, metrics)
+
+
+def sdk_encode(batch: Batch, base_resource: dict[str, object]) -> bytes:
+    """The SDK path: the same batch as MetricsData dataclasses, then the SDK's own protobuf encoder."""
+    sdk_metrics = []
+    for metric in batch.metrics:
+        points = [NumberDataPoint(dict(p.attributes), p.start_ns, p.end_ns, p.value) for p in metric.points]
+        if metric.kind is Kind.COUNTER:
+            data: Sum | Gauge = Sum(points, AggregationTemporality.DELTA, is_monotonic=True)
+        else:
+            data = Gauge(points)
+        sdk_metrics.append(SDKMetric(metric.name, metric.description, metric.unit, data))
+    resource = Resource({**base_resource, **dict(batch.resource)})
+    scope = ScopeMetrics(InstrumentationScope(SCOPE_NAME, __version__), sdk_metrics, "")
+    return encode_metrics(MetricsData([ResourceMetrics(resource, [scope], "")])).SerializeToString()
+
+
+def best_rate(samples: int, run: Callable[[], None]) -> float:
+    timings = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - started)
+    return samples / min(timings)
+
+
+def main() -> None:
+    first = window_batch(0)
+    windows = -(-TARGET_SAMPLES // first.point_count())
+    batches = [window_batch(i) for i in range(windows)]
+    samples = sum(b.point_count() for b in batches)
+    config = OTLPSinkConfig(type="otlp", endpoint="http://127.0.0.1:4318")
+    base_resource = config.resource()
+
+    def ours() -> None:
+        encoder = RequestEncoder(base_resource, scope_version=__version__, cache_limit=100_000)
+        for batch in batches:
+            encoder.encode(batch).SerializeToString()
+
+    def sdk() -> None:
+        for batch in batches:
+            sdk_encode(batch, base_resource)
+
+    def prepare() -> None:
+        sink = OTLPSink("bench", config, Context())
+        for batch in batches:
+            sink.prepare(batch)
+
+    ours_rate, sdk_rate, prepare_rate = best_rate(samples, ours), best_rate(samples, sdk), best_rate(samples, prepare)
+    print(f"input: {samples:,} samples = {windows} windows x {first.point_count():,} series "
+          f"({ENDPOINTS} Cerebras-like endpoints); best of {REPEATS}")  # fmt: skip
+    print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(f"bridge encoder (proto direct)      {ours_rate:>12,.0f} samples/s")
+    print(f"SDK dataclasses + encode_metrics   {sdk_rate:>12,.0f} samples/s")
+    print(f"ratio bridge / SDK                 {ours_rate / sdk_rate:>12.2f}x")
+    print(f"sink prepare (cumulative + encode) {prepare_rate:>12,.0f} samples/s")
+
+
+if __name__ == "__main__":
+    main()
