@@ -20,6 +20,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     gzip: bool = False
     delay: float = 0.0  # seconds before the body is sent
+    trickle: float = 0.0  # seconds between 64-byte chunks of the body
 
 
 @dataclass
@@ -48,7 +49,12 @@ class _Handler(BaseHTTPRequestHandler):
         if response.delay:
             time.sleep(response.delay)
         try:
-            self.wfile.write(body)
+            step = 64 if response.trickle else len(body) or 1
+            for offset in range(0, len(body), step):
+                self.wfile.write(body[offset:offset + step])
+                if response.trickle:
+                    self.wfile.flush()
+                    time.sleep(response.trickle)
         except (BrokenPipeError, ConnectionResetError):
             pass
 

@@ -63,7 +63,7 @@ def test_families_get_their_meaning(simulator: CerebrasSimulator, clock: ManualC
         metric = metrics[name]
         assert (metric.kind, metric.unit) == (Kind.GAUGE, "s")
         assert {dict(p.attributes)["statistic"] for p in metric.points} == {"avg", "p50", "p90", "p95", "p99"}
-    assert (metrics["inference_endpoint_status"].kind, metrics["inference_endpoint_status"].unit) == (Kind.GAUGE, "1")
+    assert (metrics["inference_endpoint_status"].kind, metrics["inference_endpoint_status"].unit) == (Kind.GAUGE, "")
     assert (metrics["cache_rate"].kind, metrics["cache_rate"].unit) == (Kind.GAUGE, "1")
     for metric, point in batch.iter_points():
         assert (point.start_ns, point.end_ns) == (batch.window_start_ns, batch.window_end_ns)

@@ -114,6 +114,7 @@ def test_gzip_bodies_are_decoded(exposition_server: ExpositionServer, clock: Man
     (Response(body="x 1\n" * 1000), "body_too_large"),
     (Response(status=500, body="boom"), "http_500"),
     (Response(body=EXPORTER, delay=2.0), "timeout"),
+    (Response(body=EXPORTER[:900], trickle=0.05), "timeout"),  # each read is quick, the whole body is not
 ])
 def test_bad_upstreams_are_counted_not_raised(exposition_server: ExpositionServer, clock: ManualClock,
                                               response: Response, outcome: str) -> None:

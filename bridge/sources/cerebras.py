@@ -43,7 +43,7 @@ FAMILIES: dict[str, tuple[str, str | None, str]] = {
     "e2e_latency_seconds": ("gauge", None, "s"),
     "ttft_seconds": ("gauge", None, "s"),
     "tpot_seconds": ("gauge", None, "s"),
-    "inference_endpoint_status": ("gauge", None, "1"),
+    "inference_endpoint_status": ("gauge", None, ""),  # a state (1 up, 0 down, -1 unknown), not a ratio
     "cache_rate": ("gauge", None, "1"),
 }
 

@@ -7,6 +7,7 @@ Nothing here ever includes a credential in a message.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import ssl
@@ -119,6 +120,7 @@ class Scraper:
     def __init__(self, *, auth: NoAuth | BearerAuth | BasicAuth, tls: TLSConfig, timeout: float,
                  max_body_bytes: int) -> None:
         self.auth = auth
+        self.timeout = timeout
         self.max_body_bytes = max_body_bytes
         self.client = httpx.AsyncClient(
             verify=ssl_context(tls),
@@ -132,10 +134,17 @@ class Scraper:
         )
 
     async def fetch(self, url: str, now: float) -> ScrapeResult:
+        """One GET. `timeout` bounds the whole scrape, not each read: a trickling body is cut off too."""
         try:
             headers = auth_header(self.auth)
         except OSError as exc:
             raise ScrapeError("credentials_unreadable", str(exc.strerror)) from None
+        try:
+            return await asyncio.wait_for(self._get(url, headers, now), self.timeout)
+        except asyncio.TimeoutError:
+            raise ScrapeError("timeout", f"no complete response within {self.timeout:g} s") from None
+
+    async def _get(self, url: str, headers: dict[str, str], now: float) -> ScrapeResult:
         try:
             async with self.client.stream("GET", url, headers=headers) as response:
                 if response.status_code != 200:
