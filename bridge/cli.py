@@ -102,9 +102,13 @@ async def _once(config: BridgeConfig, dry_run: bool, timeout: float) -> int:
 
 
 async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> int:
+    from bridge.health import HealthServer, HealthState
     from bridge.pipeline import Pipeline
 
-    pipeline = Pipeline(config, Context())
+    context = Context()
+    context.health = HealthState(context.clock)
+    health_server = HealthServer(config.telemetry.listen, context.health) if config.telemetry.listen else None
+    pipeline = Pipeline(config, context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -119,6 +123,8 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    if health_server is not None:
+        await health_server.start()
     await pipeline.start()
     log.info(
         "metrics-bridge %s running %s: sources %s -> sinks %s",
@@ -127,6 +133,8 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
     await stop.wait()
     log.info("stopping: flushing sinks for up to %.0f s", grace)
     await pipeline.stop(grace)
+    if health_server is not None:
+        await health_server.stop()
     return 0
 
 

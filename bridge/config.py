@@ -41,15 +41,26 @@ class TransformConfig(ComponentConfig):
 
 
 class DeliveryConfig(StrictModel):
-    """Per-sink queue and retry policy."""
+    """Per-sink queue, retry and spool policy (bridge/delivery; README "Delivery and reliability")."""
 
-    max_batches: int = Field(1000, ge=1, description="queued batches before the oldest is evicted")
-    max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="queued payload bytes before eviction")
-    max_age_seconds: float | None = Field(None, gt=0, description="drop a batch older than this (sink default if unset)")
-    retry_initial_seconds: float = Field(1.0, gt=0)
-    retry_max_seconds: float = Field(60.0, gt=0)
-    spool_path: str | None = Field(None, description="SQLite file that keeps unacknowledged batches across restarts")
-    spool_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_batches: int = Field(1000, ge=1, description="queued payloads before the oldest is evicted")
+    max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="queued payload bytes held in memory before eviction (no spool)"
+    )
+    max_age_seconds: float | None = Field(
+        None, gt=0, description="drop a payload whose window ended longer ago (sink default if unset: Datadog 3540)"
+    )
+    retry_initial_seconds: float = Field(1.0, gt=0, description="backoff ceiling after the first failure")
+    retry_max_seconds: float = Field(60.0, gt=0, description="cap of the backoff ceiling; Retry-After may exceed it")
+    drain_order: Literal["newest_first", "oldest_first"] = Field(
+        "newest_first",
+        description="after an outage: live data first, then backfill (newest_first); or in window order, for "
+        "backends that refuse out-of-order samples (oldest_first)",
+    )
+    spool_path: str | None = Field(None, description="SQLite file that keeps unacknowledged payloads across restarts")
+    spool_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="spooled payload bytes before the oldest is evicted (with a spool)"
+    )
 
 
 class SinkConfig(ComponentConfig):
@@ -58,7 +69,10 @@ class SinkConfig(ComponentConfig):
 
 
 class TelemetryConfig(StrictModel):
-    listen: str | None = Field(None, description="host:port for /metrics, /healthz, /readyz; off if unset")
+    listen: str | None = Field(
+        None, pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):\d{1,5}$",
+        description="host:port for /metrics, /healthz, /readyz (e.g. 0.0.0.0:9464); off if unset",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bridge.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from bridge.health import HealthState
 
 
 class RequestBudget:
@@ -51,6 +55,8 @@ class Context:
     budgets: dict[str, RequestBudget] = field(default_factory=dict)
     #: last delivered window end (seconds) per upstream key; a window is forwarded once
     delivered_windows: dict[str, float] = field(default_factory=dict)
+    #: readiness bookkeeping (/readyz); None when nothing serves it (tests, `once`)
+    health: HealthState | None = None
 
     def budget(self, key: str, limit: int, period: float = 60.0) -> RequestBudget:
         if key not in self.budgets:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from bridge import registry, telemetry
 from bridge.config import BridgeConfig, SinkConfig, TransformConfig
@@ -23,15 +23,6 @@ from bridge.sources.base import Source
 from bridge.transforms.base import Transform
 
 log = logging.getLogger(__name__)
-
-
-class Health(Protocol):
-    """What the pipeline reports to (bridge.health.HealthState)."""
-
-    def expect_source(self, name: str, interval: float) -> None: ...
-    def expect_sink(self, name: str) -> None: ...
-    def source_succeeded(self, name: str, now: float) -> None: ...
-    def source_failed(self, name: str, reason: str) -> None: ...
 
 
 def build_transforms(configs: list[TransformConfig]) -> list[Transform]:
@@ -68,10 +59,10 @@ class SourceTask:
 
 
 class Pipeline:
-    def __init__(self, config: BridgeConfig, context: Context | None = None, health: Health | None = None) -> None:
+    def __init__(self, config: BridgeConfig, context: Context | None = None) -> None:
         self.config = config
         self.context = context or Context()
-        self.health = health
+        self.health = self.context.health
         self.transforms = build_transforms(config.transforms)
         self.lanes = {name: self._build_lane(name, sink_config, config) for name, sink_config in config.sinks.items()}
         self.sources = {
@@ -224,13 +215,17 @@ class Pipeline:
                 new_lanes[name] = lane
             else:
                 new_lanes[name] = self._build_lane(name, sink_config, config)
-                await new_lanes[name].runner.start()
-                if self.health is not None:
-                    self.health.expect_sink(name)
+        # Batches go to the new lanes from here on (a runner not started yet holds them). A replaced
+        # runner stops first, flushing and leaving the rest in its spool, so its successor recovers them.
+        self.lanes = new_lanes
         for name, lane in old_lanes.items():
             if new_lanes.get(name) is not lane:
                 await lane.runner.stop(grace=5.0)
-        self.lanes = new_lanes
+        for name, lane in new_lanes.items():
+            if old_lanes.get(name) is not lane:
+                await lane.runner.start()
+                if self.health is not None:
+                    self.health.expect_sink(name)
         new_sources: dict[str, SourceTask] = {}
         for name, source_config in config.sources.items():
             entry = old_sources.get(name)

@@ -53,6 +53,32 @@ LAST_SEND_SUCCESS = Gauge(
     registry=REGISTRY,
 )
 
+# ---- delivery (bridge/delivery) -----------------------------------------------
+# Payloads the delivery layer gives up on also count their points in DROPPED_POINTS with the same reason.
+DELIVERY_RETRIES = Counter(
+    "bridge_delivery_retries", "Retryable delivery failures, each followed by a backoff.", ["sink"], registry=REGISTRY
+)
+DELIVERY_EVICTIONS = Counter(
+    "bridge_delivery_evicted_payloads",
+    "Payloads removed undelivered, by reason: queue_full, spool_full, larger_than_queue, too_old (past the sink's "
+    "age limit), shutdown (no spool), spool_error.",
+    ["sink", "reason"],
+    registry=REGISTRY,
+)
+DELIVERY_OLDEST_AGE = Gauge(
+    "bridge_delivery_oldest_age_seconds", "Age of the oldest undelivered payload's window end (0: none waiting).",
+    ["sink"], registry=REGISTRY,
+)
+DELIVERY_SPOOL_BYTES = Gauge(
+    "bridge_delivery_spool_bytes", "Size on disk of a sink's spool (database and write-ahead log).", ["sink"],
+    registry=REGISTRY,
+)
+DELIVERY_RECOVERED = Counter(
+    "bridge_delivery_recovered_payloads", "Unacknowledged payloads found in the spool at start-up.", ["sink"],
+    registry=REGISTRY,
+)
+# ---- end delivery -------------------------------------------------------------
+
 # ---- OTLP sinks (bridge/sinks/otlp) ------------------------------------------
 # Points a backend rejects in a partial success count as DROPPED_POINTS{reason="partial_success"}.
 OTLP_TRACKED_SERIES = Gauge(

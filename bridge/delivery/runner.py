@@ -1,25 +1,45 @@
 """One runner per sink: the scrape hands it a batch and never waits on the backend.
 
 submit() normalises and encodes at once (sink.prepare: stateful, in window
-order) and queues the payloads; a worker task delivers them one at a time,
-retrying retryable failures with capped exponential backoff and full jitter
-until they succeed, turn out permanent, or age past the sink's limit.
+order), queues the payloads and returns. A worker task delivers one payload
+at a time:
+
+- newest window first, so live data is never stuck behind an outage's
+  backlog; then older windows while they are inside the sink's age limit
+  (`drain_order: oldest_first` for backends that refuse out-of-order samples);
+- a retryable failure puts the whole sink in backoff (exponential, full
+  jitter, capped, Retry-After as a floor): a down backend is down for every
+  payload, so it is asked once per backoff, not once per queued payload;
+- a permanent failure drops the payload, counted by reason;
+- the queue is bounded by payloads and bytes: when full, the oldest window is
+  evicted and counted.
+
+With `spool_path`, a payload's bytes live in a SQLite spool (bridge/delivery/
+spool.py) until the backend acknowledged it, and memory holds only an index:
+a restart, even after a SIGKILL, resumes with exactly the unacknowledged
+payloads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import random
-from collections import deque
 
 from bridge import telemetry
 from bridge.config import DeliveryConfig
 from bridge.context import Context
+from bridge.delivery.backoff import retry_delay
+from bridge.delivery.pending import Entry, PendingQueue
+from bridge.delivery.spool import Spool, StoredPayload
 from bridge.model import NS_PER_S, Batch
 from bridge.sinks.base import DeliveryError, Payload, Sink
 
 log = logging.getLogger(__name__)
+
+_FLUSH_POLL_SECONDS = 0.01
 
 
 class SinkRunner:
@@ -27,125 +47,259 @@ class SinkRunner:
         self.sink = sink
         self.config = config
         self.clock = context.clock
+        self.health = context.health
         self.max_age = config.max_age_seconds or sink.default_max_age_seconds
-        self._queue: deque[Payload] = deque()
-        self._queued_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
+        self.rng = random.Random()  # the backoff's jitter; tests seed it for repeatable runs
+        sink_type = getattr(sink, "type_name", type(sink).__name__)
+        self.spool = Spool(config.spool_path, sink.name, sink_type) if config.spool_path else None
+        self._byte_cap = config.spool_max_bytes if self.spool else config.max_bytes
+        self._full_reason = "spool_full" if self.spool else "queue_full"
+        self._pending = PendingQueue()
+        self._seq = itertools.count()
+        self._in_flight: Entry | None = None
+        self._failures = 0  # consecutive retryable failures: the backoff's exponent
+        self._retry_at: float | None = None  # while backing off: when the next attempt is due (clock time)
+        self._last_failure_reason: str | None = None
+        self._reported_evictions: set[str] = set()  # log each eviction reason once per bad spell
+        self._wakeup = asyncio.Event()  # set by submit for a worker waiting on an empty queue
+        self._idle = asyncio.Event()  # set while the worker waits for work or on a backoff
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self._last_failure_reason: str | None = None
+        self._spool_open = False
 
+    @property
+    def name(self) -> str:
+        return self.sink.name
+
+    # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.sink.start()
-        self._task = asyncio.create_task(self._work(), name=f"sink:{self.sink.name}")
+        """Recover the spool (if any), open the sink, start delivering.
 
-    def submit(self, batch: Batch) -> None:
+        Payloads submitted before start (a reloaded sink's successor) are kept
+        in memory until here, then spooled like any other.
+        """
+        if self.spool is not None:
+            self._recover(await self.spool.open())
+            self._spool_open = True
         try:
-            payloads = self.sink.prepare(batch)
-        except Exception:
-            log.exception("sink %s could not encode a batch from %s; dropped", self.sink.name, batch.source)
-            telemetry.DROPPED_POINTS.labels(self.sink.name, "encode_error").inc(batch.point_count())
+            await self.sink.start()
+        except BaseException:
+            if self.spool is not None:
+                await self.spool.close()
+            raise
+        self._task = asyncio.create_task(self._work(), name=f"sink:{self.name}")
+        telemetry.DELIVERY_OLDEST_AGE.labels(self.name).set_function(self._oldest_age)
+        if self.spool is not None:
+            telemetry.DELIVERY_SPOOL_BYTES.labels(self.name).set_function(self.spool.disk_bytes)
+        self._publish()
+
+    def _recover(self, stored: list[StoredPayload]) -> None:
+        assert self.spool is not None
+        submitted_early = list(self._pending)
+        for row in stored:
+            self._pending.add(Entry(next(self._seq), row.window_end_ns, row.points, row.size, None, row.row_id))
+        for entry in submitted_early:
+            self._spool_entry(entry)
+        if stored:
+            telemetry.DELIVERY_RECOVERED.labels(self.name).inc(len(stored))
+            log.info("sink %s: %d unacknowledged payload(s) recovered from %s", self.name, len(stored), self.spool.path)
+        self._evict_over_caps()  # the caps may have shrunk, and time has passed, since they were stored
+        self._expire()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Deliver for up to `grace` seconds, then stop: the rest stays in the spool, or is dropped and counted."""
+        if self._task is None:
             return
-        for payload in payloads:
-            self._enqueue(payload)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._flush(grace), timeout=grace)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)  # an attempt in flight stays unacknowledged
+        self._task = None
+        if self.spool is None:
+            self._discard(list(self._pending), "shutdown", evicted=True)  # no spool_path: nowhere to keep them
+        else:
+            await self.spool.flush()
+            self._discard([e for e in self._pending if e.payload is not None], "spool_error", evicted=True)
+            if self._pending:
+                log.info("sink %s: %d undelivered payload(s) kept in %s for the next start", self.name,
+                         len(self._pending), self.spool.path)
+            await self.spool.close()
+            self._spool_open = False
+            telemetry.DELIVERY_SPOOL_BYTES.remove(self.name)
+        telemetry.DELIVERY_OLDEST_AGE.remove(self.name)
+        self._publish()
+        await self.sink.close()
 
-    def _enqueue(self, payload: Payload) -> None:
-        self._queue.append(payload)
-        self._queued_bytes += len(payload.body)
-        while len(self._queue) > self.config.max_batches or self._queued_bytes > self.config.max_bytes:
-            self._drop(self._queue.popleft(), "queue_full")
-        self._update_gauges()
-        self._idle.clear()
-        self._wakeup.set()
-
-    def _drop(self, payload: Payload, reason: str) -> None:
-        self._queued_bytes -= len(payload.body)
-        telemetry.DROPPED_POINTS.labels(self.sink.name, reason).inc(payload.points)
-
-    def _update_gauges(self) -> None:
-        telemetry.QUEUE_DEPTH.labels(self.sink.name).set(len(self._queue))
-        telemetry.QUEUE_BYTES.labels(self.sink.name).set(self._queued_bytes)
-
-    def _too_old(self, payload: Payload) -> bool:
-        return self.max_age is not None and payload.window_end_ns / NS_PER_S < self.clock.now() - self.max_age
-
-    async def _work(self) -> None:
-        while True:
-            if not self._queue:
-                self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            payload = self._queue[0]
-            if self._too_old(payload):
-                self._queue.popleft()
-                self._drop(payload, "too_old")
-                self._update_gauges()
-                continue
-            delay = await self._attempt(payload)
-            if delay is None:
-                if self._queue and self._queue[0] is payload:
-                    self._queue.popleft()
-                    self._queued_bytes -= len(payload.body)
-                self._update_gauges()
-                continue
-            self._idle.set()  # waiting on backoff counts as settled
-            await self.clock.sleep_until(self.clock.now() + delay)
-
-    async def _attempt(self, payload: Payload) -> float | None:
-        """Deliver once. None when the payload is finished (sent or dropped), else the retry delay."""
-        try:
-            await self.sink.deliver(payload)
-        except DeliveryError as exc:
-            telemetry.SEND_FAILURES.labels(self.sink.name, exc.reason).inc()
-            if exc.reason != self._last_failure_reason:  # one log line per state change
-                log.warning("sink %s: %s%s", self.sink.name, exc, "" if exc.retryable else "; dropped")
-                self._last_failure_reason = exc.reason
-            if not exc.retryable:
-                telemetry.DROPPED_POINTS.labels(self.sink.name, exc.reason).inc(payload.points)
-                return None
-            payload.meta["attempts"] = str(int(payload.meta.get("attempts", "0")) + 1)
-            return self._backoff(int(payload.meta["attempts"]), exc.retry_after)
-        except Exception as exc:  # a sink bug must not kill the worker
-            log.exception("sink %s failed unexpectedly; payload dropped", self.sink.name)
-            telemetry.SEND_FAILURES.labels(self.sink.name, type(exc).__name__).inc()
-            telemetry.DROPPED_POINTS.labels(self.sink.name, "sink_error").inc(payload.points)
-            return None
-        if self._last_failure_reason is not None:
-            log.info("sink %s: delivering again", self.sink.name)
-            self._last_failure_reason = None
-        telemetry.POINTS_OUT.labels(self.sink.name).inc(payload.points)
-        telemetry.PAYLOADS_OUT.labels(self.sink.name).inc()
-        telemetry.LAST_SEND_SUCCESS.labels(self.sink.name).set(self.clock.now())
-        return None
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        cap = min(self.config.retry_max_seconds, self.config.retry_initial_seconds * 2 ** (attempt - 1))
-        delay = random.uniform(0, cap)
-        return max(delay, retry_after or 0.0)
+    async def _flush(self, grace: float) -> None:
+        """Until nothing is pending, or the next retry is due after the grace period anyway."""
+        deadline = self.clock.now() + grace
+        while self._pending and not (self._retry_at is not None and self._retry_at > deadline):
+            await asyncio.sleep(_FLUSH_POLL_SECONDS)
 
     async def settle(self) -> None:
-        """Return once nothing is being delivered: queue empty, or waiting on a backoff."""
+        """Return once nothing is being delivered (queue empty, or waiting on a backoff) and the spool is written."""
         while True:
             await self._idle.wait()
             await asyncio.sleep(0)
             if self._idle.is_set():
-                return
+                break
+        if self.spool is not None and self._spool_open:
+            await self.spool.flush()
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Give queued payloads up to `grace` seconds to go out, then stop."""
-        if self._task is None:
-            return
+    # -- the scrape side: never waits ------------------------------------------------------------------
+    def submit(self, batch: Batch) -> None:
         try:
-            await asyncio.wait_for(self._drain(), timeout=grace)
-        except asyncio.TimeoutError:
-            log.warning("sink %s: %d payloads undelivered at shutdown", self.sink.name, len(self._queue))
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
-        await self.sink.close()
+            payloads = self.sink.prepare(batch)
+        except Exception:
+            log.exception("sink %s could not encode a batch from %s; dropped", self.name, batch.source)
+            telemetry.DROPPED_POINTS.labels(self.name, "encode_error").inc(batch.point_count())
+            return
+        for payload in payloads:
+            self._enqueue(payload)
+        self._expire()
+        self._publish()
+        if payloads and self._task is not None and self._retry_at is None:
+            self._idle.clear()
+            self._wakeup.set()
 
-    async def _drain(self) -> None:
-        while self._queue:
-            await asyncio.sleep(0.01)
+    def _enqueue(self, payload: Payload) -> None:
+        entry = Entry(next(self._seq), payload.window_end_ns, payload.points, len(payload.body), payload)
+        if entry.size > self._byte_cap:  # would evict everything else and then itself
+            self._count_dropped([entry], "larger_than_queue", evicted=True)
+            return
+        self._pending.add(entry)
+        if self._spool_open:
+            self._spool_entry(entry)
+        self._evict_over_caps()
+
+    def _spool_entry(self, entry: Entry) -> None:
+        """Hand the bytes to the spool; from here on they live only on disk (or back in the entry, if the write fails)."""
+        assert self.spool is not None and entry.payload is not None
+        payload, entry.payload = entry.payload, None  # before the spool's thread may put it back
+        self.spool.add(entry, payload)
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+    def _evict_over_caps(self) -> None:
+        victims = []
+        while len(self._pending) > self.config.max_batches or self._pending.bytes > self._byte_cap:
+            victim = self._pending.oldest(skip=self._in_flight)
+            if victim is None:
+                break
+            self._pending.remove(victim)
+            victims.append(victim)
+        self._discard(victims, self._full_reason, evicted=True)
+
+    def _expire(self) -> None:
+        if self.max_age is None:
+            return
+        cutoff_ns = int((self.clock.now() - self.max_age) * NS_PER_S)
+        expired = [e for e in self._pending.ending_before(cutoff_ns) if e is not self._in_flight]
+        self._discard(expired, "too_old", evicted=True)
+
+    def _forget(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._pending.remove(entry)
+        if self.spool is not None:
+            self.spool.remove(entries)
+
+    def _discard(self, entries: list[Entry], reason: str, *, evicted: bool) -> None:
+        """Give up on queued payloads."""
+        if entries:
+            self._forget(entries)
+            self._count_dropped(entries, reason, evicted=evicted)
+
+    def _count_dropped(self, entries: list[Entry], reason: str, *, evicted: bool) -> None:
+        """Points by reason; evictions (the delivery layer's own decisions) also in payloads."""
+        telemetry.DROPPED_POINTS.labels(self.name, reason).inc(sum(e.points for e in entries))
+        if evicted:
+            telemetry.DELIVERY_EVICTIONS.labels(self.name, reason).inc(len(entries))
+            if reason not in self._reported_evictions:
+                self._reported_evictions.add(reason)
+                log.warning("sink %s: %d undelivered payload(s) evicted (%s); all such evictions are counted in "
+                            "bridge_delivery_evicted_payloads_total", self.name, len(entries), reason)
+
+    def _publish(self) -> None:
+        telemetry.QUEUE_DEPTH.labels(self.name).set(len(self._pending))
+        telemetry.QUEUE_BYTES.labels(self.name).set(self._pending.bytes)
+
+    def _oldest_age(self) -> float:
+        oldest = self._pending.oldest()
+        return 0.0 if oldest is None else max(0.0, self.clock.now() - oldest.window_end_ns / NS_PER_S)
+
+    # -- the worker -----------------------------------------------------------------------------------
+    async def _work(self) -> None:
+        newest_first = self.config.drain_order == "newest_first"
+        while True:
+            self._expire()
+            entry = self._pending.next_to_send(newest_first)
+            if entry is None:
+                self._publish()
+                self._wakeup.clear()
+                self._idle.set()
+                await self._wakeup.wait()
+                continue
+            self._idle.clear()
+            delay = await self._attempt(entry)
+            self._publish()
+            if delay is not None:
+                self._retry_at = self.clock.now() + delay
+                self._idle.set()
+                try:
+                    await self.clock.sleep_until(self._retry_at)
+                finally:
+                    self._retry_at = None
+
+    async def _attempt(self, entry: Entry) -> float | None:
+        """Deliver once. None when the payload is finished (sent or dropped), else the backoff delay."""
+        self._in_flight = entry
+        try:
+            payload = entry.payload
+            if payload is None:
+                assert self.spool is not None
+                payload = await self.spool.load(entry)
+            if payload is None:
+                self._discard([entry], "spool_error", evicted=True)
+                return None
+            await self.sink.deliver(payload)
+        except DeliveryError as exc:
+            return self._failed(entry, exc)
+        except Exception as exc:  # a sink bug must not kill the worker
+            log.exception("sink %s failed unexpectedly; payload dropped", self.name)
+            telemetry.SEND_FAILURES.labels(self.name, type(exc).__name__).inc()
+            self._discard([entry], "sink_error", evicted=False)
+            return None
+        finally:
+            self._in_flight = None
+        self._delivered(entry)
+        return None
+
+    def _failed(self, entry: Entry, exc: DeliveryError) -> float | None:
+        telemetry.SEND_FAILURES.labels(self.name, exc.reason).inc()
+        if exc.reason != self._last_failure_reason:  # one log line per state change
+            log.warning("sink %s: %s; %s", self.name, exc,
+                        f"retrying ({len(self._pending)} queued)" if exc.retryable else "payload dropped")
+            self._last_failure_reason = exc.reason
+        if not exc.retryable:
+            self._failures = 0
+            self._discard([entry], exc.reason, evicted=False)
+            if self.health is not None:
+                self.health.sink_failed_permanently(self.name, exc.reason)
+            return None
+        self._failures += 1
+        telemetry.DELIVERY_RETRIES.labels(self.name).inc()
+        config = self.config
+        return retry_delay(self._failures, config.retry_initial_seconds, config.retry_max_seconds, exc.retry_after,
+                           self.rng)
+
+    def _delivered(self, entry: Entry) -> None:
+        self._forget([entry])
+        if self._last_failure_reason is not None:
+            log.info("sink %s: delivering again (%d queued)", self.name, len(self._pending))
+            self._last_failure_reason = None
+        self._failures = 0
+        self._reported_evictions.clear()
+        if self.health is not None:
+            self.health.sink_succeeded(self.name)
+        telemetry.POINTS_OUT.labels(self.name).inc(entry.points)
+        telemetry.PAYLOADS_OUT.labels(self.name).inc()
+        telemetry.LAST_SEND_SUCCESS.labels(self.name).set(self.clock.now())
