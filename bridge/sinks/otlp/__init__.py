@@ -1,0 +1,113 @@
+"""The `otlp` sink (OTLP/gRPC and OTLP/HTTP) and its `grafana_cloud` preset.
+
+Split like the OpenTelemetry exporters and Vector's sinks: config (keys and
+OTEL_* environment defaults), normalize (stateful temporality), encode (pure,
+shared by both transports), transport (one attempt, classified outcome).
+prepare() normalises and encodes once; the delivery layer retries deliver()
+with the exact same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from google.protobuf.json_format import MessageToJson
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+from bridge import __version__, registry, telemetry
+from bridge.context import Context
+from bridge.model import Batch, Temporality
+from bridge.sinks.base import Payload, Sink
+from bridge.sinks.otlp.config import OTLPCommonConfig, OTLPSinkConfig
+from bridge.sinks.otlp.encode import RequestEncoder, split_batch
+from bridge.sinks.otlp.grafana import GrafanaCloudConfig, OTLPMetricType, prometheus_name
+from bridge.sinks.otlp.normalize import TemporalityNormalizer
+from bridge.sinks.otlp.transport import open_transport
+
+log = logging.getLogger(__name__)
+
+
+@registry.sinks.register("otlp")
+class OTLPSink(Sink):
+    Config: ClassVar[type[OTLPCommonConfig]] = OTLPSinkConfig
+
+    def __init__(self, name: str, config: OTLPCommonConfig, context: Context) -> None:
+        super().__init__(name, config, context)
+        self.connection = config.connection()
+        self.temporality = Temporality(config.temporality)
+        self._normalizer = TemporalityNormalizer(
+            self.temporality,
+            sink_name=name,
+            series_limit=config.series_limit,
+            idle_seconds=config.series_idle_seconds,
+        )
+        self._encoder = RequestEncoder(config.resource(), scope_version=__version__, cache_limit=config.series_limit)
+        self._transport = open_transport(self.connection)
+
+    async def start(self) -> None:
+        await self._transport.start()
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    def prepare(self, batch: Batch) -> list[Payload]:
+        normalized = self._normalizer.normalize(batch)
+        return [
+            Payload(
+                body=self._encoder.encode(chunk).SerializeToString(),
+                window_end_ns=batch.window_end_ns,
+                points=chunk.point_count(),
+            )
+            for chunk in split_batch(normalized, self.config.max_points_per_request)
+        ]
+
+    async def deliver(self, payload: Payload) -> None:
+        """One attempt. Failures are counted and logged by the delivery layer; partial success is ours to report."""
+        response = await self._transport.send(payload.body)
+        partial = response.partial_success
+        if partial.rejected_data_points:
+            telemetry.DROPPED_POINTS.labels(self.name, "partial_success").inc(partial.rejected_data_points)
+            log.warning(
+                "sink %s: backend rejected %d of %d points: %s",
+                self.name, partial.rejected_data_points, payload.points, partial.error_message or "(no message)",
+            )
+        elif partial.error_message:
+            log.warning("sink %s: backend accepted the request with a warning: %s", self.name, partial.error_message)
+
+    def describe(self, payload: Payload) -> str:
+        """The request in the protobuf JSON mapping (what OTLP/JSON would carry)."""
+        return MessageToJson(ExportMetricsServiceRequest.FromString(payload.body), indent=2)
+
+    def summary(self, payloads: list[Payload]) -> str:
+        points = sum(payload.points for payload in payloads)
+        return (
+            f"{points} points in {len(payloads)} request(s) to {self.connection.url} "
+            f"({self.connection.protocol}, {self.temporality.value})"
+        )
+
+
+@registry.sinks.register("grafana_cloud")
+class GrafanaCloudSink(OTLPSink):
+    Config = GrafanaCloudConfig
+
+    def summary(self, payloads: list[Payload]) -> str:
+        """Adds the names Grafana users query, after Grafana's OTLP -> Prometheus translation."""
+        names = sorted({_promql_name(metric) for payload in payloads for metric in _metrics(payload)})
+        return f"{super().summary(payloads)}\nPromQL names: {', '.join(names)}"
+
+
+def _metrics(payload: Payload) -> list[metrics_pb2.Metric]:
+    request = ExportMetricsServiceRequest.FromString(payload.body)
+    return [m for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+
+
+def _promql_name(metric: metrics_pb2.Metric) -> str:
+    data = metric.WhichOneof("data")
+    metric_type: OTLPMetricType
+    if data == "sum":
+        metric_type = "monotonic_sum" if metric.sum.is_monotonic else "sum"
+    else:
+        metric_type = data  # type: ignore[assignment]  # gauge, histogram or summary
+    return prometheus_name(metric.name, metric.unit, metric_type)
