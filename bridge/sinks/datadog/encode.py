@@ -1,0 +1,203 @@
+"""Pure encoding of Datadog v2 series and v1 service-check bodies: plain strings and json, no I/O, no state.
+
+A series' identity (name, type, unit, tags, host) is encoded once into a JSON
+*head* that the normaliser caches; a steady-state point then costs one string
+format. Datadog's official models build about 6.5k series/s; this path is an
+order of magnitude faster and every body still deserializes into the official
+`MetricPayload` model (the test intake checks that).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterable, Sequence
+
+SERIES_PATH = "/api/v2/series"
+CHECK_RUN_PATH = "/api/v1/check_run"
+
+#: Datadog's documented limits for one /api/v2/series request (Vector uses the same numbers).
+MAX_COMPRESSED_BYTES = 512_000
+MAX_UNCOMPRESSED_BYTES = 5_242_880
+
+COUNT = 1
+GAUGE = 3
+
+#: Content-Encoding header per configured codec (Datadog spells zstd `zstd1`).
+CONTENT_ENCODING: dict[str, str | None] = {"gzip": "gzip", "deflate": "deflate", "zstd": "zstd1", "none": None}
+
+MAX_NAME_LENGTH = 200
+MAX_TAG_LENGTH = 200
+_NAME_INVALID = re.compile(r"[^A-Za-z0-9_.]")
+_TAG_INVALID = re.compile(r"[^\w\-:./]")
+_SEPARATORS = (",", ":")
+_to_json = json.JSONEncoder(separators=_SEPARATORS).encode  # one encoder, not one per call
+
+_BODY_OPEN = '{"series":['
+_BODY_CLOSE = "]}"
+_FRAMING = len(_BODY_OPEN) + len(_BODY_CLOSE)
+
+
+@lru_cache(maxsize=16_384)  # a few names, sanitised once each
+def metric_name(name: str) -> str:
+    """Datadog's metric name rules: ASCII letters, digits, `_` and `.`, starting with a letter, <= 200 chars."""
+    name = _NAME_INVALID.sub("_", name).strip("_.") or "unnamed"
+    if not name[0].isalpha():
+        name = "m_" + name
+    return name[:MAX_NAME_LENGTH]
+
+
+def sanitize_tag(text: str) -> str | None:
+    """Datadog's tag rules: lowercase, letters/digits/`_-:./` (others become `_`), <= 200 chars; None if empty.
+
+    Datadog lowercases tags on intake; doing it here keeps the dry-run count of
+    distinct custom metrics equal to what Datadog bills.
+    """
+    text = _TAG_INVALID.sub("_", text.lower())[:MAX_TAG_LENGTH]
+    return text or None
+
+
+@lru_cache(maxsize=65_536)  # one endpoint's tag recurs in every family
+def tag(key: str, value: str) -> str | None:
+    """`key:value`, or None for an empty value (Prometheus treats an empty label as absent)."""
+    return sanitize_tag(f"{key}:{value}") if value else None
+
+
+def series_head(name: str, metric_type: int, unit: str, tags: Sequence[str], host: str | None) -> str:
+    """The JSON text of a series object up to (not including) its interval and points, ending with a comma."""
+    series: dict[str, Any] = {"metric": name, "type": metric_type}
+    if unit:
+        series["unit"] = unit
+    if tags:
+        series["tags"] = list(tags)
+    if host:
+        series["resources"] = [{"name": host, "type": "host"}]
+    return _to_json(series)[:-1] + ","
+
+
+def series_fragment(head: str, timestamp: int, value: float, interval: int | None) -> str:
+    """One complete series object with one point; `interval` only for counts."""
+    if interval is None:
+        return f'{head}"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+    return f'{head}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+
+
+def compress(data: bytes, codec: str, level: int | None = None) -> bytes:
+    if codec == "gzip":
+        return zlib.compress(data, -1 if level is None else level, wbits=31)
+    if codec == "deflate":
+        return zlib.compress(data, -1 if level is None else level)
+    if codec == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3 if level is None else level).compress(data)
+    return data
+
+
+def decompress(body: bytes, codec: str) -> bytes:
+    if codec == "gzip":
+        return zlib.decompress(body, wbits=31)
+    if codec == "deflate":
+        return zlib.decompress(body)
+    if codec == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBody:
+    body: bytes  # compressed
+    series: int
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    bodies: list[EncodedBody]
+    oversized: int  # series that alone exceed a limit: never sendable
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_compressed: int = MAX_COMPRESSED_BYTES
+    max_uncompressed: int = MAX_UNCOMPRESSED_BYTES
+
+
+def _frame(fragments: Sequence[str]) -> bytes:
+    return (_BODY_OPEN + ",".join(fragments) + _BODY_CLOSE).encode()
+
+
+def _chunks_by_size(fragments: Sequence[str], max_uncompressed: int) -> Iterable[Sequence[str]]:
+    """Consecutive runs whose framed JSON stays within max_uncompressed (fragments are ASCII: len == bytes)."""
+    start, size = 0, _FRAMING
+    for index, fragment in enumerate(fragments):
+        extra = len(fragment) + (1 if index > start else 0)
+        if size + extra > max_uncompressed and index > start:
+            yield fragments[start:index]
+            start, size, extra = index, _FRAMING, len(fragment)
+        size += extra
+    if start < len(fragments):
+        yield fragments[start:]
+
+
+def pack_series(
+    fragments: Sequence[str], codec: str, level: int | None = None, limits: Limits = Limits()
+) -> Packed:
+    """Frame and compress fragments into as few bodies as the size limits allow.
+
+    Runs are cut at the uncompressed limit; a run that still compresses above
+    the compressed limit is halved until it fits. A lone series over a limit is
+    counted in `oversized` and left out.
+    """
+    bodies: list[EncodedBody] = []
+    oversized = 0
+    pending = list(_chunks_by_size(fragments, limits.max_uncompressed))
+    pending.reverse()
+    while pending:
+        chunk = pending.pop()
+        raw = _frame(chunk)
+        body = compress(raw, codec, level)
+        if len(body) <= limits.max_compressed and len(raw) <= limits.max_uncompressed:
+            bodies.append(EncodedBody(body, len(chunk)))
+        elif len(chunk) == 1:
+            oversized += 1
+        else:
+            middle = len(chunk) // 2
+            pending += [chunk[middle:], chunk[:middle]]
+    return Packed(bodies, oversized)
+
+
+def split_series_body(body: bytes, codec: str, level: int | None = None) -> list[EncodedBody] | None:
+    """Halve a series body (after a 413); None if it holds a single series and cannot be split.
+
+    Re-encoding parsed JSON keeps every timestamp and value bit for bit, so the
+    halves carry exactly the points of the original.
+    """
+    series = json.loads(decompress(body, codec))["series"]
+    if len(series) < 2:
+        return None
+    middle = len(series) // 2
+    halves = (series[:middle], series[middle:])
+    return [
+        EncodedBody(compress(_to_json({"series": half}).encode(), codec, level), len(half))
+        for half in halves
+    ]
+
+
+def service_check(check: str, status: int, timestamp: int, tags: Sequence[str], host: str | None) -> dict[str, Any]:
+    """One /api/v1/check_run entry; Datadog requires host_name, so it is empty when no host is configured."""
+    return {"check": check, "host_name": host or "", "status": status, "timestamp": timestamp, "tags": list(tags)}
+
+
+def service_checks_body(checks: Sequence[dict[str, Any]]) -> bytes:
+    return _to_json(list(checks)).encode()
+
+
+def decode_body(body: bytes, codec: str) -> Any:
+    """The JSON a body carries, for dry-run output and billing counts."""
+    return json.loads(decompress(body, codec))
+
