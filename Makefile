@@ -23,7 +23,12 @@ demo: $(VENV)/.installed
 
 ## Install the test extras and the tools the tests drive (helm, Debian's prometheus), then run pytest.
 test: $(VENV)/.test-installed
+	bash scripts/ci-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Re-run the fault suite's scenarios and rewrite docs/reliability.md with their figures.
+reliability: $(VENV)/.test-installed
+	$(BIN)/python -m tests.faults.report
 
 ## Benchmarks; results are recorded by hand in bench/RESULTS.md.
 bench: $(VENV)/.installed
