@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Sequence
@@ -49,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(args: argparse.Namespace, config: BridgeConfig | None) -> None:
+    """Flag, then the config's telemetry keys, then METRICS_BRIDGE_LOG_FORMAT (the image sets json), then console."""
     level = args.log_level or (config.telemetry.log_level if config else "info")
-    fmt = args.log_format or (config.telemetry.log_format if config else "console")
+    configured = config.telemetry.log_format if config and "log_format" in config.telemetry.model_fields_set else None
+    fmt = args.log_format or configured or os.environ.get("METRICS_BRIDGE_LOG_FORMAT") or "console"
     setup_logging(level, fmt)
 
 

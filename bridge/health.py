@@ -60,6 +60,11 @@ class HealthState:
     def expect_sink(self, name: str) -> None:
         self._sink_failures.setdefault(name, None)
 
+    def forget(self, name: str) -> None:
+        """Stop watching a source or sink: removed by a reload, or a finite source that is done."""
+        self._sources.pop(name, None)
+        self._sink_failures.pop(name, None)
+
     def source_succeeded(self, name: str, now: float) -> None:
         source = self._sources[name]
         source.last_success = now

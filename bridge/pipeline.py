@@ -115,7 +115,9 @@ class Pipeline:
         clock = self.context.clock
         while True:
             due = entry.source.next_due(clock.now())
-            if due is None:
+            if due is None:  # a finite source (a `file` read once) is done: not a readiness problem
+                if self.health is not None:
+                    self.health.forget(entry.source.name)
                 return
             await clock.sleep_until(due)
             await self.collect(entry)
@@ -221,6 +223,8 @@ class Pipeline:
         for name, lane in old_lanes.items():
             if new_lanes.get(name) is not lane:
                 await lane.runner.stop(grace=5.0)
+                if self.health is not None and name not in new_lanes:
+                    self.health.forget(name)
         for name, lane in new_lanes.items():
             if old_lanes.get(name) is not lane:
                 await lane.runner.start()
@@ -238,5 +242,7 @@ class Pipeline:
         for name, entry in old_sources.items():
             if new_sources.get(name) is not entry:
                 await self._stop_source(entry)
+                if self.health is not None and name not in new_sources:
+                    self.health.forget(name)
         self.sources = new_sources
         log.info("config reloaded: %d sources, %d sinks", len(self.sources), len(self.lanes))

@@ -200,3 +200,14 @@ def test_malformed_request_gets_400() -> None:
 def test_port_before_start_is_an_error() -> None:
     with pytest.raises(RuntimeError):
         HealthServer("127.0.0.1:0", HealthState(ManualClock(START))).port
+
+
+def test_every_self_metric_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    from bridge.telemetry import REGISTRY
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for family in REGISTRY.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        assert f"`{family.name}{suffix}`" in readme, family.name

@@ -157,3 +157,28 @@ def test_reload_keeps_unchanged_components(simulator: CerebrasSimulator, clock: 
     run(go())
     assert len({p["start_ns"] for p in read_jsonl(tmp_path / "a.jsonl")}) == 2
     assert len({p["start_ns"] for p in read_jsonl(tmp_path / "b.jsonl")}) == 1
+
+
+def test_a_finished_file_source_does_not_make_the_bridge_unready(clock: ManualClock, tmp_path: Path) -> None:
+    from bridge.health import HealthState
+    from tests.conftest import CEREBRAS_FIXTURES
+
+    config = parse_config({
+        "sources": {"replay": {"type": "file", "path": str(CEREBRAS_FIXTURES / "reference-shape.prom"),
+                               "preset": "cerebras"}},
+        "sinks": {"file": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
+    })
+    context = Context(clock=clock, health=HealthState(clock))
+
+    async def go() -> tuple[bool, list[str]]:
+        pipeline = Pipeline(config, context)
+        await pipeline.start()
+        try:
+            await pipeline.settle()
+            await clock.advance(600)  # ten intervals later
+            return context.health.ready()
+        finally:
+            await pipeline.stop()
+
+    assert run(go()) == (True, [])
+    assert read_jsonl(tmp_path / "out.jsonl")

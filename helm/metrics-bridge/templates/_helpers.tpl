@@ -1,0 +1,91 @@
+{{/* Chart name, overridable. */}}
+{{- define "metrics-bridge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-qualified name; the release name alone when it already contains the chart name. */}}
+{{- define "metrics-bridge.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "metrics-bridge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "metrics-bridge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "metrics-bridge.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "metrics-bridge.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "metrics-bridge.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "metrics-bridge.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The chart creates a Secret only when it has something to put in it and no existingSecret is named. */}}
+{{- define "metrics-bridge.createSecret" -}}
+{{- if and (not .Values.existingSecret) (gt (len (include "metrics-bridge.secretData" . | fromYaml)) 0) }}true{{ end }}
+{{- end }}
+
+{{- define "metrics-bridge.secretData" -}}
+{{- range $key, $value := .Values.secretEnv }}
+{{- if $value }}
+{{ $key }}: {{ toString $value | b64enc }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "metrics-bridge.secretName" -}}
+{{- default (include "metrics-bridge.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{/*
+The bridge config as mounted. The chart owns telemetry.listen (probes and the
+Service depend on it), so it is filled in from service.port; a listen on
+another port is refused rather than silently replaced. Logs default to JSON.
+Every ${VAR} the config references must be provided, or the pod would only
+crash-loop at start: refuse to render instead, naming the missing variable.
+*/}}
+{{- define "metrics-bridge.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $telemetry := $config.telemetry | default (dict) }}
+{{- $port := int .Values.service.port }}
+{{- if and $telemetry.listen (not (hasSuffix (printf ":%d" $port) (toString $telemetry.listen))) }}
+{{- fail (printf "config.telemetry.listen %q must use service.port %d (or leave it out: the chart sets it)" (toString $telemetry.listen) $port) }}
+{{- end }}
+{{- $_ := set $telemetry "listen" ($telemetry.listen | default (printf "0.0.0.0:%d" $port)) }}
+{{- $_ = set $telemetry "log_format" ($telemetry.log_format | default "json") }}
+{{- $_ = set $config "telemetry" $telemetry }}
+{{- include "metrics-bridge.checkEnv" (dict "root" . "text" (toYaml .Values.config)) }}
+{{- toYaml $config }}
+{{- end }}
+
+{{- define "metrics-bridge.checkEnv" -}}
+{{- $values := .root.Values }}
+{{- if not (or $values.existingSecret $values.extraEnvFrom) }}
+{{- $provided := dict }}
+{{- range $key, $value := $values.secretEnv }}{{ if $value }}{{ $_ := set $provided $key true }}{{ end }}{{ end }}
+{{- range $values.extraEnv }}{{ $_ := set $provided .name true }}{{ end }}
+{{- range $ref := regexFindAll "\\$?\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}" .text -1 }}
+{{- $name := trimSuffix "}" (trimPrefix "${" $ref) }}
+{{- if and (not (hasPrefix "$$" $ref)) (not (hasKey $provided $name)) }}
+{{- fail (printf "config references ${%s} but nothing provides it: set secretEnv.%s (e.g. --set-string secretEnv.%s=...), name an existingSecret that holds it, or add it to extraEnv" $name $name $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
