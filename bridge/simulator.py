@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping, Sequence
 
 from bridge.clock import Clock, SystemClock, minute_floor
+from bridge.serverthread import ServerThread
 
 API_PREFIX = "/api/v1/metrics/organizations/"
 STATISTICS = ("avg", "p50", "p90", "p95", "p99")
@@ -264,12 +265,14 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: a scrape every few milliseconds in tests would flood stderr."""
 
 
-class CerebrasSimulator:
+class CerebrasSimulator(ServerThread):
     """The Metrics API for one organization, served on 127.0.0.1 from a daemon thread.
 
     Checks run in the order a real gateway would: key (401), organization (404),
     rate limit (429, only admitted requests use up a slot), forced faults, then 200.
     """
+
+    thread_name = "cerebras-simulator"
 
     def __init__(
         self,
@@ -297,41 +300,16 @@ class CerebrasSimulator:
         self._lock = threading.Lock()
         self._admitted: collections.deque[float] = collections.deque()
         self._forced: collections.deque[tuple[int, float | None]] = collections.deque()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+
+    def _make_server(self) -> _Server:
+        server = _Server(self._address, _Handler)
+        server.simulator = self
+        return server
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
-        host, port = self._server.server_address[:2]
+        host, port = self.server_address
         return f"http://{host}:{port}{API_PREFIX}{self.organization_id}"
-
-    def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._server = _Server(self._address, _Handler)
-        self._server.simulator = self
-        # A short poll interval keeps stop() fast; tests start and stop many servers.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="cerebras-simulator", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> CerebrasSimulator:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def window_values(self, window_start: float) -> WindowValues:
         return simulate_window(self.endpoints, self.seed, window_start)

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from bridge.serverthread import ServerThread
+
 
 @dataclass
 class Response:
@@ -67,19 +69,22 @@ class _Server(ThreadingHTTPServer):
     owner: ExpositionServer
 
 
-class ExpositionServer:
+class ExpositionServer(ServerThread):
+    thread_name = "exposition-server"
+
     def __init__(self) -> None:
         self.script: list[Response] = [Response()]
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def _make_server(self) -> _Server:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.owner = self
+        return server
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/metrics"
+        return "http://%s:%d/metrics" % self.server_address
 
     def respond(self, *responses: Response) -> None:
         with self._lock:
@@ -89,12 +94,3 @@ class ExpositionServer:
         with self._lock:
             self.requests.append(request)
             return self.script.pop(0) if len(self.script) > 1 else self.script[0]
-
-    def __enter__(self) -> ExpositionServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()

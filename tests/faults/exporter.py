@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+
+from bridge.serverthread import ServerThread
 
 SERIAL_METRIC = "fault_serial"
 _BASE_MS = 1_800_000_000_000  # the timestamp of serial 0; serial n is n seconds later
@@ -42,19 +43,22 @@ class _Server(ThreadingHTTPServer):
     exporter: SerialExporter
 
 
-class SerialExporter:
+class SerialExporter(ServerThread):
+    thread_name = "serial-exporter"
+
     def __init__(self) -> None:
         self.served: list[int] = []  # serials answered with a 200
         self._paused = False
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.exporter = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+
+    def _make_server(self) -> _Server:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.exporter = self
+        return server
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
+        return "http://%s:%d/metrics" % self.server_address
 
     def pause(self) -> None:
         with self._lock:
@@ -72,12 +76,3 @@ class SerialExporter:
             self.served.append(serial)
         line = f"{SERIAL_METRIC} {serial} {serial_timestamp_ms(serial)}\n"
         return f"# TYPE {SERIAL_METRIC} gauge\n{line}".encode(), 200
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()

@@ -37,6 +37,7 @@ from datadog_api_client.v1.model.service_checks import ServiceChecks
 from datadog_api_client.v2.model.metric_payload import MetricPayload
 
 from bridge.clock import Clock
+from bridge.serverthread import ServerThread
 
 SERIES_PATH = "/api/v2/series"
 CHECK_RUN_PATH = "/api/v1/check_run"
@@ -188,8 +189,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet."""
 
 
-class DatadogIntake:
+class DatadogIntake(ServerThread):
     """Usage: `with DatadogIntake(api_keys={"k"}) as intake: ... intake.url ...`."""
+
+    thread_name = "datadog-intake"
 
     def __init__(
         self,
@@ -205,38 +208,16 @@ class DatadogIntake:
         self.max_uncompressed = max_uncompressed
         self._state = _State()
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
+    def _make_server(self) -> _Server:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.intake = self
+        return server
+
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("intake not started")
-        return f"http://127.0.0.1:{self._server.server_port}"
-
-    def start(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.intake = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="datadog-intake", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> DatadogIntake:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return "http://%s:%d" % self.server_address
 
     # ------------------------------------------------------------ scripting and inspection
     def fail_next(

@@ -38,6 +38,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import (
 )
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, ResourceMetrics
 
+from bridge.serverthread import ServerThread
+
 HOST = "127.0.0.1"
 METRICS_PATH = "/v1/metrics"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -251,53 +253,33 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: tests send many requests."""
 
 
-class HttpReceiver(_Recorder):
+class HttpReceiver(_Recorder, ServerThread):
     """OTLP/HTTP (binary protobuf) on a ThreadingHTTPServer; usable with `with` and `async with`."""
+
+    thread_name = "otlp-http-receiver"
 
     def __init__(self, path: str = METRICS_PATH, tls: tuple[str, str] | None = None) -> None:
         super().__init__()
         self.path = path
         self.tls = tls  # (cert file, key file) in PEM
-        self._server: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
+
+    def _make_server(self) -> _HttpServer:
+        server = _HttpServer((HOST, 0), _Handler)
+        server.receiver = self
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        return server
 
     @property
     def endpoint(self) -> str:
         """The base URL (what OTEL_EXPORTER_OTLP_ENDPOINT would hold)."""
-        if self._server is None:
-            raise RuntimeError("receiver not started")
-        return f"{'https' if self.tls else 'http'}://{HOST}:{self._server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.server_address[1]}"
 
     @property
     def url(self) -> str:
         return self.endpoint + self.path
-
-    def start(self) -> None:
-        self._server = _HttpServer((HOST, 0), _Handler)
-        self._server.receiver = self
-        if self.tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*self.tls)
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="otlp-http-receiver", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> HttpReceiver:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     async def __aenter__(self) -> HttpReceiver:
         self.start()
