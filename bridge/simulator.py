@@ -21,7 +21,7 @@ import random
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from bridge.clock import Clock, SystemClock, minute_floor
 from bridge.serverthread import ServerThread
@@ -313,6 +313,23 @@ class CerebrasSimulator(ServerThread):
 
     def window_values(self, window_start: float) -> WindowValues:
         return simulate_window(self.endpoints, self.seed, window_start)
+
+    def count_totals(self, window_starts: Iterable[float] | None = None) -> dict[tuple[str, str, str], float]:
+        """(family, endpoint, http_code or "") -> the sum of a count family over windows, zeros left out.
+
+        What every backend must add up to once those windows (default: every window
+        served with a 200) are delivered: the yardstick of the end-to-end tests.
+        """
+        totals: dict[tuple[str, str, str], float] = collections.defaultdict(float)
+        for start in self.served_windows if window_starts is None else window_starts:
+            for endpoint, values in self.window_values(start).endpoints.items():
+                totals["requests_count_total", endpoint, ""] += values.requests
+                totals["requests_success_total", endpoint, ""] += values.success
+                totals["input_tokens_total", endpoint, ""] += values.input_tokens
+                totals["output_tokens_total", endpoint, ""] += values.output_tokens
+                for code, count in values.failures.items():
+                    totals["requests_failure_total", endpoint, str(code)] += count
+        return {key: value for key, value in totals.items() if value}
 
     def fail_next(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
         """Answer the next `count` admitted requests with `status` (and Retry-After if given).

@@ -27,18 +27,10 @@ STEPS_PER_MINUTE = 6
 
 
 def expected_totals(window_starts: list[float]) -> Counter[tuple[str, str, str]]:
-    """(metric, endpoint, http_code or "") -> the simulator's sum over the windows."""
+    """(Datadog metric, endpoint, http_code or "") -> the simulator's sum over the windows."""
     simulator = CerebrasSimulator(organization_id=ORG, seed=SEED)  # never started: only its numbers
-    totals: Counter[tuple[str, str, str]] = Counter()
-    for window_start in window_starts:
-        for endpoint, values in simulator.window_values(window_start).endpoints.items():
-            totals["cerebras.requests_count", endpoint, ""] += values.requests
-            totals["cerebras.requests_success", endpoint, ""] += values.success
-            totals["cerebras.input_tokens", endpoint, ""] += values.input_tokens
-            totals["cerebras.output_tokens", endpoint, ""] += values.output_tokens
-            for code, failed in values.failures.items():
-                totals["cerebras.requests_failure", endpoint, str(code)] += failed
-    return totals
+    return Counter({("cerebras." + family.removesuffix("_total"), endpoint, code): value
+                    for (family, endpoint, code), value in simulator.count_totals(window_starts).items()})
 
 
 def received_totals(intake: DatadogIntake) -> Counter[tuple[str, str, str]]:

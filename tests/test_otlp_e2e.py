@@ -29,19 +29,6 @@ def no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def simulator_totals(simulator: CerebrasSimulator) -> dict[SeriesKey, float]:
-    totals: dict[SeriesKey, float] = defaultdict(float)
-    for start in simulator.served_windows:
-        for endpoint, values in simulator.window_values(start).endpoints.items():
-            totals[("requests_count_total", endpoint, "")] += values.requests
-            totals[("requests_success_total", endpoint, "")] += values.success
-            totals[("input_tokens_total", endpoint, "")] += values.input_tokens
-            totals[("output_tokens_total", endpoint, "")] += values.output_tokens
-            for code, count in values.failures.items():
-                totals[("requests_failure_total", endpoint, str(code))] += count
-    return {key: value for key, value in totals.items() if value}
-
-
 def received_points(receiver: GrpcReceiver | HttpReceiver) -> list[tuple[SeriesKey, Any]]:
     points = []
     for metric in receiver.metrics():
@@ -91,4 +78,4 @@ def test_a_simulated_hour_arrives_with_every_count(
             received[key] = point.as_double
             if key[0] == "requests_count_total":  # present in every window: starts with the first one
                 assert point.start_time_unix_nano == first_start
-    assert {key: value for key, value in received.items() if value} == simulator_totals(simulator)
+    assert {key: value for key, value in received.items() if value} == simulator.count_totals()

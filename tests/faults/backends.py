@@ -18,7 +18,6 @@ from typing import Any
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from bridge.clock import Clock
-from bridge.simulator import CerebrasSimulator
 from tests.faults.proxy import HttpFaultProxy, TcpFaultProxy
 from tests.receivers.datadog_intake import SERIES_PATH, DatadogIntake
 from tests.receivers.otlp import GrpcReceiver, HttpReceiver
@@ -58,20 +57,6 @@ class Arrivals:
     def differing_copies(self) -> list[int]:
         """Windows delivered more than once with different bytes: a re-send that was not idempotent."""
         return [w for w, bodies in self.copies.items() if len(set(bodies)) > 1]
-
-
-def expected_totals(simulator: CerebrasSimulator, window_starts: Iterable[float]) -> dict[CountKey, float]:
-    """The simulator's own numbers for the windows it served: what every backend must add up to."""
-    totals: dict[CountKey, float] = defaultdict(float)
-    for start in window_starts:
-        for endpoint, values in simulator.window_values(start).endpoints.items():
-            totals[("requests_count_total", endpoint, "")] += values.requests
-            totals[("requests_success_total", endpoint, "")] += values.success
-            totals[("input_tokens_total", endpoint, "")] += values.input_tokens
-            totals[("output_tokens_total", endpoint, "")] += values.output_tokens
-            for code, count in values.failures.items():
-                totals[("requests_failure_total", endpoint, str(code))] += count
-    return nonzero(totals)
 
 
 def nonzero(totals: dict[CountKey, float]) -> dict[CountKey, float]:

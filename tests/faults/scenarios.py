@@ -9,8 +9,10 @@ subprocess in real time, because a SIGKILL is only real in another process.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
+import pathlib
 import signal
 import sqlite3
 import subprocess
@@ -41,7 +43,6 @@ from tests.faults.backends import (
     Backend,
     DatadogBackend,
     OtlpBackend,
-    expected_totals,
 )
 from tests.faults.exporter import SERIAL_METRIC, SerialExporter
 from tests.faults.proxy import (
@@ -245,7 +246,7 @@ class SimulatedBridge:
             f"{backend.name}: missing {sorted(served - arrivals.windows)}, unexpected {sorted(arrivals.windows - served)}"
         )
         assert arrivals.duplicated == 0, f"{backend.name}: {arrivals.duplicated} duplicate deliveries"
-        assert_totals(backend.name, arrivals, expected_totals(self.simulator, self.simulator.served_windows))
+        assert_totals(backend.name, arrivals, self.simulator.count_totals())
         figures = self.figures(backend, arrivals)
         assert figures.lost == 0 and figures.queued == 0 and not figures.evicted, figures
         return figures
@@ -422,6 +423,19 @@ async def sigkill_mid_delivery(workdir: Path, trace_memory: bool = False) -> Fig
 MANY_ENDPOINTS = tuple(EndpointProfile(f"acme-model-{i:02d}", rpm=100.0 + 10 * i, failure_rate=0.01) for i in range(12))
 
 
+def _traced_bytes() -> int:
+    """Live traced bytes, leaving out the interpreter's own tables.
+
+    pathlib interns every path part it parses (sys.intern), and the interned-string
+    table grows in one-off steps of megabytes whenever it resizes, whatever ran before
+    in the process: that is not memory the bridge holds. Cyclic garbage is collected
+    first so only live objects count.
+    """
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, pathlib.__file__)])
+    return sum(stat.size for stat in snapshot.statistics("filename"))
+
+
 async def backend_down_for_good(workdir: Path, trace_memory: bool = True) -> Figures:
     """Always traces memory: bounded memory is what this scenario asserts."""
     clock = ManualClock(T0 + 5)
@@ -440,9 +454,9 @@ async def backend_down_for_good(workdir: Path, trace_memory: bool = True) -> Fig
         otlp_grpc.proxy.during(T0, math.inf, refuse())
         datadog.proxy.during(T0, math.inf, reset())
         await bridge.minutes(60)
-        after_first_hour = tracemalloc.get_traced_memory()[0]
+        after_first_hour = _traced_bytes()
         await bridge.minutes((hours - 1) * 60)
-        growth = tracemalloc.get_traced_memory()[0] - after_first_hour
+        growth = _traced_bytes() - after_first_hour
         spool_payload_bytes = int(value(telemetry.QUEUE_BYTES, sink=otlp_grpc.name))
         spool_file_bytes = int(value(telemetry.DELIVERY_SPOOL_BYTES, sink=otlp_grpc.name))
         figures = [bridge.figures(b, b.arrivals()) for b in backends]
