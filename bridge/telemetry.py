@@ -93,6 +93,15 @@ OTLP_SERIES_EVICTED = Counter(
 )
 # ---- end OTLP sinks -----------------------------------------------------------
 
+# ---- Datadog sink (bridge/sinks/datadog) --------------------------------------
+DATADOG_SPLITS = Counter(
+    "bridge_datadog_payload_splits", "Series bodies halved after Datadog answered 413.", ["sink"], registry=REGISTRY
+)
+DATADOG_SERIES = Gauge(
+    "bridge_datadog_series", "Series the Datadog sink remembers (encoded name and tags, counter state).", ["sink"],
+    registry=REGISTRY,
+)
+
 
 class RedactingFilter(logging.Filter):
     """Render each record's message once and strip every registered secret from it."""
@@ -131,13 +140,3 @@ def setup_logging(level: str = "info", fmt: str = "console") -> None:
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "grpc", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-# ---------------------------------------------------------------- datadog sink (bridge/sinks/datadog)
-DATADOG_SPLITS = Counter(
-    "bridge_datadog_payload_splits", "Series bodies halved after Datadog answered 413.", ["sink"], registry=REGISTRY
-)
-DATADOG_SERIES = Gauge(
-    "bridge_datadog_series", "Series the Datadog sink remembers (encoded name and tags, counter state).", ["sink"],
-    registry=REGISTRY,
-)

@@ -416,14 +416,19 @@ def test_partial_success_is_logged_and_counted(protocol: str, caplog: pytest.Log
     name = f"otlp-partial-{protocol}"
     before = dropped(name, "partial_success")
 
-    async def go() -> None:
+    async def go() -> list[int | None]:
         async with receiver_for(protocol) as receiver:
-            receiver.script(partial_success(3, "3 points had invalid names"))
-            await _send_once(make_sink(protocol, receiver.endpoint, name=name), cerebras_batch(0))
+            receiver.script(*[partial_success(3, "3 points had invalid names")] * 2)
+            sink = make_sink(protocol, receiver.endpoint, name=name)
+            await sink.start()
+            try:
+                return [await sink.deliver(p) for b in (cerebras_batch(0), cerebras_batch(1)) for p in sink.prepare(b)]
+            finally:
+                await sink.close()
 
-    run(go())
-    assert dropped(name, "partial_success") - before == 3
-    assert "rejected 3 of 10 points: 3 points had invalid names" in caplog.text
+    assert run(go()) == [3, 3], "rejected points are returned so the delivery layer does not count them as sent"
+    assert dropped(name, "partial_success") - before == 6
+    assert caplog.text.count("rejected 3 of 10 points: 3 points had invalid names") == 1, "logged once, not per request"
 
 
 def test_the_delivery_layer_retries_unavailable_and_drops_a_400(protocol: str) -> None:

@@ -260,7 +260,7 @@ class SinkRunner:
             if payload is None:
                 self._discard([entry], "spool_error", evicted=True)
                 return None
-            await self.sink.deliver(payload)
+            rejected = await self.sink.deliver(payload) or 0
         except DeliveryError as exc:
             return self._failed(entry, exc)
         except Exception as exc:  # a sink bug must not kill the worker
@@ -270,7 +270,7 @@ class SinkRunner:
             return None
         finally:
             self._in_flight = None
-        self._delivered(entry)
+        self._delivered(entry, rejected)
         return None
 
     def _failed(self, entry: Entry, exc: DeliveryError) -> float | None:
@@ -291,7 +291,8 @@ class SinkRunner:
         return retry_delay(self._failures, config.retry_initial_seconds, config.retry_max_seconds, exc.retry_after,
                            self.rng)
 
-    def _delivered(self, entry: Entry) -> None:
+    def _delivered(self, entry: Entry, rejected: int) -> None:
+        """Acknowledged; `rejected` points of it were refused in a partial success (the sink counted them)."""
         self._forget([entry])
         if self._last_failure_reason is not None:
             log.info("sink %s: delivering again (%d queued)", self.name, len(self._pending))
@@ -300,6 +301,6 @@ class SinkRunner:
         self._reported_evictions.clear()
         if self.health is not None:
             self.health.sink_succeeded(self.name)
-        telemetry.POINTS_OUT.labels(self.name).inc(entry.points)
+        telemetry.POINTS_OUT.labels(self.name).inc(max(0, entry.points - rejected))
         telemetry.PAYLOADS_OUT.labels(self.name).inc()
         telemetry.LAST_SEND_SUCCESS.labels(self.name).set(self.clock.now())

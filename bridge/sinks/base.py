@@ -69,8 +69,12 @@ class Sink(abc.ABC):
         """Normalise and encode one batch. No I/O."""
 
     @abc.abstractmethod
-    async def deliver(self, payload: Payload) -> None:
-        """Send one payload; raise RetryableError or PermanentError on failure."""
+    async def deliver(self, payload: Payload) -> int | None:
+        """Send one payload; raise RetryableError or PermanentError on failure.
+
+        May return how many of its points the backend refused while accepting the
+        request (OTLP partial success), so they are not counted as delivered.
+        """
 
     def describe(self, payload: Payload) -> str:
         """What `once --dry-run` prints for a payload."""

@@ -45,6 +45,7 @@ class OTLPSink(Sink):
         )
         self._encoder = RequestEncoder(config.resource(), scope_version=__version__, cache_limit=config.series_limit)
         self._transport = open_transport(self.connection)
+        self._last_partial: tuple[bool, str] = (False, "")  # (rejected any, message): log each change once
 
     async def start(self) -> None:
         await self._transport.start()
@@ -63,18 +64,27 @@ class OTLPSink(Sink):
             for chunk in split_batch(normalized, self.config.max_points_per_request)
         ]
 
-    async def deliver(self, payload: Payload) -> None:
-        """One attempt. Failures are counted and logged by the delivery layer; partial success is ours to report."""
+    async def deliver(self, payload: Payload) -> int:
+        """One attempt. Failures are counted and logged by the delivery layer; partial success is ours to report.
+
+        A partial success is logged when its message changes (not every minute) and its
+        rejected points are counted as dropped, and returned so they are not counted as sent.
+        """
         response = await self._transport.send(payload.body)
         partial = response.partial_success
         if partial.rejected_data_points:
             telemetry.DROPPED_POINTS.labels(self.name, "partial_success").inc(partial.rejected_data_points)
-            log.warning(
-                "sink %s: backend rejected %d of %d points: %s",
-                self.name, partial.rejected_data_points, payload.points, partial.error_message or "(no message)",
-            )
-        elif partial.error_message:
-            log.warning("sink %s: backend accepted the request with a warning: %s", self.name, partial.error_message)
+        outcome = (partial.rejected_data_points > 0, partial.error_message)
+        if outcome != self._last_partial:
+            self._last_partial = outcome
+            if partial.rejected_data_points:
+                log.warning(
+                    "sink %s: backend rejected %d of %d points: %s",
+                    self.name, partial.rejected_data_points, payload.points, partial.error_message or "(no message)",
+                )
+            elif partial.error_message:
+                log.warning("sink %s: backend accepted the request with a warning: %s", self.name, partial.error_message)
+        return partial.rejected_data_points
 
     def describe(self, payload: Payload) -> str:
         """The request in the protobuf JSON mapping (what OTLP/JSON would carry)."""
