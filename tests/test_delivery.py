@@ -491,10 +491,9 @@ def test_a_file_that_is_not_a_spool_is_refused_with_advice(clock: ManualClock, t
     run(go())
 
 
-def test_when_the_spool_cannot_write_the_payload_is_still_delivered_from_memory(
-    clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    sink = ScriptedSink("disk-full")
+def submit_with_a_full_disk(sink: ScriptedSink, clock: ManualClock, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch, grace: float) -> None:
+    """One batch through a runner whose spool refuses every insert ("database or disk is full")."""
 
     def full_disk(*args: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")
@@ -506,9 +505,16 @@ def test_when_the_spool_cannot_write_the_payload_is_still_delivered_from_memory(
         monkeypatch.setattr(runner.spool, "_db", FailingInserts(runner.spool._db, full_disk))
         runner.submit(batch(0))
         await runner.settle()
-        await runner.stop()
+        await runner.stop(grace=grace)
 
     run(go())
+
+
+def test_when_the_spool_cannot_write_the_payload_is_still_delivered_from_memory(
+    clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = ScriptedSink("disk-full")
+    submit_with_a_full_disk(sink, clock, tmp_path, monkeypatch, grace=5.0)
     assert sink.delivered_windows == [0]
     assert "could not store a payload (database or disk is full); keeping it in memory only" in caplog.text
 
@@ -517,20 +523,7 @@ def test_a_payload_the_spool_could_not_keep_is_counted_at_shutdown(
     clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sink = ScriptedSink("disk-full-down", ScriptedSinkConfig(type="test_scripted", down=True))
-
-    def full_disk(*args: object) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    async def go() -> None:
-        runner = runner_for(sink, clock, spool_path=str(tmp_path / "full.db"))
-        await runner.start()
-        assert runner.spool is not None
-        monkeypatch.setattr(runner.spool, "_db", FailingInserts(runner.spool._db, full_disk))
-        runner.submit(batch(0))
-        await runner.settle()
-        await runner.stop(grace=0)
-
-    run(go())
+    submit_with_a_full_disk(sink, clock, tmp_path, monkeypatch, grace=0)
     assert counter(telemetry.DELIVERY_EVICTIONS, "disk-full-down", "spool_error") == 1
 
 
