@@ -12,7 +12,7 @@ from typing import Sequence
 
 from bridge import __version__, secrets
 from bridge.config import BridgeConfig, ConfigError, load_config
-from bridge.context import Context
+from bridge.context import Context, WindowLedger
 from bridge.telemetry import setup_logging
 
 log = logging.getLogger("bridge")
@@ -76,7 +76,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 async def _once(config: BridgeConfig, dry_run: bool, timeout: float) -> int:
     from bridge.pipeline import Pipeline
 
-    pipeline = Pipeline(config, Context())
+    pipeline = Pipeline(config, Context(windows=WindowLedger(None if dry_run else config.state_path)))
     if dry_run:
         for entry in pipeline.sources.values():
             await entry.source.start()
@@ -108,7 +108,7 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
     from bridge.health import HealthServer, HealthState
     from bridge.pipeline import Pipeline
 
-    context = Context()
+    context = Context(windows=WindowLedger(config.state_path))
     context.health = HealthState(context.clock)
     health_server = HealthServer(config.telemetry.listen, context.health) if config.telemetry.listen else None
     pipeline = Pipeline(config, context)

@@ -84,6 +84,7 @@ class BridgeConfig:
     transforms: list[TransformConfig] = field(default_factory=list)
     sink_transforms: dict[str, list[TransformConfig]] = field(default_factory=dict)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    state_path: str | None = None  # where forwarded windows are remembered across restarts
     path: str = "<embedded default>"
 
 
@@ -95,7 +96,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
-_TOP_KEYS = {"sources", "sinks", "transforms", "telemetry"}
+_TOP_KEYS = {"sources", "sinks", "transforms", "telemetry", "state_path"}
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 
 
@@ -257,6 +258,9 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
         name: _transform_list(config.transforms, f"sinks.{name}.transforms", problems) for name, config in sinks.items()
     }
     telemetry = validate_model(TelemetryConfig, data.get("telemetry") or {}, "telemetry", problems)
+    state_path = data.get("state_path")
+    if state_path is not None and not isinstance(state_path, str):
+        problems.append("state_path: expected a file path")
     if problems:
         raise ConfigError(problems)
     return BridgeConfig(
@@ -265,6 +269,7 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
         transforms=transforms,
         sink_transforms=sink_transforms,
         telemetry=telemetry,
+        state_path=state_path,
         path=origin,
     )
 

@@ -130,6 +130,7 @@ def test_rendered_config_is_valid_for_the_bridge(
     config = parse_config(yaml.safe_load(text), origin="configmap")
     assert config.telemetry.listen == "0.0.0.0:9464"
     assert config.telemetry.log_format == "json"
+    assert config.state_path == "/var/lib/metrics-bridge/state.json", "on the spool volume: survives restarts"
 
 
 def test_pod_is_locked_down(helm: str) -> None:

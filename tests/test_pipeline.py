@@ -176,3 +176,40 @@ def test_a_finished_file_source_does_not_make_the_bridge_unready(clock: ManualCl
 
     assert run(go()) == (True, [])
     assert read_jsonl(tmp_path / "out.jsonl")
+
+
+def test_a_restart_within_the_minute_does_not_forward_the_window_again(simulator: CerebrasSimulator,
+                                                                        clock: ManualClock, tmp_path: Path) -> None:
+    from bridge.context import WindowLedger
+
+    out = tmp_path / "points.jsonl"
+    data = hour_config(simulator, out)
+    data["state_path"] = str(tmp_path / "state.json")
+    config = parse_config(data)
+
+    async def one_life(advance: float) -> None:
+        pipeline = Pipeline(config, Context(clock=clock, windows=WindowLedger(config.state_path)))
+        await pipeline.start()
+        try:
+            await pipeline.settle()
+            await clock.advance(advance)
+            await pipeline.settle()
+        finally:
+            await pipeline.stop()
+
+    run(one_life(20))   # forwards the window that ended at T0
+    run(one_life(40))   # restarted at T0+25: same window, not forwarded again; at T0+65 the next one
+    assert sorted({p["end_ns"] for p in read_jsonl(out)}) == [int(T0 * 1e9), int((T0 + 60) * 1e9)]
+    assert len(read_jsonl(out)) == 2 * len([p for p in read_jsonl(out) if p["end_ns"] == int(T0 * 1e9)])
+
+
+def test_an_unreadable_state_file_is_a_warning_not_a_crash(tmp_path: Path, caplog) -> None:
+    from bridge.context import WindowLedger
+
+    state = tmp_path / "state.json"
+    state.write_text("{not json")
+    ledger = WindowLedger(str(state))
+    assert ledger.last("x") is None
+    ledger.record("x", 60.0)
+    assert WindowLedger(str(state)).last("x") == 60.0
+    assert "unreadable" in caplog.text

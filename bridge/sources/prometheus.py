@@ -158,12 +158,12 @@ class PrometheusSource(Source):
             return batch
         end = batch.window_end_ns / NS_PER_S
         key = self.budget_key
-        delivered = self.context.delivered_windows.get(key)
+        delivered = self.context.windows.last(key)
         if delivered is not None and end <= delivered:
             telemetry.WINDOWS.labels(self.name, "duplicate").inc()
             return None
         self._count_gaps_before(end)
-        self.context.delivered_windows[key] = end
+        self.context.windows.record(key, end)
         telemetry.WINDOWS.labels(self.name, "forwarded").inc()
         telemetry.WINDOW_LAG.labels(self.name).set(now - end)
         return batch
@@ -222,7 +222,7 @@ class PrometheusSource(Source):
 
     def _give_up_window(self, window: Window) -> None:
         end = window.end_ns / NS_PER_S
-        delivered = self.context.delivered_windows.get(self.budget_key)
+        delivered = self.context.windows.last(self.budget_key)
         if delivered is not None and end <= delivered:
             return  # another source already forwarded it
         if self._accounted_end is not None and end <= self._accounted_end:

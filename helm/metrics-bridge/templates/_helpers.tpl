@@ -58,6 +58,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 The bridge config as mounted. The chart owns telemetry.listen (probes and the
 Service depend on it), so it is filled in from service.port; a listen on
 another port is refused rather than silently replaced. Logs default to JSON.
+state_path defaults to the spool volume, so a restarted pod never forwards a
+window twice.
 Every ${VAR} the config references must be provided, or the pod would only
 crash-loop at start: refuse to render instead, naming the missing variable.
 */}}
@@ -71,6 +73,7 @@ crash-loop at start: refuse to render instead, naming the missing variable.
 {{- $_ := set $telemetry "listen" ($telemetry.listen | default (printf "0.0.0.0:%d" $port)) }}
 {{- $_ = set $telemetry "log_format" ($telemetry.log_format | default "json") }}
 {{- $_ = set $config "telemetry" $telemetry }}
+{{- $_ = set $config "state_path" ($config.state_path | default "/var/lib/metrics-bridge/state.json") }}
 {{- include "metrics-bridge.checkEnv" (dict "root" . "text" (toYaml .Values.config)) }}
 {{- toYaml $config }}
 {{- end }}
