@@ -19,7 +19,8 @@ Mapping (the README's table):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
@@ -169,37 +170,39 @@ class RequestEncoder:
         encoded.histogram.aggregation_temporality = AGGREGATION_TEMPORALITY[
             metric.temporality or Temporality.CUMULATIVE
         ]
-        attributes = self._histogram_attributes.get
-        for point in metric.points:
-            value: HistogramValue = point.value  # type: ignore[assignment]
-            data_point = encoded.histogram.data_points.add()
-            data_point.MergeFromString(attributes(point.attributes))
-            data_point.start_time_unix_nano = point.start_ns
-            data_point.time_unix_nano = point.end_ns
-            if math.isnan(value.count):
-                data_point.flags = NO_RECORDED_VALUE
-                continue
-            bounds, counts = explicit_buckets(value)
+        for value, data_point in _recorded_points(metric, encoded.histogram.data_points, self._histogram_attributes):
+            bounds, counts = explicit_buckets(value)  # type: ignore[arg-type]
             data_point.count = round(value.count)
             data_point.sum = value.sum
             data_point.explicit_bounds.extend(bounds)
             data_point.bucket_counts.extend(counts)
 
     def _summary(self, metric: Metric, encoded: metrics_pb2.Metric) -> None:
-        attributes = self._summary_attributes.get
-        for point in metric.points:
-            value: SummaryValue = point.value  # type: ignore[assignment]
-            data_point = encoded.summary.data_points.add()
-            data_point.MergeFromString(attributes(point.attributes))
-            data_point.start_time_unix_nano = point.start_ns
-            data_point.time_unix_nano = point.end_ns
-            if math.isnan(value.count):
-                data_point.flags = NO_RECORDED_VALUE
-                continue
+        for value, data_point in _recorded_points(metric, encoded.summary.data_points, self._summary_attributes):
             data_point.count = round(value.count)
             data_point.sum = value.sum
-            for quantile, quantile_value in value.quantiles:
+            for quantile, quantile_value in value.quantiles:  # type: ignore[union-attr]
                 data_point.quantile_values.add(quantile=quantile, value=quantile_value)
+
+
+def _recorded_points(
+    metric: Metric, data_points: RepeatedCompositeFieldContainer[Any], attributes: AttributeCache
+) -> Iterator[tuple[HistogramValue | SummaryValue, Any]]:
+    """Add a data point per point (attributes, times); yield those with a recorded value to fill in.
+
+    A count of NaN means nothing was recorded: the point goes out flagged NO_RECORDED_VALUE.
+    """
+    encoded_attributes = attributes.get
+    for point in metric.points:
+        value: HistogramValue | SummaryValue = point.value  # type: ignore[assignment]
+        data_point = data_points.add()
+        data_point.MergeFromString(encoded_attributes(point.attributes))
+        data_point.start_time_unix_nano = point.start_ns
+        data_point.time_unix_nano = point.end_ns
+        if math.isnan(value.count):
+            data_point.flags = NO_RECORDED_VALUE
+            continue
+        yield value, data_point
 
 
 def split_batch(batch: Batch, max_points: int) -> list[Batch]:
