@@ -168,7 +168,7 @@ def _message(error: dict[str, Any]) -> str:
         return "unknown key"
     if error["type"] == "missing":
         return "required key is missing"
-    return error["msg"]
+    return error["msg"].removeprefix("Value error, ")  # our own validators' messages are already sentences
 
 
 def validate_model(model: type[StrictModel], data: Any, path: str, problems: list[str]) -> Any:

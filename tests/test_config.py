@@ -101,3 +101,9 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert f"{path}:3" in str(error.value) and "invalid YAML" in str(error.value)
+
+
+def test_validator_messages_read_as_sentences(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CEREBRAS_API_KEY", raising=False)
+    (found,) = problems({"sources": {"cb": {"type": "cerebras", "organization_id": "org_x"}}, "sinks": SINK})
+    assert found == "sources.cb: api_key is not set and $CEREBRAS_API_KEY is empty"
