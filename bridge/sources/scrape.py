@@ -168,7 +168,7 @@ class Scraper:
         except httpx.DecodingError as exc:
             raise ScrapeError("bad_encoding", str(exc)) from None
         except httpx.TransportError as exc:
-            raise ScrapeError("connection_error", type(exc).__name__) from None
+            raise ScrapeError("connection_error", str(exc) or type(exc).__name__) from None
 
     async def close(self) -> None:
         await self.client.aclose()
