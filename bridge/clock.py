@@ -66,10 +66,6 @@ class ManualClock:
         self._now = max(self._now, when)
 
 
-async def sleep(clock: Clock, seconds: float) -> None:
-    await clock.sleep_until(clock.now() + seconds)
-
-
 def minute_floor(t: float, period: float = 60.0) -> float:
     """The period boundary at or before t (UTC-aligned for period dividing a day)."""
     return t - (t % period)

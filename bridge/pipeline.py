@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bridge import registry, telemetry
@@ -55,7 +55,6 @@ class SourceTask:
     source: Source
     task: asyncio.Task[None] | None = None
     collecting: bool = False
-    collected: int = field(default=0)
 
 
 class Pipeline:
@@ -69,7 +68,6 @@ class Pipeline:
             name: SourceTask(source_config, registry.sources.get(source_config.type)(name, source_config, self.context))
             for name, source_config in config.sources.items()
         }
-        self._started = False
         self._activity = asyncio.Event()
 
     def _build_lane(self, name: str, sink_config: SinkConfig, config: BridgeConfig) -> SinkLane:
@@ -87,7 +85,6 @@ class Pipeline:
                 self.health.expect_sink(name)
         for name, entry in self.sources.items():
             await self._start_source(name, entry, schedule)
-        self._started = True
 
     async def _start_source(self, name: str, entry: SourceTask, schedule: bool) -> None:
         await entry.source.start()
@@ -101,7 +98,6 @@ class Pipeline:
         for entry in self.sources.values():
             await self._stop_source(entry)
         await asyncio.gather(*(lane.runner.stop(grace) for lane in self.lanes.values()))
-        self._started = False
 
     async def _stop_source(self, entry: SourceTask) -> None:
         if entry.task is not None:
@@ -137,7 +133,6 @@ class Pipeline:
             self._report_source(entry, now)
             if batch is not None:
                 self.dispatch(batch)
-            entry.collected += 1
             return batch
         finally:
             entry.collecting = False

@@ -70,4 +70,4 @@ class FileSource(PrometheusSource):
             raise ScrapeError("file_unreadable", f"{self.file_config.path}: {exc.strerror}") from None
         text = data.decode("utf-8", "replace")
         is_om = text.rstrip().endswith("# EOF")
-        return ScrapeResult(text, "application/openmetrics-text" if is_om else "text/plain", len(data))
+        return ScrapeResult(text, "application/openmetrics-text" if is_om else "text/plain")

@@ -63,7 +63,6 @@ class ScrapeError(Exception):
 class ScrapeResult:
     text: str
     content_type: str
-    bytes_read: int
 
 
 def _read_secret_file(path: str) -> str:
@@ -160,9 +159,8 @@ class Scraper:
                     if size > self.max_body_bytes:
                         raise ScrapeError("body_too_large", f"more than {self.max_body_bytes} bytes")
                     chunks.append(chunk)
-                return ScrapeResult(
-                    b"".join(chunks).decode("utf-8", "replace"), response.headers.get("content-type", ""), size
-                )
+                text = b"".join(chunks).decode("utf-8", "replace")
+                return ScrapeResult(text, response.headers.get("content-type", ""))
         except httpx.TimeoutException:
             raise ScrapeError("timeout") from None
         except httpx.DecodingError as exc:
