@@ -2,10 +2,12 @@
 
 For the default values and every ci/*-values.yaml: `helm lint --strict`,
 `helm template`, each rendered object validated by kubernetes-validate
-(strict: unknown fields are errors), and the rendered bridge config loaded by
-the bridge itself. Then what the chart promises: locked-down pods, probes on
-the health endpoints, a checksum that rolls pods on config change, secrets
-only through the Secret it names.
+(strict: unknown fields are errors), the rendered bridge config holding exactly
+the sources and sinks the values file names (Helm deep-merges values, so chart
+defaults must never leak into them), and `metrics-bridge validate` run on it
+with the pod's environment. Then what the chart promises: locked-down pods,
+probes on the health endpoints, a checksum that rolls pods on config change,
+secrets only through the Secret it names.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bridge.config import parse_config
-
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "metrics-bridge"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+MINIMAL_VALUES = CHART / "ci" / "minimal-values.yaml"
+DEMO = {"sources": {"demo": {"type": "simulator"}}, "sinks": {"console": {"type": "console"}}}
 KUBERNETES_VERSION = "1.30.0"  # the oldest minor the chart targets that kubernetes-validate>=1.30 bundles
 NAMESPACE = "monitoring"
 RELEASE = "mb"
@@ -49,11 +52,15 @@ def helm() -> str:
     return path
 
 
+def referenced_variables(text: str) -> list[str]:
+    return sorted(set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text)))
+
+
 def secret_args(values_file: Path | None) -> list[str]:
     """--set-string for each ${VAR} a values file references, as an operator would pass them."""
     if values_file is None or "existingSecret:" in values_file.read_text():
         return []
-    names = sorted(set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", values_file.read_text())))
+    names = referenced_variables(values_file.read_text())
     return [arg for name in names for arg in ("--set-string", f"secretEnv.{name}=ci-dummy-{name.lower()}")]
 
 
@@ -88,13 +95,32 @@ def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return by_kind(docs)["Deployment"]["spec"]["template"]["spec"]
 
 
+def config_text(docs: list[dict[str, Any]]) -> str:
+    return by_kind(docs)["ConfigMap"]["data"]["config.yaml"]
+
+
+def pod_secret_keys(docs: list[dict[str, Any]], values_file: Path | None) -> list[str]:
+    """The variables the pod gets from its Secret: the rendered one's keys, or, for an existingSecret
+    (made outside Helm), those the values file references."""
+    secret = by_kind(docs).get("Secret")
+    if secret is not None:
+        return sorted(secret["data"])
+    if values_file is not None and "existingSecret:" in values_file.read_text():
+        return referenced_variables(values_file.read_text())
+    return []
+
+
 VALUE_SETS = [pytest.param(None, id="default")] + [pytest.param(p, id=p.name) for p in CI_VALUES]
 
 
 def test_the_example_value_sets_exist() -> None:
     assert {p.name for p in CI_VALUES} >= {
-        "datadog-values.yaml", "grafana-cloud-values.yaml", "both-values.yaml", "existing-secret-values.yaml"
+        "minimal-values.yaml", "datadog-values.yaml", "grafana-cloud-values.yaml", "both-values.yaml",
+        "existing-secret-values.yaml",
     }
+    minimal = yaml.safe_load(MINIMAL_VALUES.read_text())
+    assert minimal.keys() == {"config"} and minimal["config"].keys() == {"sources", "sinks"}
+    assert len(minimal["config"]["sources"]) == len(minimal["config"]["sinks"]) == 1
 
 
 @pytest.mark.parametrize("values_file", VALUE_SETS)
@@ -118,19 +144,53 @@ def test_rendered_objects_validate_against_kubernetes_schemas(helm: str, values_
             pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {path}: {exc.message}")
 
 
-@pytest.mark.parametrize("values_file", VALUE_SETS)
-def test_rendered_config_is_valid_for_the_bridge(
-    helm: str, values_file: Path | None, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=[p.name for p in CI_VALUES])
+def test_rendered_config_holds_exactly_the_sources_and_sinks_of_the_values_file(
+    helm: str, values_file: Path
 ) -> None:
-    """What the pod mounts must pass the bridge's own loader, with the env the pod gets."""
+    """Nothing from the chart's defaults (the demo) joins a user's pipeline, and nothing of it is lost."""
+    given = yaml.safe_load(values_file.read_text())["config"]
+    config = yaml.safe_load(config_text(render(helm, values_file)))
+    assert config["sources"] == given["sources"]
+    assert config["sinks"] == given["sinks"]
+
+
+def test_default_install_renders_the_demo(helm: str) -> None:
+    """No sources and no sinks: the demo (validated with the other value sets), the user's other keys kept."""
+    config = yaml.safe_load(config_text(render(helm)))
+    assert {key: config[key] for key in DEMO} == DEMO
+    tuned = yaml.safe_load(config_text(render(helm, None, "--set", "config.telemetry.log_level=debug")))
+    assert {key: tuned[key] for key in DEMO} == DEMO and tuned["telemetry"]["log_level"] == "debug"
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_rendered_config_passes_metrics_bridge_validate(helm: str, values_file: Path | None, tmp_path: Path) -> None:
+    """What the pod mounts must pass the real CLI, in an environment holding only what the pod gets from
+    its Secret (dummy values); the keys the chart owns are filled in."""
     docs = render(helm, values_file)
-    text = by_kind(docs)["ConfigMap"]["data"]["config.yaml"]
-    for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text):
-        monkeypatch.setenv(name, f"ci-dummy-{name.lower()}")
-    config = parse_config(yaml.safe_load(text), origin="configmap")
-    assert config.telemetry.listen == "0.0.0.0:9464"
-    assert config.telemetry.log_format == "json"
-    assert config.state_path == "/var/lib/metrics-bridge/state.json", "on the spool volume: survives restarts"
+    text = config_text(docs)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    env = {key: f"ci-dummy-{key.lower()}" for key in pod_secret_keys(docs, values_file)}
+    env["PATH"] = os.environ.get("PATH", "")
+    result = subprocess.run([sys.executable, "-m", "bridge.cli", "validate", "-c", str(path)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ": ok (" in result.stdout
+    config = yaml.safe_load(text)
+    assert config["telemetry"]["listen"] == "0.0.0.0:9464"
+    assert config["telemetry"]["log_format"] == "json"
+    assert config["state_path"] == "/var/lib/metrics-bridge/state.json", "on the spool volume: survives restarts"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "config.sources.node.type=prometheus", "--set", "config.sources.node.url=http://n:9100/metrics"],
+     "config.sources is set but config.sinks is empty"),
+    (["--set", "config.sinks.console.type=console"], "config.sinks is set but config.sources is empty"),
+    (["--set", "demo=false"], "config.sources and config.sinks are empty and demo is false"),
+], ids=["sources-only", "sinks-only", "nothing-and-no-demo"])
+def test_half_a_pipeline_is_refused_not_completed_with_the_demo(helm: str, args: list[str], message: str) -> None:
+    assert message in render_error(helm, *args)
 
 
 def test_pod_is_locked_down(helm: str) -> None:
@@ -173,7 +233,7 @@ def test_probes_and_service_use_the_telemetry_port(helm: str) -> None:
     service = by_kind(docs)["Service"]["spec"]
     assert service["ports"] == [{"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}]
     assert service["publishNotReadyAddresses"] is True
-    config = yaml.safe_load(by_kind(docs)["ConfigMap"]["data"]["config.yaml"])
+    config = yaml.safe_load(config_text(docs))
     assert config["telemetry"]["listen"] == "0.0.0.0:9100"
 
 
@@ -191,7 +251,7 @@ def test_checksum_rolls_pods_on_config_or_secret_change(helm: str) -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", base["checksum/config"])
     assert base == checksums(render(helm, None, "--set-string", "secretEnv.DD_API_KEY=one")), "deterministic"
     changed = checksums(render(helm, None, "--set-string", "secretEnv.DD_API_KEY=one",
-                               "--set", "config.sinks.console.max_rows=10"))
+                               "--set", "config.telemetry.log_level=debug"))
     assert changed["checksum/config"] != base["checksum/config"]
     assert changed["checksum/secret"] == base["checksum/secret"]
     rotated = checksums(render(helm, None, "--set-string", "secretEnv.DD_API_KEY=two"))
@@ -208,7 +268,7 @@ def test_secret_env_becomes_a_secret_exposed_with_env_from(helm: str) -> None:
     }
     (container,) = pod_spec(docs)["containers"]
     assert container["envFrom"] == [{"secretRef": {"name": FULLNAME}}]
-    config = by_kind(docs)["ConfigMap"]["data"]["config.yaml"]
+    config = config_text(docs)
     assert "ci-dummy" not in config and "${DD_API_KEY}" in config, "the ConfigMap holds references, never keys"
 
 
@@ -230,8 +290,8 @@ def test_default_values_need_no_secret(helm: str) -> None:
 def test_a_referenced_variable_nothing_provides_is_refused(helm: str) -> None:
     error = render_error(helm, "-f", str(CHART / "ci" / "datadog-values.yaml"))
     assert "config references ${" in error and "secretEnv." in error
-    escaped = render(helm, None, "--set-string", "config.sinks.console.stream=$${NOT_A_VAR}")
-    assert "$${NOT_A_VAR}" in by_kind(escaped)["ConfigMap"]["data"]["config.yaml"]
+    escaped = render(helm, MINIMAL_VALUES, "--set-string", "config.sinks.collector.headers.x=$${NOT_A_VAR}")
+    assert "$${NOT_A_VAR}" in config_text(escaped)
 
 
 def test_schema_rejects_unknown_and_mistyped_values(helm: str) -> None:

@@ -55,9 +55,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-The bridge config as mounted. The chart owns telemetry.listen (probes and the
-Service depend on it), so it is filled in from service.port; a listen on
-another port is refused rather than silently replaced. Logs default to JSON.
+The bridge config as mounted. Sources and sinks are exactly the user's:
+values.yaml has none (Helm deep-merges a user's config into the defaults, so a
+default source or sink would run in every install). Only when both are empty
+and demo is on does the chart add the demo, simulator -> console; half a
+pipeline is refused rather than completed with the demo's half.
+The chart owns telemetry.listen (probes and the Service depend on it), so it
+is filled in from service.port; a listen on another port is refused rather
+than silently replaced. Logs default to JSON.
 state_path defaults to the spool volume, so a restarted pod never forwards a
 window twice.
 Every ${VAR} the config references must be provided, or the pod would only
@@ -65,6 +70,17 @@ crash-loop at start: refuse to render instead, naming the missing variable.
 */}}
 {{- define "metrics-bridge.config" -}}
 {{- $config := deepCopy .Values.config }}
+{{- if and (not $config.sources) (not $config.sinks) }}
+{{- if not .Values.demo }}
+{{- fail "config.sources and config.sinks are empty and demo is false: nothing to run. Configure at least one source and one sink (see the chart's ci/*-values.yaml), or set demo=true" }}
+{{- end }}
+{{- $_ := set $config "sources" (dict "demo" (dict "type" "simulator")) }}
+{{- $_ = set $config "sinks" (dict "console" (dict "type" "console")) }}
+{{- else if not $config.sources }}
+{{- fail "config.sinks is set but config.sources is empty: configure at least one source (the chart adds its demo only when both are empty)" }}
+{{- else if not $config.sinks }}
+{{- fail "config.sources is set but config.sinks is empty: configure at least one sink (the chart adds its demo only when both are empty)" }}
+{{- end }}
 {{- $telemetry := $config.telemetry | default (dict) }}
 {{- $port := int .Values.service.port }}
 {{- if and $telemetry.listen (not (hasSuffix (printf ":%d" $port) (toString $telemetry.listen))) }}
