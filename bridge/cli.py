@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from bridge import __version__, secrets
 from bridge.config import BridgeConfig, ConfigError, load_config
@@ -145,10 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     config_path = getattr(args, "config", None)
+    _setup_logging(args, None)  # redacting before loading: a library may log while the config is read
     try:
         config = load_config(config_path)
     except ConfigError as error:
-        _setup_logging(args, None)
         return _report_config_error(error)
     _setup_logging(args, config)
     try:

@@ -109,12 +109,12 @@ def _interpolate(text: str, path: str, problems: list[str]) -> str:
         if expr.startswith("file:"):
             file_path = expr[5:]
             try:
-                value = Path(file_path).read_text().strip()
+                return secrets.read_file(file_path)
             except OSError as exc:
                 problems.append(f"{path}: cannot read {file_path}: {exc.strerror}")
-                return ""
-            secrets.register(value)
-            return value
+            except ValueError as exc:  # e.g. a second line: names the file, never the value
+                problems.append(f"{path}: {exc}")
+            return ""
         name, sep, default = expr.partition(":-")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             problems.append(f"{path}: bad interpolation ${{{expr}}}")
@@ -195,22 +195,27 @@ def validate_component(kind: registry.Registry[Any], data: Any, path: str, probl
         return None
     config = validate_model(cls.Config, data, path, problems)
     if config is not None:
-        _register_secrets(config)
+        _register_secrets(config, path, problems)
     return config
 
 
-def _register_secrets(node: Any) -> None:
+def _register_secrets(node: Any, path: str, problems: list[str]) -> None:
+    """Register every secret of a validated config; refuse one that cannot go in an HTTP header."""
     if isinstance(node, SecretStr):
-        secrets.register(node.get_secret_value())
+        value = node.get_secret_value()
+        secrets.register(value)
+        problem = secrets.problem(value)
+        if problem:
+            problems.append(f"{path}: {problem}")
     elif isinstance(node, BaseModel):
         for name in type(node).model_fields:
-            _register_secrets(getattr(node, name))
+            _register_secrets(getattr(node, name), _join(path, name), problems)
     elif isinstance(node, dict):
-        for value in node.values():
-            _register_secrets(value)
+        for key, value in node.items():
+            _register_secrets(value, _join(path, str(key)), problems)
     elif isinstance(node, (list, tuple)):
-        for value in node:
-            _register_secrets(value)
+        for index, value in enumerate(node):
+            _register_secrets(value, f"{path}[{index}]", problems)
 
 
 def _transform_list(data: Any, path: str, problems: list[str]) -> list[TransformConfig]:

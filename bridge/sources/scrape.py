@@ -13,7 +13,6 @@ import json
 import ssl
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import httpx
@@ -65,19 +64,14 @@ class ScrapeResult:
     content_type: str
 
 
-def _read_secret_file(path: str) -> str:
-    value = Path(path).read_text().strip()
-    secrets.register(value)
-    return value
-
-
 def auth_header(auth: NoAuth | BearerAuth | BasicAuth) -> dict[str, str]:
+    """The Authorization header, credential files re-read now (rotation); OSError or ValueError naming the file."""
     if isinstance(auth, BearerAuth):
-        token = auth.token.get_secret_value() if auth.token else _read_secret_file(auth.token_file or "")
+        token = auth.token.get_secret_value() if auth.token else secrets.read_file(auth.token_file or "")
         return {"Authorization": f"Bearer {token}"}
     if isinstance(auth, BasicAuth):
         password = auth.password.get_secret_value() if auth.password else (
-            _read_secret_file(auth.password_file) if auth.password_file else ""
+            secrets.read_file(auth.password_file) if auth.password_file else ""
         )
         basic = httpx.BasicAuth(auth.username, password)
         header = next(basic.auth_flow(httpx.Request("GET", "http://x"))).headers["Authorization"]

@@ -8,11 +8,11 @@ is stored back as a SecretStr so config loading registers it for redaction.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from bridge import secrets
 from bridge.config import SinkConfig
 
 API_KEY_ENV = "DD_API_KEY"
@@ -86,7 +86,7 @@ class DatadogSinkConfig(SinkConfig):
     def _key_from_file_or_env(self) -> str:
         if self.api_key_file is not None:
             try:
-                key = Path(self.api_key_file).read_text().strip()
+                key = secrets.read_file(self.api_key_file)  # ValueError naming the file if unsendable
             except OSError as exc:
                 raise ValueError(f"cannot read api_key_file {self.api_key_file}: {exc.strerror}") from None
             if not key:

@@ -134,6 +134,7 @@ class OTLPSinkConfig(OTLPCommonConfig):
             self.endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
         env_headers = _env("HEADERS", environ)
         if env_headers is not None:
+            _register_raw_headers(env_headers[1])
             parsed = parse_env_headers(env_headers[1], liberal=True)
             explicit = {name.lower() for name in self.headers}
             self.headers = {
@@ -192,6 +193,19 @@ def register_credentials(header_value: str) -> None:
     scheme, _, credentials = header_value.partition(" ")
     if credentials.strip() and scheme.isalpha():
         secrets.register(credentials.strip())
+
+
+def _register_raw_headers(raw: str) -> None:
+    """Register each entry's value of a raw OTEL_EXPORTER_OTLP_*HEADERS, and a malformed (no `=`) entry whole.
+
+    OpenTelemetry's parser logs a malformed entry verbatim (a typo next to a token
+    prints the token), so the text must be a secret before the parser sees it.
+    """
+    for entry in raw.split(","):
+        _, has_value, value = entry.partition("=")
+        text = (value if has_value else entry).strip()
+        secrets.register(text)
+        register_credentials(text)
 
 
 def _milliseconds(name: str, value: str) -> float:
