@@ -4,6 +4,8 @@ Datadog's counts must add up to exactly what the simulator served: requests,
 successes, tokens and failures by http_code, per endpoint, even though the
 intake refuses some requests along the way (the retries re-send the same
 points, which the intake's last-value-per-timestamp storage must not count twice).
+Every gauge (each latency statistic, cache_rate, endpoint status) must arrive
+with exactly the value served, and an idle endpoint's NaN not at all.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from bridge.simulator import CerebrasSimulator
 from tests.conftest import T0, run
 from tests.datadog_support import API_KEY
 from tests.receivers.datadog_intake import SERIES_PATH, DatadogIntake
+from tests.simulated_gauges import GaugeKey, assert_same_gauges, expected_gauges
 
 SEED = 11
 ORG = "org_e2e"
@@ -39,6 +42,12 @@ def received_totals(intake: DatadogIntake) -> Counter[tuple[str, str, str]]:
         if point.type == 1 and point.value:
             totals[point.metric, point.tag("endpoint") or "", point.tag("http_code") or ""] += int(point.value)
     return totals
+
+
+def received_gauges(intake: DatadogIntake) -> dict[GaugeKey, float]:
+    return {(point.timestamp, point.metric.removeprefix("cerebras."), point.tag("endpoint") or "",
+             point.tag("statistic") or ""): point.value
+            for point in intake.points() if point.type == 3}
 
 
 def test_a_simulated_hour_adds_up_exactly() -> None:
@@ -70,6 +79,8 @@ def test_a_simulated_hour_adds_up_exactly() -> None:
             assert window_starts == [T0 - 60 + 60 * k for k in range(WINDOWS)]
             expected = expected_totals([float(t) for t in window_starts])
             assert received_totals(intake) == +expected
+            served = expected_gauges(CerebrasSimulator(organization_id=ORG, seed=SEED), window_starts)
+            assert_same_gauges(received_gauges(intake), served, nan_sent=False)  # NaN is never sent to Datadog
             assert sum(v for (m, _, _), v in expected.items() if m == "cerebras.requests_count") > 50_000
             statuses = Counter(r.status for r in intake.requests)
             assert (statuses[503], statuses[429], statuses[413]) == (2, 2, 2)

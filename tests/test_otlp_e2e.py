@@ -1,12 +1,17 @@
-"""A simulated hour end to end: Cerebras simulator -> bridge (scheduler, source, OTLP sink) -> a real receiver."""
+"""A simulated hour end to end: Cerebras simulator -> bridge (scheduler, source, OTLP sink) -> a real receiver.
+
+Every count adds up to the simulator's totals; every gauge arrives with exactly the value served (NaN, flagged, where idle).
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from typing import Any
 
 import pytest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import DataPointFlags
 
 from bridge.clock import ManualClock
 from bridge.config import parse_config
@@ -16,6 +21,7 @@ from bridge.pipeline import Pipeline
 from bridge.simulator import CerebrasSimulator
 from tests.conftest import run
 from tests.receivers.otlp import GrpcReceiver, HttpReceiver
+from tests.simulated_gauges import GaugeKey, assert_same_gauges, expected_gauges
 
 SeriesKey = tuple[str, str, str]  # (family, endpoint, http_code)
 COUNTED = ("requests_count_total", "requests_success_total", "requests_failure_total",
@@ -37,6 +43,20 @@ def received_points(receiver: GrpcReceiver | HttpReceiver) -> list[tuple[SeriesK
                 attributes = {kv.key: kv.value.string_value for kv in point.attributes}
                 points.append(((metric.name, attributes["endpoint"], attributes.get("http_code", "")), point))
     return points
+
+
+def received_gauges(receiver: GrpcReceiver | HttpReceiver) -> dict[GaugeKey, float]:
+    """Gauge points by window; a NaN must carry the no-recorded-value flag, anything else must not."""
+    gauges = {}
+    for metric in receiver.metrics():
+        for point in metric.gauge.data_points:
+            attributes = {kv.key: kv.value.string_value for kv in point.attributes}
+            assert point.time_unix_nano - point.start_time_unix_nano == 60 * NS_PER_S
+            assert bool(point.flags & DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK) == math.isnan(point.as_double)
+            key = (point.start_time_unix_nano // NS_PER_S, metric.name, attributes["endpoint"],
+                   attributes.get("statistic", ""))
+            gauges[key] = point.as_double
+    return gauges
 
 
 @pytest.mark.parametrize(("protocol", "temporality"), [("grpc", "cumulative"), ("http/protobuf", "delta")])
@@ -79,3 +99,4 @@ def test_a_simulated_hour_arrives_with_every_count(
             if key[0] == "requests_count_total":  # present in every window: starts with the first one
                 assert point.start_time_unix_nano == first_start
     assert {key: value for key, value in received.items() if value} == simulator.count_totals()
+    assert_same_gauges(received_gauges(receiver), expected_gauges(simulator, simulator.served_windows), nan_sent=True)

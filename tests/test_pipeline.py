@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -11,9 +12,10 @@ from bridge.config import parse_config
 from bridge.context import Context
 from bridge.model import Batch
 from bridge.pipeline import Pipeline
+from bridge.simulator import CerebrasSimulator, render_exposition
 from bridge.sinks.base import Payload, Sink
-from bridge.simulator import CerebrasSimulator
 from tests.conftest import T0, run
+from tests.simulated_gauges import assert_same_gauges, expected_gauges
 
 
 def hour_config(sim: CerebrasSimulator, out: Path, **sink_extra: object) -> dict:
@@ -26,6 +28,12 @@ def hour_config(sim: CerebrasSimulator, out: Path, **sink_extra: object) -> dict
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def samples_served(simulator: CerebrasSimulator, window_start: float) -> list[str]:
+    """The sample lines of the exposition the simulator served for a window."""
+    text = render_exposition(simulator.window_values(window_start), simulator.organization_id)
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
 
 
 def test_a_simulated_hour_forwards_every_window_once(simulator: CerebrasSimulator, clock: ManualClock,
@@ -50,8 +58,11 @@ def test_a_simulated_hour_forwards_every_window_once(simulator: CerebrasSimulato
     run(go())
     points = read_jsonl(out)
     windows = sorted({p["start_ns"] for p in points})
-    assert len(windows) == 61 and len(set(windows)) == 61
-    assert all(b - a == 60 * 10**9 for a, b in zip(windows, windows[1:]))
+    assert len(windows) == 61
+    assert all(b - a == 60 * 10**9 for a, b in itertools.pairwise(windows))
+    served = Counter((p["start_ns"], p["name"], tuple(sorted(p["attributes"].items()))) for p in points)
+    assert max(served.values()) == 1, "no series is forwarded twice in a window"
+    assert len(served) == sum(len(samples_served(simulator, start)) for start in simulator.served_windows)
     # scrapes happen at minute + 5 s, one per minute (the first at start-up)
     assert [t % 60 for t, _ in simulator.requests_received] == [5.0] * 61
     # the sum of counts at the sink equals the simulator's, per endpoint and per http_code
@@ -63,6 +74,9 @@ def test_a_simulated_hour_forwards_every_window_once(simulator: CerebrasSimulato
     expected = simulator.count_totals()
     for key, value in expected.items():
         assert sums[key] == value, key
+    gauges = {(p["start_ns"] // 10**9, p["name"], p["attributes"]["endpoint"], p["attributes"].get("statistic", "")):
+              float(p["value"]) for p in points if p["kind"] == "gauge"}
+    assert_same_gauges(gauges, expected_gauges(simulator, simulator.served_windows), nan_sent=True)
 
 
 def test_sink_transforms_apply_to_that_sink_only(simulator: CerebrasSimulator, clock: ManualClock,
