@@ -195,6 +195,36 @@ def test_429_honours_retry_after(simulator: CerebrasSimulator, clock: ManualCloc
     assert run(go()) == T0 + 65 + 90
 
 
+def test_a_429_closes_the_budget_for_every_source_of_the_organization(simulator: CerebrasSimulator,
+                                                                       clock: ManualClock) -> None:
+    """The API's limit is per organization: after one source's 429, no source of that org asks until Retry-After."""
+    simulator.fail_next(429, retry_after=30)
+    context = Context(clock=clock)
+    held_back_before = sample_value(telemetry.SCRAPES, "b429", "rate_limited_locally")
+
+    async def go() -> tuple[int, float, Batch | None]:
+        a = make_source(simulator, clock, "a429", context)
+        b = make_source(simulator, clock, "b429", context)
+        await a.start()
+        await b.start()
+        try:
+            assert await collect_at(a, clock, T0 + 65) is None  # 429, Retry-After: 30
+            assert await collect_at(b, clock, T0 + 66) is None  # held back locally: nothing sent
+            requests_while_closed = len(simulator.requests_received)
+            b_retry = b.next_due(clock.now())
+            return requests_while_closed, b_retry, await collect_at(b, clock, b_retry)
+        finally:
+            await a.close()
+            await b.close()
+
+    requests_while_closed, b_retry, b_batch = run(go())
+    assert requests_while_closed == 1, "the second source must not spend a request while the budget is closed"
+    assert sample_value(telemetry.SCRAPES, "b429", "rate_limited_locally") - held_back_before == 1
+    assert b_retry == T0 + 95, "it asks again when Retry-After has passed, still inside the minute"
+    assert b_batch is not None and b_batch.window_end_ns == int((T0 + 60) * NS_PER_S)
+    assert [status for _, status in simulator.requests_received] == [429, 200]
+
+
 def test_5xx_gets_one_retry_then_the_window_is_a_gap(simulator: CerebrasSimulator, clock: ManualClock) -> None:
     simulator.fail_next(503, count=2)
     gaps_before = sample_value(telemetry.GAPS, "flaky")
