@@ -365,7 +365,10 @@ async def sigkill_mid_delivery(workdir: Path, trace_memory: bool = False) -> Fig
             await wait_until(lambda: last in spooled_serials(spool), "the last scrape in the spool")
             assert proxy.hung == 1, "the bridge should be waiting on exactly one unanswered delivery"
             requests_before_kill = len(receiver.accepted)
-            unacknowledged = spooled_serials(spool)
+            # acknowledged: what the receiver took and whose answer reached the bridge (the front records both)
+            answered = [exchange.status for exchange in proxy.exchanges if exchange.status is not None]
+            assert all(code == 200 for code in answered) and requests_before_kill == len(answered) + 1
+            unacknowledged = set(exporter.served) - set(serials_in(receiver.accepted[:len(answered)]))
             unacknowledged_bytes = spooled_bytes(spool)
             first_rss = rss_high_water(processes[0].pid)
             processes[0].send_signal(signal.SIGKILL)
