@@ -1,4 +1,4 @@
-"""The README's table of Cerebras families in Datadog, pinned against what the intake receives.
+"""The README's table of Cerebras families in Datadog (read from README.md), pinned against what the intake receives.
 
 The batch comes from the real `cerebras` source scraping the simulator over
 HTTP, so the table holds for what the bridge actually produces.
@@ -13,38 +13,24 @@ from bridge.simulator import CerebrasSimulator
 from bridge.sources.cerebras import FAMILIES, CerebrasSource
 from tests.conftest import T0, run
 from tests.datadog_support import wired
+from tests.readme_tables import table_under
 
-#: Every series also carries `bridge.source:<source name>` and `cerebras.organization_id:<org>`.
-README_TABLE = """
-| Cerebras family | Datadog metric | type | interval | unit | tags |
-|---|---|---|---|---|---|
-| `requests_count_total` | `cerebras.requests_count` | count | 60 | request | endpoint |
-| `requests_success_total` | `cerebras.requests_success` | count | 60 | request | endpoint |
-| `requests_failure_total` | `cerebras.requests_failure` | count | 60 | request | endpoint, http_code |
-| `input_tokens_total` | `cerebras.input_tokens` | count | 60 | token | endpoint |
-| `output_tokens_total` | `cerebras.output_tokens` | count | 60 | token | endpoint |
-| `queue_time_seconds` | `cerebras.queue_time_seconds` | gauge | | second | endpoint, statistic |
-| `e2e_latency_seconds` | `cerebras.e2e_latency_seconds` | gauge | | second | endpoint, statistic |
-| `ttft_seconds` | `cerebras.ttft_seconds` | gauge | | second | endpoint, statistic |
-| `tpot_seconds` | `cerebras.tpot_seconds` | gauge | | second | endpoint, statistic |
-| `inference_endpoint_status` | `cerebras.inference_endpoint_status` | gauge | | | endpoint |
-| `cache_rate` | `cerebras.cache_rate` | gauge | | fraction | endpoint |
-"""
+#: README.md's section on the Datadog names; every series also carries `bridge.source` and `cerebras.organization_id`.
+README_SECTION = "The Cerebras families in Datadog"
 SERVICE_CHECK = "cerebras.inference_endpoint.status"
 RESOURCE_TAG_KEYS = {"bridge.source", "cerebras.organization_id"}
 TYPES = {1: "count", 3: "gauge"}
 
 
 def table_rows() -> dict[str, tuple[str, str, str, str, str]]:
-    rows = {}
-    for line in README_TABLE.strip().splitlines()[2:]:
-        family, metric, kind, interval, unit, tags = (cell.strip().strip("`") for cell in line.strip("|").split("|"))
-        rows[family] = (metric, kind, interval, unit, tags)
-    return rows
+    """Cerebras family -> (Datadog metric, type, interval, unit, tags), as README.md prints them."""
+    return {row["Cerebras family"]: (row["Datadog metric"], row["type"], row["interval"], row["unit"], row["tags"])
+            for row in table_under(README_SECTION)}
 
 
 def test_the_table_covers_every_family_the_cerebras_preset_knows() -> None:
     assert set(table_rows()) == set(FAMILIES)
+    assert len(table_under(README_SECTION)) == len(FAMILIES), "one row per family"
 
 
 def test_every_cerebras_family_arrives_as_the_readme_says(simulator: CerebrasSimulator, clock: ManualClock) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from typing import Any
 
 import pytest
@@ -16,27 +17,23 @@ from bridge.sinks.otlp import GrafanaCloudSink
 from bridge.sinks.otlp.grafana import prometheus_name
 from bridge.sources.cerebras import FAMILIES
 from tests.conftest import run
+from tests.readme_tables import table_under
 from tests.receivers.otlp import HttpReceiver
 from tests.test_otlp_wire import cerebras_batch, send
 
-#: Cerebras family -> the name in Grafana (the README's table). Unit and type come from the source preset.
-CEREBRAS_PROMQL_NAMES = {
-    "requests_count_total": "requests_count_total",
-    "requests_success_total": "requests_success_total",
-    "requests_failure_total": "requests_failure_total",
-    "input_tokens_total": "input_tokens_total",
-    "output_tokens_total": "output_tokens_total",
-    "queue_time_seconds": "queue_time_seconds",
-    "e2e_latency_seconds": "e2e_latency_seconds",
-    "ttft_seconds": "ttft_seconds",
-    "tpot_seconds": "tpot_seconds",
-    "inference_endpoint_status": "inference_endpoint_status",
-    "cache_rate": "cache_rate_ratio",
-}
+#: Cerebras family -> the name in Grafana, from README.md's table. Unit and type come from the source preset.
+PROMQL_TABLE = table_under("What a Grafana user types in PromQL")
+CEREBRAS_PROMQL_NAMES = {row["Cerebras family"]: row["PromQL name"] for row in PROMQL_TABLE}
 
 
 def test_every_cerebras_family_is_pinned() -> None:
     assert set(CEREBRAS_PROMQL_NAMES) == set(FAMILIES)
+    assert len(PROMQL_TABLE) == len(FAMILIES), "one row per family"
+
+
+@pytest.mark.parametrize("row", [row for row in PROMQL_TABLE if row["example"]], ids=lambda row: row["PromQL name"])
+def test_each_promql_example_queries_its_rows_name(row: dict[str, str]) -> None:
+    assert re.search(rf"\b{row['PromQL name']}\b", row["example"]), row
 
 
 @pytest.mark.parametrize(("family", "promql"), CEREBRAS_PROMQL_NAMES.items())
