@@ -435,7 +435,7 @@ def test_the_delivery_runner_honours_retry_after_and_counts_once() -> None:
     async def go() -> None:
         clock = ManualClock(T0 + 65)
         async with wired(clock) as w:
-            runner = SinkRunner(w.sink, DeliveryConfig(retry_initial_seconds=1, retry_max_seconds=2), Context(clock))
+            runner = SinkRunner(w.sink, DeliveryConfig(retry_initial_seconds=1, retry_max_seconds=60), Context(clock))
             await runner.start()
             w.intake.fail_next(429, retry_after=30)
             runner.submit(cerebras_batch(T0))

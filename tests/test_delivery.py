@@ -135,12 +135,13 @@ async def submit_each_minute(runner: SinkRunner, clock: ManualClock, first: int,
     retry_after=st.none() | st.floats(0, 3600),
     seed=st.integers(0, 2**32),
 )
-def test_backoff_is_full_jitter_under_a_capped_exponential_with_retry_after_as_a_floor(
+def test_backoff_is_full_jitter_under_a_capped_exponential_with_a_capped_retry_after_as_a_floor(
     failures: int, initial: float, cap: float, retry_after: float | None, seed: int
 ) -> None:
     delay = retry_delay(failures, initial, cap, retry_after, random.Random(seed))
     ceiling = min(cap, initial * 2.0 ** min(failures - 1, 62))
-    assert (retry_after or 0.0) <= delay <= max(ceiling, retry_after or 0.0)
+    floor = min(retry_after or 0.0, cap)
+    assert floor <= delay <= max(ceiling, floor) <= cap
 
 
 def test_backoff_jitter_spreads_over_the_whole_range() -> None:
@@ -154,7 +155,7 @@ def test_backoff_jitter_spreads_over_the_whole_range() -> None:
 def test_a_retryable_failure_backs_off_the_whole_sink_and_honours_retry_after(clock: ManualClock) -> None:
     sink = ScriptedSink()
     sink.script.extend([down(retry_after=30), down(), None])
-    runner = runner_for(sink, clock, retry_initial_seconds=1, retry_max_seconds=2)
+    runner = runner_for(sink, clock, retry_initial_seconds=1, retry_max_seconds=30)
     retries_before = counter(telemetry.DELIVERY_RETRIES, "scripted")
 
     async def go() -> None:
@@ -210,7 +211,7 @@ def test_a_permanent_failure_drops_that_payload_only_and_shows_in_readiness(cloc
 def test_after_an_outage_live_data_goes_first_then_the_backlog(clock: ManualClock, drain_order: str) -> None:
     sink = ScriptedSink(f"drain-{drain_order}")
     sink.script.extend([down(retry_after=300)])
-    runner = runner_for(sink, clock, drain_order=drain_order)
+    runner = runner_for(sink, clock, drain_order=drain_order, retry_max_seconds=300)
 
     async def release(count: int) -> None:
         """Let the held attempts through one at a time until `count` payloads are delivered."""

@@ -28,6 +28,7 @@ import itertools
 import logging
 import random
 
+import math
 from bridge import telemetry
 from bridge.config import DeliveryConfig
 from bridge.context import Context
@@ -287,9 +288,9 @@ class SinkRunner:
             return None
         self._failures += 1
         telemetry.DELIVERY_RETRIES.labels(self.name).inc()
-        config = self.config
-        return retry_delay(self._failures, config.retry_initial_seconds, config.retry_max_seconds, exc.retry_after,
-                           self.rng)
+        # a server's delay is capped too: waiting past the age limit would only expire the whole queue
+        cap = min(self.config.retry_max_seconds, self.max_age or math.inf)
+        return retry_delay(self._failures, self.config.retry_initial_seconds, cap, exc.retry_after, self.rng)
 
     def _delivered(self, entry: Entry, rejected: int) -> None:
         """Acknowledged; `rejected` points of it were refused in a partial success (the sink counted them)."""
