@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import math
 import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bridge import telemetry
 from bridge.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
     from bridge.health import HealthState
 
 log = logging.getLogger(__name__)
+
+#: A window end further ahead of the clock than this was recorded while the clock ran ahead (or the file
+#: was edited): trusting it would drop every window until then as already forwarded. One Cerebras interval.
+FUTURE_TOLERANCE_SECONDS = 60.0
 
 
 class RequestBudget:
@@ -63,20 +70,45 @@ class WindowLedger:
     and read back at start. Without it, a restart within a minute re-forwards that
     minute: harmless for Datadog (same timestamp, same value), but an OTLP cumulative
     sink would count it again after its restart reset.
+
+    A bad entry never mutes a source: one that is not a finite time is ignored at load,
+    one ahead of `clock` when read; each with a warning, counted in
+    bridge_state_entries_ignored_total. Context sets `clock` to the sources' clock.
     """
 
     def __init__(self, path: str | None = None) -> None:
         self.path = Path(path) if path else None
-        self._ends: dict[str, float] = {}
-        if self.path is not None and self.path.exists():
-            try:
-                loaded = json.loads(self.path.read_text())
-                self._ends = {str(k): float(v) for k, v in loaded.get("delivered_window_ends", {}).items()}
-            except (OSError, ValueError, AttributeError) as exc:
-                log.warning("state file %s unreadable (%s); starting without window history", self.path, exc)
+        self.clock: Clock = SystemClock()
+        self._save_failing = False  # warn once per bad spell, not at every window
+        self._ends: dict[str, float] = self._load(self.path) if self.path is not None and self.path.exists() else {}
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, float]:
+        try:
+            entries = json.loads(path.read_text())["delivered_window_ends"].items()
+        except (OSError, ValueError) as exc:
+            return _unreadable(path, str(exc))
+        except (KeyError, TypeError, AttributeError):
+            return _unreadable(path, "no delivered_window_ends mapping")
+        ends = {}
+        for key, value in entries:
+            end = _finite_float(value)
+            if end is None:
+                log.warning("state file %s: window end %r of %r is not a time; ignored", path, value, key)
+                telemetry.STATE_ENTRIES_IGNORED.labels("invalid").inc()
+            else:
+                ends[str(key)] = end
+        return ends
 
     def last(self, key: str) -> float | None:
-        return self._ends.get(key)
+        end = self._ends.get(key)
+        if end is not None and end > self.clock.now() + FUTURE_TOLERANCE_SECONDS:
+            log.warning("window history: %s last forwarded a window ending %s, ahead of the clock (recorded while "
+                        "the clock ran ahead?); ignored, so its windows are forwarded again", key, _iso(end))
+            telemetry.STATE_ENTRIES_IGNORED.labels("future").inc()
+            del self._ends[key]
+            return None
+        return end
 
     def record(self, key: str, end: float) -> None:
         self._ends[key] = end
@@ -92,7 +124,36 @@ class WindowLedger:
                 os.fsync(out.fileno())
             os.replace(temporary, path)
         except OSError as exc:
-            log.warning("state file %s not written (%s); window history kept in memory", path, exc.strerror)
+            if not self._save_failing:
+                log.warning("state file %s not written (%s); window history kept in memory", path, exc.strerror)
+            self._save_failing = True
+            return
+        if self._save_failing:
+            log.info("state file %s written again", path)
+        self._save_failing = False
+
+
+def _unreadable(path: Path, problem: str) -> dict[str, float]:
+    log.warning("state file %s unreadable (%s); starting without window history", path, problem)
+    telemetry.STATE_ENTRIES_IGNORED.labels("unreadable").inc()
+    return {}
+
+
+def _finite_float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _iso(t: float) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # past year 9999: a hand-edited file
+        return f"{t:.0f} (unix time)"
 
 
 @dataclass
@@ -103,6 +164,9 @@ class Context:
     windows: WindowLedger = field(default_factory=WindowLedger)
     #: readiness bookkeeping (/readyz); None when nothing serves it (tests, `once`)
     health: HealthState | None = None
+
+    def __post_init__(self) -> None:
+        self.windows.clock = self.clock  # "ahead of the clock" means the clock the sources stamp windows with
 
     def budget(self, key: str, limit: int, period: float = 60.0) -> RequestBudget:
         if key not in self.budgets:

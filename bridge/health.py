@@ -1,10 +1,12 @@
 """Readiness bookkeeping and the one small HTTP port for /metrics, /healthz and /readyz.
 
 Kubernetes (and people) need one answer to "is the bridge doing its job?":
-every source scraped successfully within its last two intervals, and no sink
-whose last outcome was a permanent failure (bad key, rejected payload). A
-single failed scrape is not enough to go unready: the next one may succeed,
-and flapping readiness would only add noise.
+every source scraped successfully within its last two intervals, no sink
+whose last outcome was a permanent failure (bad key, rejected payload), no
+sink running memory-only because its spool is unusable, and no source whose
+windows are all dropped as already forwarded (a window history ahead of the
+clock would do that silently). A single failed scrape is not enough to go
+unready: the next one may succeed, and flapping readiness would only add noise.
 
 The server is a minimal HTTP/1.1 responder on asyncio: it shares the
 pipeline's event loop, needs no thread, and stops with the pipeline.
@@ -20,11 +22,15 @@ from prometheus_client.exposition import choose_encoder
 
 from bridge import secrets
 from bridge.clock import Clock
-from bridge.telemetry import REGISTRY
+from bridge.telemetry import REGISTRY, WINDOWS
 
 log = logging.getLogger(__name__)
 
 _GRACE_INTERVALS = 2
+#: A source is muted when this many successful scrapes in a row found their window already forwarded while no
+#: source forwarded any. One is normal (a second scrape in a minute); a second source on one organization
+#: always finds duplicates, but the first one's forwards keep resetting its count.
+MUTED_AFTER_DUPLICATES = 3
 _REQUEST_TIMEOUT = 10.0  # seconds to receive a request head (also the keep-alive idle limit): no client pins a task
 _MAX_HEAD = 16 * 1024
 
@@ -35,6 +41,8 @@ class _SourceHealth:
     since: float  # when it was expected: the grace period runs from here
     last_success: float | None = None
     last_error: str | None = None
+    duplicates_in_a_row: int = 0
+    windows_seen: tuple[float, float] = (0.0, 0.0)  # at the last success: (forwarded by all, duplicates of this one)
 
 
 class HealthState:
@@ -44,6 +52,7 @@ class HealthState:
         self._clock = clock
         self._sources: dict[str, _SourceHealth] = {}
         self._sink_failures: dict[str, str | None] = {}  # sink -> permanent failure reason, None if last was ok
+        self._sink_spools: dict[str, tuple[str, bool]] = {}  # sink -> (spool problem at start, still durable)
         self._was_ready: bool | None = None
 
     def expect_source(self, name: str, interval: float) -> None:
@@ -64,11 +73,31 @@ class HealthState:
         """Stop watching a source or sink: removed by a reload, or a finite source that is done."""
         self._sources.pop(name, None)
         self._sink_failures.pop(name, None)
+        self._sink_spools.pop(name, None)
 
     def source_succeeded(self, name: str, now: float) -> None:
         source = self._sources[name]
         source.last_success = now
         source.last_error = None
+        self._count_duplicates(name, source)
+
+    @staticmethod
+    def _count_duplicates(name: str, source: _SourceHealth) -> None:
+        """Read bridge_windows_total, which the windowed sources keep, right after this source's scrape."""
+        forwarded = duplicates = 0.0
+        for metric in WINDOWS.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    if sample.labels["outcome"] == "forwarded":
+                        forwarded += sample.value
+                    elif sample.labels["source"] == name:
+                        duplicates += sample.value
+        seen_forwarded, seen_duplicates = source.windows_seen
+        if forwarded > seen_forwarded:
+            source.duplicates_in_a_row = 0
+        elif duplicates > seen_duplicates:
+            source.duplicates_in_a_row += 1
+        source.windows_seen = (forwarded, duplicates)
 
     def source_failed(self, name: str, reason: str) -> None:
         """Remember why, for the /readyz text; readiness changes only when successes stop for too long."""
@@ -79,6 +108,22 @@ class HealthState:
 
     def sink_failed_permanently(self, name: str, reason: str) -> None:
         self._sink_failures[name] = reason
+
+    def sink_spool(self, name: str, problem: str | None, *, durable: bool) -> None:
+        """What went wrong with a sink's spool at start (None: nothing).
+
+        Memory-only (not durable) makes the bridge unready, so operators notice while it keeps
+        forwarding; a damaged file moved aside for a fresh spool is only a note on /readyz.
+        """
+        if problem is None:
+            self._sink_spools.pop(name, None)
+        else:
+            self._sink_spools[name] = (problem, durable)
+
+    def notes(self) -> list[str]:
+        """Things an operator should know that do not make the bridge unready."""
+        return [secrets.redact(f"sink {name}: {problem}")
+                for name, (problem, durable) in sorted(self._sink_spools.items()) if durable]
 
     def ready(self) -> tuple[bool, list[str]]:
         """(ready, reasons): each reason names one source or sink that keeps the bridge unready."""
@@ -93,9 +138,16 @@ class HealthState:
             elif now - source.last_success > deadline:
                 reasons.append(f"source {name}: last successful scrape {_age(now - source.last_success)} ago"
                                + _because(source.last_error))
+            if source.duplicates_in_a_row >= MUTED_AFTER_DUPLICATES:
+                reasons.append(f"source {name}: its last {source.duplicates_in_a_row} windows were all dropped as "
+                               "already forwarded, and no source forwarded one meanwhile (is the window history "
+                               "in state_path ahead of the clock?)")
         for name, failure in sorted(self._sink_failures.items()):
             if failure is not None:
                 reasons.append(f"sink {name}: failing permanently: {failure}")
+        for name, (problem, durable) in sorted(self._sink_spools.items()):
+            if not durable:
+                reasons.append(f"sink {name}: {problem}")
         reasons = [secrets.redact(r) for r in reasons]
         ready = not reasons
         if ready != self._was_ready:
@@ -165,7 +217,7 @@ class HealthServer:
         try:
             while await self._one_request(reader, writer):
                 pass
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass  # the client went away or misbehaved: nothing to answer
         finally:
             self._connections.pop(task, None)
@@ -215,9 +267,8 @@ class HealthServer:
             return 200, b"ok\n", text
         if path == "/readyz":
             ready, reasons = self._state.ready()
-            if ready:
-                return 200, b"ready\n", text
-            return 503, ("".join(f"{r}\n" for r in reasons)).encode(), text
+            lines = (["ready"] if ready else reasons) + self._state.notes()
+            return 200 if ready else 503, "".join(f"{line}\n" for line in lines).encode(), text
         return 404, b"not found: try /metrics, /healthz or /readyz\n", text
 
     @staticmethod

@@ -29,6 +29,13 @@ WINDOWS = Counter(
     "bridge_windows", "Windows by source and outcome (forwarded, duplicate).", ["source", "outcome"], registry=REGISTRY
 )
 GAPS = Counter("bridge_gaps", "Windows that could not be fetched and are lost upstream.", ["source"], registry=REGISTRY)
+STATE_ENTRIES_IGNORED = Counter(
+    "bridge_state_entries_ignored",
+    "Window history (state_path) entries ignored, by reason: unreadable (the whole file), invalid (not a finite "
+    "time), future (ahead of the clock: it would mute every window until then).",
+    ["reason"],
+    registry=REGISTRY,
+)
 WINDOW_LAG = Gauge(
     "bridge_window_lag_seconds", "Seconds between the end of the last forwarded window and its scrape.", ["source"],
     registry=REGISTRY,
@@ -75,6 +82,13 @@ DELIVERY_SPOOL_BYTES = Gauge(
 )
 DELIVERY_RECOVERED = Counter(
     "bridge_delivery_recovered_payloads", "Unacknowledged payloads found in the spool at start-up.", ["sink"],
+    registry=REGISTRY,
+)
+DELIVERY_SPOOL_FAILURES = Counter(
+    "bridge_delivery_spool_failures",
+    "Spool problems, by reason: damaged (moved aside at start), unusable, other_sink (the sink runs memory-only), "
+    "corrupt_row (a stored payload unreadable, dropped), write_error (kept in memory), delete_error (re-sent later).",
+    ["sink", "reason"],
     registry=REGISTRY,
 )
 # ---- end delivery -------------------------------------------------------------

@@ -26,7 +26,7 @@ from bridge.context import Context
 from bridge.delivery import SinkRunner
 from bridge.delivery.backoff import retry_delay
 from bridge.delivery.pending import Entry
-from bridge.delivery.spool import Spool, SpoolError
+from bridge.delivery.spool import Spool
 from bridge.health import HealthState
 from bridge.model import NS_PER_S, Batch, Kind, Metric, Point
 from bridge.pipeline import Pipeline
@@ -467,29 +467,41 @@ def test_a_full_spool_evicts_the_oldest_and_counts_it(clock: ManualClock, tmp_pa
 
 
 def test_a_spool_belongs_to_one_sink(clock: ManualClock, tmp_path: Path) -> None:
+    """Another sink's spool is left alone; the intruder delivers memory-only (tests/test_hostile_state.py)."""
     path = tmp_path / "owned.db"
+    intruder = ScriptedSink("intruder")
 
     async def go() -> None:
         owner = runner_for(ScriptedSink("owner"), clock, spool_path=str(path))
         await owner.start()
         await owner.stop()
-        intruder = runner_for(ScriptedSink("intruder"), clock, spool_path=str(path))
-        with pytest.raises(SpoolError, match="holds payloads of sink 'owner'"):
-            await intruder.start()
+        runner = runner_for(intruder, clock, spool_path=str(path))
+        await runner.start()
+        assert runner.spool is None
+        runner.submit(batch(0))
+        await runner.settle()
+        await runner.stop()
 
     run(go())
+    assert intruder.delivered_windows == [0]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT sink FROM owner").fetchall() == [("owner",)]
 
 
-def test_a_file_that_is_not_a_spool_is_refused_with_advice(clock: ManualClock, tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_spool_is_moved_aside(clock: ManualClock, tmp_path: Path) -> None:
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not a database" * 100)
 
     async def go() -> None:
         runner = runner_for(ScriptedSink("garbage"), clock, spool_path=str(path))
-        with pytest.raises(SpoolError, match="move the file aside"):
-            await runner.start()
+        await runner.start()
+        assert runner.spool is not None
+        await runner.stop()
 
     run(go())
+    [moved] = tmp_path.glob("garbage.db.damaged-*")
+    assert moved.read_bytes() == b"this is not a database" * 100
+    assert spool_rows(path) == []
 
 
 def submit_with_a_full_disk(sink: ScriptedSink, clock: ManualClock, tmp_path: Path,

@@ -17,7 +17,9 @@ at a time:
 With `spool_path`, a payload's bytes live in a SQLite spool (bridge/delivery/
 spool.py) until the backend acknowledged it, and memory holds only an index:
 a restart, even after a SIGKILL, resumes with exactly the unacknowledged
-payloads.
+payloads. A spool that cannot be used at all (unwritable, damaged and not
+movable, another sink's) does not stop the bridge: that sink runs memory-only,
+and /readyz says so until it is fixed.
 """
 
 from __future__ import annotations
@@ -26,15 +28,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import random
 
-import math
 from bridge import telemetry
 from bridge.config import DeliveryConfig
 from bridge.context import Context
 from bridge.delivery.backoff import retry_delay
 from bridge.delivery.pending import Entry, PendingQueue
-from bridge.delivery.spool import Spool, StoredPayload
+from bridge.delivery.spool import Spool, SpoolError, StoredPayload
 from bridge.model import NS_PER_S, Batch
 from bridge.sinks.base import DeliveryError, Payload, Sink
 
@@ -53,8 +55,6 @@ class SinkRunner:
         self.rng = random.Random()  # the backoff's jitter; tests seed it for repeatable runs
         sink_type = getattr(sink, "type_name", type(sink).__name__)
         self.spool = Spool(config.spool_path, sink.name, sink_type) if config.spool_path else None
-        self._byte_cap = config.spool_max_bytes if self.spool else config.max_bytes
-        self._full_reason = "spool_full" if self.spool else "queue_full"
         self._pending = PendingQueue()
         self._seq = itertools.count()
         self._in_flight: Entry | None = None
@@ -72,6 +72,15 @@ class SinkRunner:
     def name(self) -> str:
         return self.sink.name
 
+    @property
+    def _byte_cap(self) -> int:
+        """A spool holds its bytes on disk; without one (or memory-only after a spool failure) they are in memory."""
+        return self.config.spool_max_bytes if self.spool else self.config.max_bytes
+
+    @property
+    def _full_reason(self) -> str:
+        return "spool_full" if self.spool else "queue_full"
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Recover the spool (if any), open the sink, start delivering.
@@ -80,8 +89,7 @@ class SinkRunner:
         in memory until here, then spooled like any other.
         """
         if self.spool is not None:
-            self._recover(await self.spool.open())
-            self._spool_open = True
+            await self._open_spool()
         try:
             await self.sink.start()
         except BaseException:
@@ -93,6 +101,26 @@ class SinkRunner:
         if self.spool is not None:
             telemetry.DELIVERY_SPOOL_BYTES.labels(self.name).set_function(self.spool.disk_bytes)
         self._publish()
+
+    async def _open_spool(self) -> None:
+        """Recover the spool; when no spool can be used, run memory-only rather than stop every other sink."""
+        assert self.spool is not None
+        try:
+            stored = await self.spool.open()
+        except SpoolError as exc:
+            await self.spool.close()
+            self.spool = None
+            log.error("sink %s: %s; running memory-only: queued payloads do not survive a restart until this is "
+                      "fixed and the bridge restarted", self.name, exc)
+            self._report_spool(f"spool unusable ({exc}), running memory-only", durable=False)
+            return
+        self._recover(stored)
+        self._spool_open = True
+        self._report_spool(self.spool.damage, durable=True)
+
+    def _report_spool(self, problem: str | None, *, durable: bool) -> None:
+        if self.health is not None:
+            self.health.sink_spool(self.name, problem, durable=durable)
 
     def _recover(self, stored: list[StoredPayload]) -> None:
         assert self.spool is not None
@@ -258,7 +286,8 @@ class SinkRunner:
             if payload is None:
                 assert self.spool is not None
                 payload = await self.spool.load(entry)
-            if payload is None:
+            if payload is None:  # unreadable: the spool logged that once and counts each
+                self._reported_evictions.add("spool_error")
                 self._discard([entry], "spool_error", evicted=True)
                 return None
             rejected = await self.sink.deliver(payload) or 0

@@ -17,11 +17,18 @@ ones (payload bytes are final, so a re-send is idempotent).
 All SQLite work runs on one dedicated thread in the order the event loop
 issued it, so the scrape path never waits on the disk and the insert, load
 and delete of a payload can never be reordered.
+
+A damaged file must not stop the bridge: at open, a file SQLite calls not a
+database or corrupt (truncated, overwritten, failing its quick_check) is moved
+aside with its -wal/-shm (kept for forensics, never deleted) and the spool
+starts empty. Every failure is counted in bridge_delivery_spool_failures_total
+and logged once per bad spell, never once per payload.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import sqlite3
@@ -31,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bridge import telemetry
 from bridge.delivery.pending import Entry
 from bridge.sinks.base import Payload
 
@@ -53,8 +61,24 @@ CREATE TABLE IF NOT EXISTS payloads (
 """
 
 
+#: SQLite's verdicts on a file that is not (or no longer) a sound database; anything else is about access.
+_DAMAGE_CODES = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+
+
 class SpoolError(Exception):
-    """The spool file cannot be used: unreadable, not a spool, or another sink's."""
+    """No spool can be used at this path: unopenable, damaged and not movable, or another sink's."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # the label in bridge_delivery_spool_failures_total
+
+
+class _Damaged(SpoolError):
+    """The file is not a sound database: it can be moved aside."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__("damaged", f"spool {path} is damaged ({detail})")
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +97,21 @@ class Spool:
         self._owner = (sink_name, sink_type)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{sink_name}")
         self._db: sqlite3.Connection | None = None  # touched only on self._thread
+        self.damage: str | None = None  # set by open() when it moved a damaged file aside
+        self._reported: set[str] = set()  # failure reasons logged in the current bad spell
 
     # -- called on the event loop ---------------------------------------------------------------
     async def open(self) -> list[StoredPayload]:
-        """Open (or create) the file and list the payloads a previous run left, oldest row first."""
-        return await self._run(self._open)
+        """Open (or create) the file and list the payloads a previous run left, oldest row first.
+
+        A damaged file is moved aside and the spool starts empty (`damage` says what and where);
+        SpoolError (counted, not logged: the caller decides what the sink does) when no spool can be used.
+        """
+        try:
+            return await self._run(self._open)
+        except SpoolError as exc:
+            self._count(exc.reason)
+            raise
 
     def add(self, entry: Entry, payload: Payload) -> None:
         """Store a payload; returns at once (the commit happens on the spool's thread)."""
@@ -115,11 +149,66 @@ class Spool:
     # -- on the spool's thread ----------------------------------------------------------------
     def _open(self) -> list[StoredPayload]:
         try:
+            return self._connect()
+        except _Damaged as damaged:
+            detail = damaged.detail
+        try:
+            moved_to = self._move_aside()
+        except OSError as exc:
+            raise SpoolError("damaged", f"spool {self.path} is damaged ({detail}) and could not be moved aside "
+                                        f"({_describe(exc)})") from None
+        self.damage = f"spool {self.path} was damaged ({detail}); moved aside to {moved_to}, started empty"
+        self._count("damaged")
+        log.error("sink %s: %s", self._owner[0], self.damage)
+        return self._connect()
+
+    def _connect(self) -> list[StoredPayload]:
+        if self.path.is_dir():
+            raise SpoolError("unusable", f"spool {self.path} is a directory, not a file")
+        if self.path.exists():
+            self._check_sound()
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each statement is a transaction
+        except FileExistsError:
+            raise SpoolError("unusable", f"spool {self.path} cannot be created ({self.path.parent} is a file)") from None
+        except OSError as exc:
+            raise SpoolError("unusable", f"spool {self.path} cannot be created ({_describe(exc)})") from None
+        except sqlite3.Error as exc:
+            raise SpoolError("unusable", f"spool {self.path} cannot be opened ({exc})") from None
+        try:
+            rows = self._prepare(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        return [StoredPayload(*row) for row in rows]
+
+    def _check_sound(self) -> None:
+        """Raise _Damaged if SQLite finds the file damaged, reading it (and its WAL) without changing a byte.
+
+        Read-only, because closing a read-write connection to a damaged file deletes its -wal and -shm,
+        and they belong with it when it is moved aside. Access problems are left to the read-write open.
+        """
+        try:
+            probe = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                verdict = probe.execute("PRAGMA quick_check(1)").fetchone()[0]  # "ok", or the first problem found
+            finally:
+                probe.close()
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", None) in _DAMAGE_CODES:
+                raise _Damaged(self.path, str(exc)) from None
+            return
+        if verdict != "ok":
+            raise _Damaged(self.path, verdict)
+
+    def _prepare(self, db: sqlite3.Connection) -> list[Any]:
+        """Set the spool's modes, check the file is ours, list its rows."""
+        try:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
-                raise SpoolError(f"spool {self.path}: the filesystem does not support SQLite's WAL mode")
+                raise SpoolError("unusable", f"spool {self.path}: the filesystem does not support SQLite's WAL mode")
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             db.executescript(_SCHEMA)
@@ -128,14 +217,27 @@ class Spool:
                 db.execute("INSERT INTO owner (sink, type) VALUES (?, ?)", self._owner)
             elif tuple(owner) != self._owner:
                 raise SpoolError(
+                    "other_sink",
                     f"spool {self.path} holds payloads of sink {owner[0]!r} ({owner[1]}), not of "
-                    f"{self._owner[0]!r} ({self._owner[1]}): give each sink its own spool_path"
+                    f"{self._owner[0]!r} ({self._owner[1]}): give each sink its own spool_path",
                 )
-            rows = db.execute("SELECT id, window_end_ns, points, size FROM payloads ORDER BY id").fetchall()
-        except (sqlite3.Error, OSError) as exc:
-            raise SpoolError(f"spool {self.path}: {exc}; move the file aside to start with an empty spool") from None
-        self._db = db
-        return [StoredPayload(*row) for row in rows]
+            return db.execute("SELECT id, window_end_ns, points, size FROM payloads ORDER BY id").fetchall()
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", None) in _DAMAGE_CODES:
+                raise _Damaged(self.path, str(exc)) from None
+            raise SpoolError("unusable", f"spool {self.path} cannot be opened ({exc})") from None
+
+    def _move_aside(self) -> Path:
+        """Rename the file and its -wal/-shm to `<path>.damaged-<UTC time>`: SQLite can still open the copy."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        self.path.rename(target)
+        for suffix in ("-wal", "-shm"):
+            try:
+                self.path.with_name(self.path.name + suffix).rename(target.with_name(target.name + suffix))
+            except FileNotFoundError:
+                pass
+        return target
 
     def _insert(self, entry: Entry, payload: Payload) -> None:
         assert self._db is not None
@@ -145,10 +247,11 @@ class Spool:
                 (payload.window_end_ns, payload.points, len(payload.body), json.dumps(payload.meta), payload.body),
             )
         except sqlite3.Error as exc:  # disk full, I/O error: keep delivering from memory, without durability
-            log.error("spool %s: could not store a payload (%s); keeping it in memory only", self.path, exc)
+            self._failed("write_error", f"could not store a payload ({exc}); keeping it in memory only")
             entry.payload = payload
             return
         entry.row_id = cursor.lastrowid
+        self._recovered("write_error", "storing payloads again")
 
     def _delete(self, entries: list[Entry]) -> None:
         assert self._db is not None
@@ -158,20 +261,49 @@ class Spool:
             self._db.executemany("DELETE FROM payloads WHERE id = ?", rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:  # the rows stay and are re-sent after a restart: a duplicate, never a loss
-            log.error("spool %s: could not delete %d payload(s) (%s)", self.path, len(rows), exc)
+            self._failed("delete_error", f"could not delete acknowledged payloads ({exc}); a restart re-sends them")
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
+            return
+        self._recovered("delete_error", "deleting acknowledged payloads again")
 
     def _select(self, entry: Entry) -> Payload | None:
         assert self._db is not None
         if entry.row_id is None:  # the insert failed: the bytes stayed in memory
             return entry.payload
-        row = self._db.execute("SELECT meta, body FROM payloads WHERE id = ?", (entry.row_id,)).fetchone()
-        if row is None:
+        try:
+            row = self._db.execute("SELECT meta, body FROM payloads WHERE id = ?", (entry.row_id,)).fetchone()
+            if row is None:
+                return None
+            meta, body = json.loads(row[0]), row[1]
+            if not isinstance(meta, dict) or not isinstance(body, bytes):
+                raise TypeError("not a payload the bridge stored")
+        except (sqlite3.Error, ValueError, TypeError) as exc:  # a damaged page or a tampered row: only this payload is lost
+            self._failed("corrupt_row", f"a stored payload is unreadable ({exc}); such payloads are dropped")
             return None
-        return Payload(row[1], entry.window_end_ns, entry.points, json.loads(row[0]))
+        return Payload(body, entry.window_end_ns, entry.points, meta)
+
+    def _failed(self, reason: str, problem: str) -> None:
+        """Count every failure; log a reason once, until the spool works again."""
+        self._count(reason)
+        if reason not in self._reported:
+            self._reported.add(reason)
+            log.error("sink %s: spool %s: %s (all counted in bridge_delivery_spool_failures_total)", self._owner[0],
+                      self.path, problem)
+
+    def _recovered(self, reason: str, news: str) -> None:
+        if reason in self._reported:
+            self._reported.discard(reason)
+            log.info("sink %s: spool %s: %s", self._owner[0], self.path, news)
+
+    def _count(self, reason: str) -> None:
+        telemetry.DELIVERY_SPOOL_FAILURES.labels(self._owner[0], reason).inc()
 
     def _close(self) -> None:
         if self._db is not None:
             self._db.close()  # the last connection checkpoints the WAL into the database and removes it
             self._db = None
+
+
+def _describe(exc: OSError) -> str:
+    return f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
