@@ -9,14 +9,19 @@ anything, and none of it may stall, bloat or mute the bridge.
 - `read_bounded`: a response body read up to a byte limit *after*
   decompression, decompressing only as far as the limit (a 1 MiB gzip bomb
   costs at most the limit, not the gigabytes it expands to).
+- `post_bounded`: one POST bounded in time (a total deadline, where httpx's
+  timeouts are per read) and in bytes (only as much of the answer as the
+  caller needs), as the sinks' transports send.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import math
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import httpx
 
@@ -25,6 +30,9 @@ from bridge import __version__
 USER_AGENT = f"metrics-bridge/{__version__}"
 #: Bytes of an error (non-2xx) body read for the log: enough for any server's message.
 ERROR_BODY_LIMIT = 4096
+#: The longest wait a transport passes on, whatever a server asks (the delivery layer caps it further, at
+#: the sink's retry_max_seconds): no Retry-After or RetryInfo can put a sink to sleep for years.
+MAX_SERVER_DELAY = 86_400.0
 _EPOCH_THRESHOLD = 1e9  # an x-ratelimit-reset above this is a unix time, below it a duration
 
 
@@ -117,6 +125,52 @@ def _over(body: bytearray, limit: int, truncate: bool) -> bytes:
     if truncate:
         return bytes(body[:limit])
     raise BodyTooLarge(f"more than {limit} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer's status and headers, and as much of its body as the caller needed."""
+
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+    complete: bool  # False: the body went on past the limit, or did not decode; `body` is what was read
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+async def post_bounded(
+    client: httpx.AsyncClient, url: str, content: bytes, *, headers: Mapping[str, str] | None = None,
+    deadline: float, success_limit: int,
+) -> Reply:
+    """POST and read the answer, the whole exchange within `deadline` seconds (TimeoutError past it).
+
+    httpx's timeouts bound each read, so a server sending a byte every few
+    seconds never trips them; the deadline bounds the lot. Of the body, at most
+    `success_limit` bytes of a 2xx and ERROR_BODY_LIMIT of anything else are
+    read: the rest never is (the connection is closed instead), so an endless
+    body costs no more than the limit. asyncio.timeout, not wait_for: on Python
+    3.11 wait_for can swallow a cancellation that arrives as the request completes.
+    """
+    try:
+        async with asyncio.timeout(deadline):
+            async with client.stream("POST", url, content=content, headers=headers) as response:
+                limit = success_limit if response.is_success else ERROR_BODY_LIMIT
+                try:
+                    body = await read_bounded(response, limit + 1, truncate=True)
+                except httpx.DecodingError:
+                    body = None
+    except TimeoutError:
+        raise TimeoutError(f"no complete answer within {deadline:g} s") from None
+    if body is None:
+        return Reply(response.status_code, response.headers, b"", complete=False)
+    return Reply(response.status_code, response.headers, body[:limit], complete=len(body) <= limit)
 
 
 def excerpt(text: str, limit: int = 200) -> str:

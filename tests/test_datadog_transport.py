@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import socket
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Iterator
 
 import httpx
 import pytest
 
 from bridge.clock import ManualClock
 from bridge.context import Context
+from bridge.http import MAX_SERVER_DELAY, Reply
 from bridge.sinks.base import PermanentError, RetryableError
 from bridge.sinks.datadog import DatadogSink, DatadogSinkConfig
-from bridge.sinks.datadog.transport import PayloadTooLarge, Transport, classify, error_text, parse_retry_after
+from bridge.sinks.datadog.transport import (
+    PayloadTooLarge,
+    Transport,
+    classify,
+    error_text,
+)
 from tests.conftest import T0, run
 from tests.datadog_support import API_KEY, wired
 from tests.receivers.datadog_intake import VALIDATE_PATH, DatadogIntake
 
 
-def response(status: int, body: str = '{"errors": ["Forbidden"]}', **headers: str) -> httpx.Response:
-    return httpx.Response(status, text=body, headers=headers)
+def response(status: int, body: str = '{"errors": ["Forbidden"]}', **headers: str) -> Reply:
+    return Reply(status, httpx.Headers(headers), body.encode(), complete=True)
 
 
 @pytest.mark.parametrize("status", [200, 202])
@@ -52,14 +58,19 @@ def test_error_text_without_datadogs_json() -> None:
     assert error_text(response(500, '{"status": "error"}')) == '{"status": "error"}'
 
 
-def test_retry_after_as_seconds_or_http_date() -> None:
-    assert parse_retry_after("7", T0) == 7.0
-    assert parse_retry_after("0.5", T0) == 0.5
-    assert parse_retry_after("-3", T0) == 0.0
-    date = format_datetime(datetime.fromtimestamp(T0 + 90, timezone.utc), usegmt=True)
-    assert parse_retry_after(date, T0) == 90.0
-    assert parse_retry_after("soon", T0) is None
-    assert parse_retry_after(None, T0) is None
+def test_retry_after_as_seconds_or_http_date_within_a_ceiling() -> None:
+    def delay(value: str | None) -> float | None:
+        error = classify(response(503, **({} if value is None else {"Retry-After": value})), T0)
+        assert isinstance(error, RetryableError)
+        return error.retry_after
+
+    assert delay("7") == 7.0
+    assert delay("0.5") == 0.5
+    assert delay("-3") == 0.0
+    assert delay(format_datetime(datetime.fromtimestamp(T0 + 90, UTC), usegmt=True)) == 90.0
+    assert delay("Fri, 01 Jan 2100 00:00:00 GMT") == delay("1e12") == MAX_SERVER_DELAY
+    assert delay("soon") is None
+    assert delay(None) is None
 
 
 @pytest.fixture

@@ -11,7 +11,9 @@
   timestamp), so a re-sent point overwrites instead of adding. With a clock,
   points more than 1 h old or 10 min ahead are not stored but counted.
 - `fail_next` scripts answers (403, 413, 429/503 with Retry-After, ...) for
-  the next matching requests, so fault suites can reuse it.
+  the next matching requests, so fault suites can reuse it; `send_next`
+  sends the next answers a hostile way (tests/receivers/hostile.py: trickled,
+  endless), whatever they say.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from datadog_api_client.v2.model.metric_payload import MetricPayload
 
 from bridge.clock import Clock
 from bridge.serverthread import ServerThread
+from tests.receivers import hostile
 
 SERIES_PATH = "/api/v2/series"
 CHECK_RUN_PATH = "/api/v1/check_run"
@@ -155,6 +158,8 @@ class _State:
     requests: list[Request] = field(default_factory=list)
     out_of_range: int = 0
     failures: deque[Failure] = field(default_factory=deque)
+    manners: deque[hostile.Manner] = field(default_factory=deque)
+    hostile_sent: list[int] = field(default_factory=list)
 
 
 class _Server(ThreadingHTTPServer):
@@ -170,7 +175,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
-        self._answer(*self.server.intake._handle("POST", self.path, dict(self.headers.items()), body))
+        intake = self.server.intake
+        status, answer, extra = intake._handle("POST", self.path, dict(self.headers.items()), body)
+        manner = intake._next_manner()
+        if manner is None:
+            self._answer(status, answer, extra)
+        else:
+            headers = {"Content-Type": "application/json", **extra}
+            intake._record_hostile(hostile.send(self, status, headers, json.dumps(answer).encode(), manner))
 
     def do_GET(self) -> None:
         self._answer(*self.server.intake._handle("GET", self.path, dict(self.headers.items()), b""))
@@ -217,7 +229,8 @@ class DatadogIntake(ServerThread):
 
     @property
     def url(self) -> str:
-        return "http://%s:%d" % self.server_address
+        host, port = self.server_address
+        return f"http://{host}:{port}"
 
     # ------------------------------------------------------------ scripting and inspection
     def fail_next(
@@ -240,6 +253,25 @@ class DatadogIntake(ServerThread):
         with self._lock:
             self._state.failures.append(Failure(status, retry, path, text, after))
             self._state.failures.extend(Failure(status, retry, path, text) for _ in range(count - 1))
+
+    def send_next(self, manner: hostile.Manner, count: int = 1) -> None:
+        """Send the answers to the next `count` POSTs `manner`'s way (what they say is decided as usual)."""
+        with self._lock:
+            self._state.manners.extend([manner] * count)
+
+    @property
+    def hostile_sent(self) -> list[int]:
+        """Per hostile answer, once it stopped: the bytes that went out."""
+        with self._lock:
+            return list(self._state.hostile_sent)
+
+    def _next_manner(self) -> hostile.Manner | None:
+        with self._lock:
+            return self._state.manners.popleft() if self._state.manners else None
+
+    def _record_hostile(self, sent: int) -> None:
+        with self._lock:
+            self._state.hostile_sent.append(sent)
 
     def points(self, metric: str | None = None, **tags: str) -> list[StoredPoint]:
         """Stored points, oldest first, filtered by metric name and tag values (`endpoint="x"`)."""

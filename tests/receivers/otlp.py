@@ -5,7 +5,9 @@ Answers with `receiver.script(unavailable(retry_after=2), accept())`; each
 request consumes one, and once the script is empty every request is accepted.
 An Answer is protocol-neutral and each receiver renders it its own way (gRPC
 status code + RetryInfo in grpc-status-details-bin; HTTP status + Retry-After +
-a google.rpc.Status body), so one fault test can run against both.
+a google.rpc.Status body), so one fault test can run against both. An
+Answer with a `manner` (tests/receivers/hostile.py: trickled, endless) goes
+out that way over HTTP; gRPC sends it normally.
 
     async with GrpcReceiver() as receiver:        # or HttpReceiver(); an ephemeral port
         ...                                        # send to receiver.endpoint (HttpReceiver: .url too)
@@ -19,12 +21,16 @@ import collections
 import gzip
 import ssl
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Self
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -39,6 +45,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import (
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, ResourceMetrics
 
 from bridge.serverthread import ServerThread
+from tests.receivers import hostile
 
 HOST = "127.0.0.1"
 METRICS_PATH = "/v1/metrics"
@@ -54,8 +61,9 @@ class Answer:
     http_status: int = 200
     retry_after: float | None = None  # gRPC: RetryInfo detail; HTTP: Retry-After header (whole seconds)
     message: str = ""
-    rejected_points: int = 0  # > 0: partial success
+    rejected_points: int = 0  # non-zero: partial success (negative: a backend bug)
     delay_seconds: float = 0.0  # answer this late (drives client timeouts)
+    manner: hostile.Manner | None = None  # HTTP: send the answer this hostile way
 
     @property
     def accepted(self) -> bool:
@@ -79,6 +87,7 @@ def bad_request(message: str = "invalid metric data") -> Answer:
 
 
 def partial_success(rejected_points: int, message: str = "some points were rejected") -> Answer:
+    """A 2xx with rejected points (a backend bug may even report a negative count)."""
     return Answer(rejected_points=rejected_points, message=message)
 
 
@@ -90,8 +99,8 @@ def rpc_status(answer: Answer) -> Status:
     """The google.rpc.Status both protocols carry for a failure (RetryInfo when a retry delay is set)."""
     status = Status(code=answer.grpc_code.value[0], message=answer.message)
     if answer.retry_after is not None:
-        delay = Duration()
-        delay.FromNanoseconds(int(answer.retry_after * 1e9))
+        seconds = int(answer.retry_after)  # set field by field: any int64, as a hostile server may send
+        delay = Duration(seconds=seconds, nanos=round((answer.retry_after - seconds) * 1e9))
         status.details.add().Pack(RetryInfo(retry_delay=delay))
     return status
 
@@ -111,6 +120,7 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.received: list[Received] = []
+        self.hostile_sent: list[int] = []  # per hostile answer: bytes that went out before it stopped
         self._script: collections.deque[Answer] = collections.deque()
         self._lock = threading.Lock()
 
@@ -149,7 +159,7 @@ class _Servicer(MetricsServiceServicer):
     def __init__(self, recorder: _Recorder) -> None:
         self.recorder = recorder
 
-    async def Export(  # noqa: N802 (the generated servicer's name)
+    async def Export(
         self, request: ExportMetricsServiceRequest, context: grpc.aio.ServicerContext
     ) -> ExportMetricsServiceResponse:
         metadata = {key.lower(): value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
@@ -187,9 +197,8 @@ class GrpcReceiver(_Recorder):
         self._server = grpc.aio.server(options=None if self.accept_gzip else identity_only)
         add_MetricsServiceServicer_to_server(_Servicer(self), self._server)
         if self.tls:
-            cert_file, key_file = self.tls
-            with open(cert_file, "rb") as cert, open(key_file, "rb") as key:
-                credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            cert, key = (Path(file).read_bytes() for file in self.tls)  # small local PEM files
+            credentials = grpc.ssl_server_credentials([(key, cert)])
             self.port = self._server.add_secure_port(f"{HOST}:0", credentials)
         else:
             self.port = self._server.add_insecure_port(f"{HOST}:0")
@@ -200,7 +209,7 @@ class GrpcReceiver(_Recorder):
             await self._server.stop(grace=None)
             self._server = None
 
-    async def __aenter__(self) -> GrpcReceiver:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -218,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         headers = {key.lower(): value for key, value in self.headers.items()}
         compressed = headers.get("content-encoding") == "gzip"
@@ -226,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             request = ExportMetricsServiceRequest.FromString(gzip.decompress(body) if compressed else body)
             answer = Answer()
-        except Exception:  # undecodable: what a real receiver answers
+        except (DecodeError, OSError, EOFError, zlib.error):  # undecodable (bad gzip, bad protobuf): a real 400
             request = ExportMetricsServiceRequest()
             answer = bad_request("cannot decode the request body")
         if self.path != receiver.path:
@@ -234,18 +243,22 @@ class _Handler(BaseHTTPRequestHandler):
         answer = receiver._answer(Received(request, headers, compressed, self.path, answer))
         if answer.delay_seconds:
             threading.Event().wait(answer.delay_seconds)
-        if answer.accepted:
-            self._reply(200, _response(answer).SerializeToString())
-        else:
-            retry_after = None if answer.retry_after is None else str(round(answer.retry_after))
-            self._reply(answer.http_status, rpc_status(answer).SerializeToString(), retry_after)
+        self._reply(answer)
 
-    def _reply(self, status: int, body: bytes, retry_after: str | None = None) -> None:
+    def _reply(self, answer: Answer) -> None:
+        headers = {"Content-Type": "application/x-protobuf"}
+        if answer.accepted:
+            status, body = 200, _response(answer).SerializeToString()
+        else:
+            status, body = answer.http_status, rpc_status(answer).SerializeToString()
+            if answer.retry_after is not None:
+                headers["Retry-After"] = str(round(answer.retry_after))
+        if answer.manner is not None:
+            self.server.receiver.hostile_sent.append(hostile.send(self, status, headers, body, answer.manner))
+            return
         self.send_response(status)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(body)))
-        if retry_after is not None:
-            self.send_header("Retry-After", retry_after)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -281,7 +294,7 @@ class HttpReceiver(_Recorder, ServerThread):
     def url(self) -> str:
         return self.endpoint + self.path
 
-    async def __aenter__(self) -> HttpReceiver:
+    async def __aenter__(self) -> Self:
         self.start()
         return self
 

@@ -3,20 +3,29 @@
 408, 429 and 5xx are retryable and carry Retry-After when Datadog sends it;
 413 is its own error so the sink can split the body and try again; 400, 401,
 403 and other 4xx are permanent and carry Datadog's error text (`errors`).
+Each request is bounded as a whole by the sink's timeout, and only the start
+of an answer is ever read: a backend that trickles or never ends its answer
+costs one timeout, or a few KiB, never a stuck sink or the memory.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 
 import httpx
 
-from bridge import __version__
 from bridge.clock import Clock
+from bridge.http import (
+    ERROR_BODY_LIMIT,
+    MAX_SERVER_DELAY,
+    USER_AGENT,
+    Reply,
+    excerpt,
+    post_bounded,
+    retry_after,
+)
 from bridge.sinks.base import DeliveryError, PermanentError, RetryableError
 
-USER_AGENT = f"metrics-bridge/{__version__}"
 _ERROR_TEXT_LIMIT = 500
 
 
@@ -24,44 +33,29 @@ class PayloadTooLarge(PermanentError):
     """413: permanent for this body, but its halves may go through."""
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def error_text(response: httpx.Response) -> str:
+def error_text(reply: Reply) -> str:
     """Datadog's own words: `{"errors": [...]}` joined, else the start of the body."""
     try:
-        errors = response.json().get("errors")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        errors = json.loads(reply.body).get("errors")
+    except (ValueError, AttributeError):  # not JSON (or cut short), or not an object
         errors = None
     if isinstance(errors, list) and errors:
-        return "; ".join(str(e) for e in errors)[:_ERROR_TEXT_LIMIT]
-    return response.text[:_ERROR_TEXT_LIMIT].strip()
+        return excerpt("; ".join(str(e) for e in errors), _ERROR_TEXT_LIMIT)
+    return excerpt(reply.text, _ERROR_TEXT_LIMIT)
 
 
-def classify(response: httpx.Response, now: float) -> DeliveryError | None:
+def classify(reply: Reply, now: float) -> DeliveryError | None:
     """None for success, else the error delivery should act on."""
-    status = response.status_code
-    if 200 <= status < 300:
+    status = reply.status_code
+    if reply.is_success:
         return None
     reason = f"http_{status}"
     if status == 413:
-        return PayloadTooLarge(reason, error_text(response))
+        return PayloadTooLarge(reason, error_text(reply))
     if status in (408, 429) or status >= 500:
-        return RetryableError(reason, error_text(response), retry_after=parse_retry_after(
-            response.headers.get("Retry-After"), now))
-    return PermanentError(reason, error_text(response))
+        delay = retry_after(reply.headers, now, ceiling=MAX_SERVER_DELAY)
+        return RetryableError(reason, error_text(reply), retry_after=delay)
+    return PermanentError(reason, error_text(reply))
 
 
 class Transport:
@@ -88,14 +82,16 @@ class Transport:
             self._client = None
 
     async def post(self, path: str, body: bytes, content_encoding: str | None) -> None:
+        """POST once, within `timeout_seconds` all told; of a 2xx, only a body small enough to keep the connection."""
         client = self._ensure_client()
         headers = {"Content-Encoding": content_encoding} if content_encoding else None
         try:
-            response = await client.post(path, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise RetryableError("timeout", type(exc).__name__) from None
+            reply = await post_bounded(client, path, body, headers=headers, deadline=self._timeout,
+                                       success_limit=ERROR_BODY_LIMIT)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise RetryableError("timeout", str(exc) or type(exc).__name__) from None
         except httpx.TransportError as exc:
             raise RetryableError("connection_error", str(exc) or type(exc).__name__) from None
-        error = classify(response, self.clock.now())
+        error = classify(reply, self.clock.now())
         if error is not None:
             raise error

@@ -13,16 +13,23 @@ import logging
 from typing import ClassVar
 
 from google.protobuf.json_format import MessageToJson
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from bridge import __version__, registry, telemetry
 from bridge.context import Context
+from bridge.http import excerpt
 from bridge.model import Batch, Temporality
 from bridge.sinks.base import Payload, Sink
 from bridge.sinks.otlp.config import OTLPCommonConfig, OTLPSinkConfig
 from bridge.sinks.otlp.encode import RequestEncoder, split_batch
-from bridge.sinks.otlp.grafana import GrafanaCloudConfig, OTLPMetricType, prometheus_name
+from bridge.sinks.otlp.grafana import (
+    GrafanaCloudConfig,
+    OTLPMetricType,
+    prometheus_name,
+)
 from bridge.sinks.otlp.normalize import TemporalityNormalizer
 from bridge.sinks.otlp.transport import open_transport
 
@@ -44,8 +51,8 @@ class OTLPSink(Sink):
             idle_seconds=config.series_idle_seconds,
         )
         self._encoder = RequestEncoder(config.resource(), scope_version=__version__, cache_limit=config.series_limit)
-        self._transport = open_transport(self.connection)
-        self._last_partial: tuple[bool, str] = (False, "")  # (rejected any, message): log each change once
+        self._transport = open_transport(self.connection, context.clock)
+        self._last_partial: tuple[int, str] = (0, "")  # (sign of the rejected count, message): log each change once
 
     async def start(self) -> None:
         await self._transport.start()
@@ -69,22 +76,28 @@ class OTLPSink(Sink):
 
         A partial success is logged when its message changes (not every minute) and its
         rejected points are counted as dropped, and returned so they are not counted as sent.
+        A count no payload can have (negative, or more than it holds) is logged and
+        clamped: the request was accepted either way.
         """
         response = await self._transport.send(payload.body)
         partial = response.partial_success
-        if partial.rejected_data_points:
-            telemetry.DROPPED_POINTS.labels(self.name, "partial_success").inc(partial.rejected_data_points)
-        outcome = (partial.rejected_data_points > 0, partial.error_message)
+        reported = partial.rejected_data_points
+        rejected = min(max(0, reported), payload.points)
+        if rejected:
+            telemetry.DROPPED_POINTS.labels(self.name, "partial_success").inc(rejected)
+        message = excerpt(partial.error_message)
+        outcome = ((reported > 0) - (reported < 0), message)
         if outcome != self._last_partial:
             self._last_partial = outcome
-            if partial.rejected_data_points:
-                log.warning(
-                    "sink %s: backend rejected %d of %d points: %s",
-                    self.name, partial.rejected_data_points, payload.points, partial.error_message or "(no message)",
-                )
-            elif partial.error_message:
-                log.warning("sink %s: backend accepted the request with a warning: %s", self.name, partial.error_message)
-        return partial.rejected_data_points
+            if reported < 0:
+                log.warning("sink %s: backend accepted the request reporting %d rejected points, counted as 0: %s",
+                            self.name, reported, message or "(no message)")
+            elif reported:
+                log.warning("sink %s: backend rejected %d of %d points: %s", self.name, reported, payload.points,
+                            message or "(no message)")
+            elif message:
+                log.warning("sink %s: backend accepted the request with a warning: %s", self.name, message)
+        return rejected
 
     def describe(self, payload: Payload) -> str:
         """The request in the protobuf JSON mapping (what OTLP/JSON would carry)."""

@@ -7,16 +7,20 @@ blocking retry loops are not used). Retryable: gRPC CANCELLED,
 DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and
 RESOURCE_EXHAUSTED when the server sends RetryInfo; HTTP 429, 502, 503, 504;
 timeouts and connection errors. Everything else is permanent. The server's
-requested delay (RetryInfo, Retry-After) becomes `retry_after`.
+requested delay (RetryInfo, Retry-After) becomes `retry_after`, never more
+than MAX_SERVER_DELAY.
+
+`timeout_seconds` bounds a whole attempt: gRPC's per-call deadline, and a
+total deadline around the HTTP exchange (httpx's own timeouts are per read).
+Only as much of an HTTP answer is read as the protocol needs.
 """
 
 from __future__ import annotations
 
 import abc
 import gzip
+import logging
 import ssl
-import time
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import grpc
@@ -28,13 +32,25 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import (
+    MetricsServiceStub,
+)
 
-from bridge import __version__
+from bridge.clock import Clock
+from bridge.http import (
+    MAX_SERVER_DELAY,
+    USER_AGENT,
+    Reply,
+    clamp_delay,
+    excerpt,
+    post_bounded,
+    retry_after,
+)
 from bridge.sinks.base import DeliveryError, PermanentError, RetryableError
 from bridge.sinks.otlp.config import Connection
 
-USER_AGENT = f"metrics-bridge/{__version__}"
+log = logging.getLogger(__name__)
+
 RETRYABLE_GRPC_CODES = frozenset(
     {
         grpc.StatusCode.CANCELLED,
@@ -47,38 +63,34 @@ RETRYABLE_GRPC_CODES = frozenset(
 )
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
 STATUS_DETAILS_KEY = "grpc-status-details-bin"  # google.rpc.Status, as grpcio-status reads it
+#: Bytes of a 2xx answer read for its partial success: a rejected-points count and a message fit many times over.
+PARTIAL_SUCCESS_LIMIT = 64 * 1024
 _DETAIL_LIMIT = 300
 
 
 def failure(reason: str, detail: str, *, retryable: bool, retry_after: float | None = None) -> DeliveryError:
     error_type = RetryableError if retryable else PermanentError
-    return error_type(reason, detail[:_DETAIL_LIMIT], retry_after=retry_after)
+    return error_type(reason, excerpt(detail, _DETAIL_LIMIT), retry_after=retry_after)
 
 
-def read_status(status: Status) -> tuple[str, float | None]:
-    """(message, requested retry delay in seconds) from a google.rpc.Status, as both gRPC and HTTP servers send it."""
-    retry_after = None
-    for detail in status.details:
-        if detail.Is(RetryInfo.DESCRIPTOR):
-            info = RetryInfo()
-            detail.Unpack(info)
-            retry_after = info.retry_delay.ToTimedelta().total_seconds()
-    return status.message, retry_after
+def read_status(raw: bytes, message: str) -> tuple[str, float | None]:
+    """(message, requested delay in seconds) from a serialized google.rpc.Status, as gRPC and HTTP servers send it.
 
-
-def parse_retry_after(header: str | None, now: float) -> float | None:
-    """Retry-After as delay-seconds or an HTTP date; None when absent or unreadable."""
-    if not header:
-        return None
-    header = header.strip()
+    `message` and no delay when it does not decode. RetryInfo's Duration is read
+    field by field: ToTimedelta overflows on a delay of 1e14 s, which a server may send.
+    """
     try:
-        return max(0.0, float(header))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(header).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
+        status = Status.FromString(raw)
+        delay = None
+        for detail in status.details:
+            if detail.Is(RetryInfo.DESCRIPTOR):
+                info = RetryInfo()
+                detail.Unpack(info)
+                requested = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+                delay = clamp_delay(requested, MAX_SERVER_DELAY)
+    except DecodeError:
+        return message, None
+    return status.message, delay
 
 
 def grpc_target(url: str) -> str:
@@ -150,20 +162,23 @@ class GrpcTransport(Transport):
     @staticmethod
     def _failure(error: grpc.aio.AioRpcError) -> DeliveryError:
         code = error.code()
-        message, retry_after = error.details() or "", None
+        message, delay = error.details() or "", None
         for key, value in error.trailing_metadata() or ():
             if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-                message, retry_after = read_status(Status.FromString(value))
-        retryable = code in RETRYABLE_GRPC_CODES or (
-            code is grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is not None
-        )
-        return failure(f"grpc_{code.name.lower()}", message, retryable=retryable, retry_after=retry_after)
+                message, delay = read_status(value, message)
+        retryable = code in RETRYABLE_GRPC_CODES or (code is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None)
+        return failure(f"grpc_{code.name.lower()}", message, retryable=retryable, retry_after=delay)
 
 
 class HttpTransport(Transport):
     """OTLP/HTTP with binary protobuf bodies, through httpx."""
 
     _client: httpx.AsyncClient | None = None
+
+    def __init__(self, connection: Connection, clock: Clock) -> None:
+        super().__init__(connection)
+        self.clock = clock  # for Retry-After as an HTTP date
+        self._reported_unread = False  # an unreadable 2xx answer is logged once
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(verify=self._tls_context(), timeout=self.connection.timeout_seconds)
@@ -187,32 +202,38 @@ class HttpTransport(Transport):
             body = gzip.compress(body, compresslevel=6)
             headers["content-encoding"] = "gzip"
         try:
-            response = await self._client.post(self.connection.url, content=body, headers=headers)
-        except httpx.TimeoutException as error:
-            raise failure("timeout", type(error).__name__, retryable=True) from None
+            reply = await post_bounded(self._client, self.connection.url, body, headers=headers,
+                                       deadline=self.connection.timeout_seconds, success_limit=PARTIAL_SUCCESS_LIMIT)
+        except (TimeoutError, httpx.TimeoutException) as error:
+            raise failure("timeout", str(error) or type(error).__name__, retryable=True) from None
         except httpx.TransportError as error:
             raise failure("connection_error", str(error) or type(error).__name__, retryable=True) from None
-        if response.is_success:
-            try:
-                return ExportMetricsServiceResponse.FromString(response.content)
-            except DecodeError:  # a proxy's non-protobuf 2xx body: accepted, no partial-success details
-                return ExportMetricsServiceResponse()
-        raise self._failure(response)
+        if not reply.is_success:
+            raise self._failure(reply)
+        if not reply.complete:
+            self._report_unread()
+            return ExportMetricsServiceResponse()
+        try:
+            return ExportMetricsServiceResponse.FromString(reply.body)
+        except DecodeError:  # a proxy's non-protobuf 2xx body: accepted, no partial-success details
+            return ExportMetricsServiceResponse()
 
-    @staticmethod
-    def _failure(response: httpx.Response) -> DeliveryError:
-        message, retry_after = response.text, None
-        if response.headers.get("content-type", "").startswith("application/x-protobuf"):
-            try:
-                message, retry_after = read_status(Status.FromString(response.content))
-            except DecodeError:
-                pass
-        header_delay = parse_retry_after(response.headers.get("retry-after"), time.time())
+    def _report_unread(self) -> None:
+        if not self._reported_unread:
+            self._reported_unread = True
+            log.warning("%s answered 2xx with a body over %d KiB or undecodable; its requests count as accepted, "
+                        "without partial-success details", self.connection.url, PARTIAL_SUCCESS_LIMIT // 1024)
+
+    def _failure(self, reply: Reply) -> DeliveryError:
+        message, delay = reply.text, None
+        if reply.headers.get("content-type", "").startswith("application/x-protobuf"):
+            message, delay = read_status(reply.body, message)
+        header_delay = retry_after(reply.headers, self.clock.now(), ceiling=MAX_SERVER_DELAY)
         if header_delay is not None:
-            retry_after = header_delay
-        retryable = response.status_code in RETRYABLE_HTTP_STATUSES
-        return failure(f"http_{response.status_code}", message, retryable=retryable, retry_after=retry_after)
+            delay = header_delay
+        retryable = reply.status_code in RETRYABLE_HTTP_STATUSES
+        return failure(f"http_{reply.status_code}", message, retryable=retryable, retry_after=delay)
 
 
-def open_transport(connection: Connection) -> Transport:
-    return GrpcTransport(connection) if connection.protocol == "grpc" else HttpTransport(connection)
+def open_transport(connection: Connection, clock: Clock) -> Transport:
+    return GrpcTransport(connection) if connection.protocol == "grpc" else HttpTransport(connection, clock)
