@@ -31,6 +31,7 @@ TEST_SWITCH = "METRICS_BRIDGE_TESTS_ONLY_DISABLE_REDACTION"
 TEST_SWITCH_VALUE = "secrets-will-be-printed"  # a value nobody sets by accident
 _lock = threading.Lock()
 _secrets: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # what `redact` replaces (longest first, so no secret is half-replaced)
 _enabled = os.environ.get(TEST_SWITCH) != TEST_SWITCH_VALUE
 
 
@@ -54,19 +55,19 @@ def _printed_forms(value: str) -> set[str]:
 
 
 def register(value: str | None) -> None:
+    global _longest_first
     if not value:
         return
     forms = {form for form in _printed_forms(value) if len(form) >= _MIN_LENGTH}
     with _lock:
         _secrets.update(forms)
+        _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    if not _secrets or not text or not _enabled:
+    if not _enabled:
         return text
-    with _lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for secret in known:
+    for secret in _longest_first:  # one tuple, replaced whole by `register`: no lock needed to read it
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text

@@ -326,12 +326,12 @@ def test_an_unexpected_error_in_the_cli_is_redacted(planted: tuple[Path, dict[st
     for name, value in env.items():
         monkeypatch.setenv(name, value)
 
-    def explode(args: object) -> int:
+    async def explode(*args: object) -> int:
         raise RuntimeError(f"boom while using {CANARIES['config']} and {CANARIES['env_ref']}")
 
-    monkeypatch.setattr(cli, "cmd_validate", explode)
+    monkeypatch.setattr(cli, "_once", explode)
     for fmt in ("json", "console"):
-        assert cli.main(["validate", "-c", str(config), "--log-level", "debug", "--log-format", fmt]) == 2
+        assert cli.main(["once", "-c", str(config), "--log-level", "debug", "--log-format", fmt]) == 2
         out, err = capfd.readouterr()
         assert "boom while using" in err and "RuntimeError" in err, "the traceback is logged at debug"
         check_output(out + err, f"crash output ({fmt})", redaction=redaction,
@@ -340,23 +340,60 @@ def test_an_unexpected_error_in_the_cli_is_redacted(planted: tuple[Path, dict[st
 
 # ---------------------------------------------------------------- credentials that cannot go in a header
 def test_escaped_forms_of_a_secret_are_redacted() -> None:
-    """httpx quotes a bad header as bytes (`b'Bearer csk-...\\nrotated'`): that form, and each line, are redacted."""
-    key = "csk-escaped-canary-71f0\nrotated"
+    """httpx quotes a bad header as bytes (`b'Bearer csk-...\\nrotated'`); repr and JSON escape otherwise: all redacted."""
+    key = "csk-escaped-canary-71f0\nrotated-é"
     secrets.register(key)
     server = _EchoServer(("127.0.0.1", 0), _Echo)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with pytest.raises(httpx.LocalProtocolError) as caught:
-            httpx.get(f"http://127.0.0.1:{server.server_address[1]}/", headers={"Authorization": f"Bearer {key}"})
+        with pytest.raises(httpx.LocalProtocolError) as caught:  # what the scrape would have logged
+            httpx.get(f"http://127.0.0.1:{server.server_address[1]}/", headers={"Authorization": f"Bearer {key[:-2]}"})
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
-    rendered = [str(caught.value), json.dumps({"msg": key}), repr(key), "first line alone: csk-escaped-canary-71f0"]
-    assert "csk-escaped-canary-71f0\\nrotated" in rendered[0], "httpx still renders the header escaped"
-    for text in rendered:
-        assert "csk-escaped-canary-71f0" not in secrets.redact(text), text
+    secrets.register(key[:-2])
+    assert secrets.redact(str(caught.value)) == "Illegal header value b'Bearer ***'"
+    for rendered in (repr(key), repr(key.encode()).removeprefix("b"), json.dumps(key)):
+        assert rendered != key and secrets.redact(rendered) in ("'***'", '"***"'), rendered
+    assert secrets.redact("first line alone: csk-escaped-canary-71f0.") == "first line alone: ***."
+
+
+def test_a_secret_inside_a_longer_one_never_leaves_a_piece_of_it() -> None:
+    secrets.register("zz-inner-secret-5c1")
+    secrets.register("aa-zz-inner-secret-5c1-tail")
+    assert secrets.redact("key aa-zz-inner-secret-5c1-tail!") == "key ***!"
+
+
+def test_a_secret_file_that_is_not_utf8_is_refused_naming_the_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"csk-canary-\xff\xfe")
+    with pytest.raises(ValueError) as caught:
+        secrets.read_file(str(key_file))
+    assert str(caught.value) == f"{key_file}: is not UTF-8 text"
+
+
+def test_values_shorter_than_four_characters_are_not_secrets() -> None:
+    """They would redact ordinary words; four characters already count."""
+    secrets.register("Zq7")
+    secrets.register("Xq7w")
+    assert secrets.redact("Zq7 Xq7w") == "Zq7 ***"
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("csk-canary\nnext", "contains a line break"),
+    ("csk-canary\rnext", "contains a line break"),
+    ("csk\tcanary", "contains a control character"),
+    ("csk-canary\x00", "contains a control character"),
+    ("csk-canary\x1f", "contains a control character"),
+    ("csk-canary\x7f", "contains a control character"),
+    ("csk-canary\x80", "contains a non-ASCII character (HTTP headers are ASCII)"),
+    ("csk-canary-é", "contains a non-ASCII character (HTTP headers are ASCII)"),
+    (" csk-canary~!", None),
+])
+def test_what_cannot_go_in_a_header(value: str, problem: str | None) -> None:
+    assert secrets.problem(value) == problem
 
 
 @pytest.mark.parametrize("contents, problem", [
@@ -392,15 +429,16 @@ def test_a_config_secret_that_cannot_go_in_a_header_is_refused_naming_where(
 
 
 @pytest.mark.parametrize("contents, problem", [
-    ("csk-canary-first-line\nrotated-second-line", "contains a line break"),
-    ("csk-canary-with-a-nul\0", "contains a control character"),
-    ("csk-canary-café", "contains a non-ASCII character (HTTP headers are ASCII)"),
+    (b"csk-canary-first-line\nrotated-second-line", "contains a line break"),
+    (b"csk-canary-with-a-nul\0", "contains a control character"),
+    ("csk-canary-café".encode(), "contains a non-ASCII character (HTTP headers are ASCII)"),
+    (b"csk-canary-\xff\xfe", "is not UTF-8 text"),
 ])
 def test_a_key_file_that_cannot_go_in_a_header_fails_the_scrape_naming_the_file(
-        tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture, contents: str, problem: str) -> None:
+        tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture, contents: bytes, problem: str) -> None:
     """Re-read at each scrape: refused before any request, logged naming the file; a fixed file scrapes again."""
     key_file = tmp_path / "cerebras-key"
-    key_file.write_text(contents)
+    key_file.write_bytes(contents)
     with CerebrasSimulator(organization_id="org_test", api_key="csk-the-right-key", clock=clock) as sim:
         config = parse_config({
             "sources": {"cb": {"type": "cerebras", "organization_id": "org_test", "api_key_file": str(key_file),
