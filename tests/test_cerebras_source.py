@@ -195,6 +195,22 @@ def test_429_honours_retry_after(simulator: CerebrasSimulator, clock: ManualCloc
     assert run(go()) == T0 + 65 + 90
 
 
+def test_the_request_budget_frees_each_slot_exactly_one_minute_after_it_was_used() -> None:
+    """6 per rolling minute, retries included: the 7th request waits for the first to age out, to the second."""
+    context = Context(clock=ManualClock(T0))
+    budget = context.budget("cerebras:org_x", 6)
+    assert context.budget("cerebras:org_x", 6) is budget, "one budget per organization"
+    assert all(budget.try_acquire(T0 + t) for t in (0, 1, 2, 10, 20, 30))
+    assert not budget.try_acquire(T0 + 59.5)
+    assert budget.next_free(T0 + 40) == T0 + 60
+    assert budget.try_acquire(T0 + 60), "the slot used at T0 is free again at T0 + 60 exactly"
+    assert budget.next_free(T0 + 60.5) == T0 + 61
+    budget.close_until(T0 + 100)  # a 429 with Retry-After
+    budget.close_until(T0 + 80)  # a shorter Retry-After later does not reopen it early
+    assert budget.next_free(T0 + 70) == T0 + 100 and not budget.try_acquire(T0 + 99.9)
+    assert budget.try_acquire(T0 + 100)
+
+
 def test_a_429_closes_the_budget_for_every_source_of_the_organization(simulator: CerebrasSimulator,
                                                                        clock: ManualClock) -> None:
     """The API's limit is per organization: after one source's 429, no source of that org asks until Retry-After."""
