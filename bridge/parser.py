@@ -59,11 +59,30 @@ class ParseResult:
 
 
 #: Parsed label sets by raw label text, one cache per format (only OpenMetrics
-#: rejects a trailing comma). Bounded so a high-churn target cannot grow it
+#: rejects a trailing comma). Bounded in entries and in bytes of label text, so
+#: neither a high-churn target nor one sending huge label values can grow it
 #: without limit; cleared, not evicted, because a clear is cheap and rare.
 _LABEL_CACHE_MAX = 100_000
-_label_cache: dict[str, Attrs] = {}
-_om_label_cache: dict[str, Attrs] = {}
+_LABEL_CACHE_MAX_BYTES = 32 * 1024 * 1024
+
+
+class _LabelCache(dict[str, Attrs]):
+    """A dict that also counts the label text it holds (each text is kept twice: raw and parsed)."""
+
+    text_bytes = 0
+
+    def remember(self, text: str, labels: Attrs) -> None:
+        if len(self) >= _LABEL_CACHE_MAX or self.text_bytes + 2 * len(text) > _LABEL_CACHE_MAX_BYTES:
+            self.clear()
+            self.text_bytes = 0
+        self[text] = labels
+        self.text_bytes += 2 * len(text)
+
+
+_label_cache = _LabelCache()
+_om_label_cache = _LabelCache()
+#: Longest reason text kept for a bad line: the log shows an excerpt, never a 5 MB line.
+_MAX_REASON = 200
 
 _MAX_ERROR_SAMPLES = 10
 
@@ -148,7 +167,7 @@ def _parse_label_set(line: str, start: int, openmetrics: bool) -> tuple[Attrs, i
     return tuple(sorted(pairs)), close
 
 
-def _labels(line: str, brace: int, cache: dict[str, Attrs], openmetrics: bool) -> tuple[Attrs, int]:
+def _labels(line: str, brace: int, cache: _LabelCache, openmetrics: bool) -> tuple[Attrs, int]:
     """Label set after the '{' at `brace` and the index of its '}', from the cache when possible.
 
     A cache hit is always right: a cached text is a complete valid label set,
@@ -160,9 +179,7 @@ def _labels(line: str, brace: int, cache: dict[str, Attrs], openmetrics: bool) -
         if labels is not None:
             return labels, close
     labels, close = _parse_label_set(line, brace + 1, openmetrics)
-    if len(cache) >= _LABEL_CACHE_MAX:
-        cache.clear()
-    cache[line[brace + 1 : close]] = labels
+    cache.remember(line[brace + 1 : close], labels)
     return labels, close
 
 
@@ -228,7 +245,7 @@ class _Errors:
     def add(self, lineno: int, reason: str) -> None:
         self.count += 1
         if len(self.samples) < _MAX_ERROR_SAMPLES:
-            self.samples.append((lineno, reason))
+            self.samples.append((lineno, reason if len(reason) <= _MAX_REASON else reason[:_MAX_REASON] + "…"))
 
 
 def _text_family(name: str, help_: str, typ: str, samples: list[Sample]) -> Family:
@@ -317,7 +334,7 @@ def _parse_text(text: str) -> ParseResult:
     return ParseResult(families, errors.count, errors.samples)
 
 
-def _om_sample(line: str, cache: dict[str, Attrs], names: dict[str, str]) -> Sample:
+def _om_sample(line: str, cache: _LabelCache, names: dict[str, str]) -> Sample:
     """One OpenMetrics sample line; an exemplar is checked for form and dropped."""
     space = line.find(" ")
     brace = line.find("{")

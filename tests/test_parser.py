@@ -435,12 +435,27 @@ def test_error_samples_are_capped() -> None:
 
 def test_label_cache_is_bounded_and_correct(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parser, "_LABEL_CACHE_MAX", 3)
-    monkeypatch.setattr(parser, "_label_cache", {})
+    monkeypatch.setattr(parser, "_label_cache", parser._LabelCache())
     text = "".join(f'm{{i="{i % 5}",e="x\\\\{i % 5}"}} {i}\n' for i in range(20))
     for _ in range(2):
         samples = [s for f in parse(text).families for s in f.samples]
         assert [s.labels for s in samples] == [(("e", f"x\\{i % 5}"), ("i", str(i % 5))) for i in range(20)]
         assert len(parser._label_cache) <= 3
+
+
+def test_label_cache_is_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distinct huge label values (a hostile target) cannot pin more than the byte cap."""
+    monkeypatch.setattr(parser, "_label_cache", parser._LabelCache())
+    for scrape in range(15):
+        text = "".join(f'm{{v="{scrape}-{i}-' + "x" * (1 << 20) + f'"}} {i}\n' for i in range(4))
+        assert sum(len(f.samples) for f in parse(text).families) == 4
+        assert parser._label_cache.text_bytes <= parser._LABEL_CACHE_MAX_BYTES
+
+
+def test_a_huge_bad_line_is_reported_as_a_short_excerpt() -> None:
+    result = parse("bad-" + "y" * 5_000_000 + " 1\n")
+    assert result.errors == 1
+    assert len(result.error_samples[0][1]) <= 250
 
 
 def test_braces_and_commas_inside_values_with_a_warm_cache() -> None:
