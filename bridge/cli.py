@@ -65,7 +65,7 @@ def _report_config_error(error: ConfigError) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config)  # a ConfigError is main's to report
     print(
         f"{args.config}: ok ({len(config.sources)} source(s): {', '.join(config.sources)}; "
         f"{len(config.sinks)} sink(s): {', '.join(config.sinks)})"
@@ -115,25 +115,42 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    reloading = asyncio.Lock()  # one reload at a time, and none while the pipeline starts
+    reloads: set[asyncio.Task[None]] = set()
+
     async def reload() -> None:
-        try:
-            new_config = load_config(config_path)
-        except ConfigError as error:
-            log.error("reload refused, keeping the running config: %s", "; ".join(error.problems))
-            return
-        await pipeline.reload(new_config)
+        """Validate and build the new config, then swap; on any failure the running pipeline is kept."""
+        async with reloading:
+            if stop.is_set():
+                return
+            try:
+                await pipeline.reload(load_config(config_path))
+            except ConfigError as error:
+                log.error("reload refused, keeping the running config: %s", "; ".join(error.problems))
+            except Exception:  # a bug: logged here, never left as an unretrieved task exception
+                log.exception("reload failed")
+
+    def on_sighup() -> None:
+        task = asyncio.create_task(reload(), name="reload")
+        reloads.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     if health_server is not None:
         await health_server.start()
-    await pipeline.start()
+    async with reloading:
+        await pipeline.start()
     log.info(
         "metrics-bridge %s running %s: sources %s -> sinks %s",
         __version__, config.path, ", ".join(config.sources), ", ".join(config.sinks),
     )
     await stop.wait()
+    if reloads:  # a reload under way gets the grace period to finish, then is cancelled
+        _, unfinished = await asyncio.wait(reloads, timeout=grace)
+        for task in unfinished:
+            task.cancel()
     log.info("stopping: flushing sinks for up to %.0f s", grace)
     await pipeline.stop(grace)
     if health_server is not None:
@@ -147,16 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_path = getattr(args, "config", None)
     _setup_logging(args, None)  # redacting before loading: a library may log while the config is read
     try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        return _report_config_error(error)
-    _setup_logging(args, config)
-    try:
         if command == "validate":
             return cmd_validate(args)
+        config = load_config(config_path)
+        _setup_logging(args, config)
         if command == "once":
             return asyncio.run(_once(config, args.dry_run, args.timeout))
         return asyncio.run(_run(config, config_path, getattr(args, "grace", 10.0)))
+    except ConfigError as error:
+        return _report_config_error(error)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # never a raw traceback (which could carry a secret) for the user

@@ -3,29 +3,69 @@
 Components are validated through the registry (the `type` key picks the model),
 so a plug-in's config is as strict as a built-in's. Strings may use `${VAR}`,
 `${VAR:-default}` and `${file:/path}`; `$${` is a literal `${`.
+
+A config file is input like any other, so loading is bounded: each YAML node is
+walked once however many aliases point at it, the expanded size and the nesting
+are capped, `${file:}` reads only small regular files, and whatever the YAML
+library cannot convert is a problem at its line, never a traceback. Anything
+`run` would refuse while building the pipeline (a regex, a listen address, a
+TLS file) is refused here too, so `validate` answers for `run`.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 import re
+import ssl
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from bridge import registry, secrets
 
+#: libyaml's loader when PyYAML was built with it: the same results, several times faster.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 DEFAULT_CONFIG = "default.yaml"  # shipped inside the package; config/demo.yaml is the same file
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+MAX_FILE_VALUE_BYTES = 64 * 1024  # a `${file:}` holds one credential, not a data set
+MAX_DEPTH = 64  # real configs nest about 6 deep
+MAX_VALUES = 5_000_000  # each use of a YAML alias counts: a "billion laughs" stops here
+MAX_REPORTED_PROBLEMS = 100
 
 
 class StrictModel(BaseModel):
     """Unknown keys are errors: a typo must not silently fall back to a default."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ValueError(f"not a valid regular expression: {reason}") from None
+    return pattern
+
+
+#: A regular expression from the config, compiled while validating: `validate` refuses what `run` would.
+Regex = Annotated[str, AfterValidator(_compiles)]
 
 
 class ComponentConfig(StrictModel):
@@ -68,13 +108,44 @@ class SinkConfig(ComponentConfig):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
 
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?", re.ASCII)
+
+
 class TelemetryConfig(StrictModel):
     listen: str | None = Field(
-        None, pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):\d{1,5}$",
-        description="host:port for /metrics, /healthz, /readyz (e.g. 0.0.0.0:9464); off if unset",
+        None, description="host:port, [v6]:port or :port for /metrics, /healthz, /readyz (e.g. 0.0.0.0:9464); "
+        "off if unset; port 0 picks a free port (logged)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, listen: str | None) -> str | None:
+        """What the health server will bind: an IP literal or a host name, and a port that exists."""
+        if listen is None:
+            return None
+        host, _, port = listen.rpartition(":")
+        if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+            raise ValueError(f"{listen!r} needs a port 0..65535 after the last colon (host:port, [v6]:port or :port)")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            _ip_literal(host, ipaddress.IPv6Address, listen)
+        elif ":" in host:
+            raise ValueError(f"{listen!r}: write an IPv6 address in brackets, e.g. [::1]:9464")
+        elif host.replace(".", "").isdigit():
+            _ip_literal(host, ipaddress.IPv4Address, listen)
+        elif host and not (len(host) <= 253 and _HOSTNAME.fullmatch(host)):
+            raise ValueError(f"{listen!r}: {host!r} is not an IP address or a host name")
+        return listen
+
+
+def _ip_literal(host: str, kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address], listen: str) -> None:
+    try:
+        kind(host)
+    except ValueError:
+        raise ValueError(f"{listen!r}: {host!r} is not an IP{'v6' if kind is ipaddress.IPv6Address else 'v4'} "
+                         f"address") from None
 
 
 @dataclass
@@ -92,7 +163,9 @@ class ConfigError(Exception):
     """All problems found in one config file, each with its YAML path."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = [secrets.redact(p) for p in problems]
+        self.problems = [secrets.redact(p) for p in problems[:MAX_REPORTED_PROBLEMS]]
+        if len(problems) > MAX_REPORTED_PROBLEMS:
+            self.problems.append(f"... and {len(problems) - MAX_REPORTED_PROBLEMS} more problems")
         super().__init__("\n".join(self.problems))
 
 
@@ -100,44 +173,173 @@ _TOP_KEYS = {"sources", "sinks", "transforms", "telemetry", "state_path"}
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 
 
+# ---------------------------------------------------------------- files
+def _not_a_regular_file(path: str, limit: int | None = None) -> str | None:
+    """Why `path` cannot be read as a config value (None if it can): a FIFO would block, /dev/zero never ends."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    except ValueError:
+        return "the path contains a NUL character"
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "a special file")
+        return f"is {kind}, not a regular file"
+    if limit is not None and info.st_size > limit:
+        return f"is larger than {limit // 1024} KiB"
+    return None
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+               (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _no_password() -> str:
+    raise ValueError("is encrypted: the bridge needs an unencrypted key")
+
+
+def check_tls_files(ca: str | None, cert: str | None, key: str | None, *, keys: tuple[str, str, str]) -> None:
+    """Load TLS files as a connection will (CA bundle, client certificate, its key); ValueError naming the setting.
+
+    So `validate` refuses a missing, unreadable or malformed PEM file that `run`
+    would only trip over when it connects. `keys` are the settings' names in messages.
+    """
+    if not (ca or cert or key):
+        return
+    ca_key, cert_key, key_key = keys
+    if key and not cert:
+        raise ValueError(f"{key_key} needs {cert_key} (the certificate that goes with the key)")
+    for setting, path in ((ca_key, ca), (cert_key, cert), (key_key, key)):
+        reason = _not_a_regular_file(path) if path else None
+        if reason:
+            raise ValueError(f"{setting} {path}: {reason}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if ca:
+            context.load_verify_locations(cafile=ca)
+    except OSError as exc:
+        raise ValueError(f"{ca_key} {ca}: {_tls_reason(exc)}") from None
+    try:
+        if cert:
+            context.load_cert_chain(cert, key, password=_no_password)
+    except (OSError, ValueError) as exc:
+        if key:
+            raise ValueError(f"{cert_key} {cert} with {key_key} {key}: {_tls_reason(exc)}") from None
+        hint = f" (without {key_key}, the {cert_key} must hold the private key too)"
+        raise ValueError(f"{cert_key} {cert}: {_tls_reason(exc)}{hint}") from None
+
+
+def _tls_reason(exc: OSError | ValueError) -> str:
+    if isinstance(exc, ssl.SSLError):  # e.g. NO_CERTIFICATE_OR_CRL_FOUND, KEY_VALUES_MISMATCH; "[SSL] PEM lib (_ssl.c:N)"
+        detail = exc.reason or re.sub(r"\[\w+\]\s*|\s*\(_ssl\.c:\d+\)", "", str(exc))
+        return f"not usable PEM ({detail.lower().replace('_', ' ')})"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
 # ---------------------------------------------------------------- interpolation
-def _interpolate(text: str, path: str, problems: list[str]) -> str:
+_Trail = tuple[Any, ...]  # the keys (str) and list indexes (int) from the top to a node
+
+
+def _render(prefix: str, trail: _Trail) -> str:
+    """A YAML path from its keys: sinks.out.transforms[0].keep_names."""
+    path = prefix
+    for part in trail:
+        path = f"{path}[{part}]" if isinstance(part, int) else _join(path, part)
+    return path
+
+
+def _read_file_value(file_path: str, where: str, problems: list[str]) -> str:
+    reason = _not_a_regular_file(file_path, MAX_FILE_VALUE_BYTES)
+    if reason:
+        problems.append(f"{where}: cannot read {file_path}: {reason}")
+        return ""
+    try:
+        return secrets.read_file(file_path)
+    except OSError as exc:
+        problems.append(f"{where}: cannot read {file_path}: {exc.strerror}")
+    except ValueError as exc:  # e.g. a second line: names the file, never the value
+        problems.append(f"{where}: {exc}")
+    return ""
+
+
+def _interpolate(text: str, where: str, problems: list[str]) -> str:
     def substitute(match: re.Match[str]) -> str:
         if match.group(1):  # $${...} escapes
             return "${" + match.group(2) + "}"
         expr = match.group(2)
         if expr.startswith("file:"):
-            file_path = expr[5:]
-            try:
-                return secrets.read_file(file_path)
-            except OSError as exc:
-                problems.append(f"{path}: cannot read {file_path}: {exc.strerror}")
-            except ValueError as exc:  # e.g. a second line: names the file, never the value
-                problems.append(f"{path}: {exc}")
-            return ""
+            return _read_file_value(expr[5:], where, problems)
         name, sep, default = expr.partition(":-")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            problems.append(f"{path}: bad interpolation ${{{expr}}}")
+            problems.append(f"{where}: bad interpolation ${{{expr}}}")
             return ""
         value = os.environ.get(name)
         if value is None or (sep and value == ""):
             if sep:
                 return default
-            problems.append(f"{path}: environment variable {name} is not set")
+            problems.append(f"{where}: environment variable {name} is not set")
             return ""
         return value
 
     return _VAR.sub(substitute, text)
 
 
-def _interpolate_tree(node: Any, path: str, problems: list[str]) -> Any:
-    if isinstance(node, dict):
-        return {k: _interpolate_tree(v, _join(path, str(k)), problems) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_interpolate_tree(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
-    if isinstance(node, str):
-        return _interpolate(node, path, problems)
-    return node
+class _Interpolation:
+    """Interpolates every string of a YAML tree, walking each distinct node once.
+
+    YAML aliases put one node in many places, and aliases of aliases (a "billion
+    laughs") expand exponentially: nodes are memoized by identity, so the walk is
+    linear in the file, and their expanded size is capped (MAX_VALUES), so nothing
+    later expands them either. Nesting is capped too (MAX_DEPTH), and so are cycles.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        self._done: dict[int, tuple[Any, int]] = {}  # id(node) -> (interpolated node, expanded size)
+        self._open: set[int] = set()  # nodes being walked: meeting one again is a cycle
+
+    def walk(self, node: Any, trail: _Trail = ()) -> tuple[Any, int]:
+        """(the interpolated node, how many values it holds with every alias expanded)."""
+        if isinstance(node, str):
+            return self._string(node, trail), 1
+        if not isinstance(node, (dict, list)):
+            return node, 1
+        key = id(node)
+        if key in self._done:
+            return self._done[key]
+        if key in self._open or len(trail) >= MAX_DEPTH:
+            why = "a YAML alias that contains itself" if key in self._open else f"nested deeper than {MAX_DEPTH} levels"
+            self.problems.append(f"{_render('', trail)}: {why}")
+            return None, 1
+        self._open.add(key)
+        size = 1
+        out: Any
+        if isinstance(node, dict):
+            out = {}
+            for name, value in node.items():
+                out[name], count = self.walk(value, (*trail, str(name)))
+                size += count
+        else:
+            out = []
+            for index, value in enumerate(node):
+                item, count = self.walk(value, (*trail, index))
+                out.append(item)
+                size += count
+        self._open.discard(key)
+        if size > MAX_VALUES:
+            where = _render("", trail) or "the config"
+            bomb = f"{where}: more than {MAX_VALUES:,} values once YAML aliases are expanded (an alias bomb?)"
+            raise ConfigError([*self.problems, bomb])
+        self._done[key] = (out, size)
+        return out, size
+
+    def _string(self, text: str, trail: _Trail) -> str:
+        if "\x00" in text:  # no path, URL or name holds one; os and ssl calls raise on it
+            self.problems.append(f"{_render('', trail)}: contains a NUL character")
+            text = text.replace("\x00", "")
+        return _interpolate(text, _render("", trail), self.problems) if "${" in text else text
 
 
 # ---------------------------------------------------------------- validation
@@ -178,7 +380,9 @@ def validate_model(model: type[StrictModel], data: Any, path: str, problems: lis
     except ValidationError as exc:
         for error in exc.errors(include_input=False, include_url=False):
             problems.append(f"{_loc_path(path, error['loc'], data)}: {_message(error)}")
-        return None
+    except Exception as exc:  # noqa: BLE001  # what pydantic does not wrap (a plug-in validator's TypeError)
+        problems.append(f"{path}: cannot be checked: {exc or type(exc).__name__}")
+    return None
 
 
 def validate_component(kind: registry.Registry[Any], data: Any, path: str, problems: list[str]) -> Any:
@@ -199,23 +403,53 @@ def validate_component(kind: registry.Registry[Any], data: Any, path: str, probl
     return config
 
 
-def _register_secrets(node: Any, path: str, problems: list[str]) -> None:
-    """Register every secret of a validated config; refuse one that cannot go in an HTTP header."""
-    if isinstance(node, SecretStr):
-        value = node.get_secret_value()
-        secrets.register(value)
-        problem = secrets.problem(value)
-        if problem:
-            problems.append(f"{path}: {problem}")
-    elif isinstance(node, BaseModel):
-        for name in type(node).model_fields:
-            _register_secrets(getattr(node, name), _join(path, name), problems)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            _register_secrets(value, _join(path, str(key)), problems)
-    elif isinstance(node, (list, tuple)):
-        for index, value in enumerate(node):
-            _register_secrets(value, f"{path}[{index}]", problems)
+def _register_secrets(config: BaseModel, path: str, problems: list[str]) -> None:
+    """Register every secret of a validated config; refuse one that cannot go in an HTTP header.
+
+    Iterative, each container once (YAML aliases share nodes: a walk per use could be
+    exponential), and only into fields whose type can hold a secret (it runs for every component).
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Any, _Trail]] = [(config, ())]
+    while stack:
+        node, trail = stack.pop()
+        if isinstance(node, SecretStr):
+            value = node.get_secret_value()
+            secrets.register(value)
+            problem = secrets.problem(value)
+            if problem:
+                problems.append(f"{_render(path, trail)}: {problem}")
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, BaseModel):
+            items: Any = ((name, getattr(node, name)) for name in _secret_fields(type(node)))
+        elif isinstance(node, dict):
+            items = ((str(key), value) for key, value in node.items())
+        else:
+            items = enumerate(node)
+        children = [(value, (*trail, key)) for key, value in items if isinstance(value, _MAY_HOLD_SECRETS)]
+        stack.extend(reversed(children))  # depth first, in order: problems come out in file order
+
+
+_MAY_HOLD_SECRETS = (SecretStr, BaseModel, dict, list, tuple)
+
+
+@functools.cache
+def _secret_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of a model whose type can hold a SecretStr (Any counts: a plug-in may put one there)."""
+    return tuple(name for name, info in model.model_fields.items() if _may_hold_secret(info.annotation, {model}))
+
+
+def _may_hold_secret(annotation: Any, models: set[type[BaseModel]]) -> bool:
+    if annotation is SecretStr or annotation is Any:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation not in models and any(
+            _may_hold_secret(info.annotation, models | {annotation}) for info in annotation.model_fields.values()
+        )
+    return any(_may_hold_secret(arg, models) for arg in get_args(annotation))  # unions, lists, dicts
 
 
 def _transform_list(data: Any, path: str, problems: list[str]) -> list[TransformConfig]:
@@ -251,7 +485,7 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
     for key in data:
         if key not in _TOP_KEYS:
             problems.append(f"{key}: unknown key (expected one of: {', '.join(sorted(_TOP_KEYS))})")
-    data = _interpolate_tree(data, "", problems)
+    data, _ = _Interpolation(problems).walk(data)
     sources = _named("sources", data.get("sources"), registry.sources, problems)
     sinks = _named("sinks", data.get("sinks"), registry.sinks, problems)
     if not data.get("sources"):
@@ -266,6 +500,7 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
     state_path = data.get("state_path")
     if state_path is not None and not isinstance(state_path, str):
         problems.append("state_path: expected a file path")
+    _check_spools(sinks, problems)
     if problems:
         raise ConfigError(problems)
     return BridgeConfig(
@@ -279,9 +514,39 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
     )
 
 
+def _check_spools(sinks: dict[str, SinkConfig], problems: list[str]) -> None:
+    """A spool belongs to one sink: the second sink on a file would refuse to start."""
+    owners: dict[str, str] = {}
+    for name, config in sinks.items():
+        if config.delivery.spool_path is None:
+            continue
+        real = os.path.realpath(config.delivery.spool_path)
+        if real in owners:
+            problems.append(f"sinks.{name}.delivery.spool_path: already the spool of sink {owners[real]} "
+                            f"(each sink needs its own)")
+        owners.setdefault(real, name)
+
+
+class _Loader(_SafeLoader):
+    """yaml.safe_load's loader; a scalar its constructors cannot convert is a YAML error at its line.
+
+    Python's int() refuses more than 4300 digits, datetime refuses 2001-02-30, and
+    `!!timestamp x` trips an AttributeError: none of them may end in a traceback.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            kind = str(node.tag).rpartition(":")[2]
+            reason = str(exc).split(";")[0] if isinstance(exc, (ValueError, OverflowError)) else "unreadable"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {kind}: {reason}", node.start_mark) from None
+
+
 def load_yaml(text: str, origin: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -289,6 +554,23 @@ def load_yaml(text: str, origin: str) -> Any:
             where = f":{mark.line + 1}:{mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{origin}{where}: invalid YAML: {problem}"]) from None
+    except RecursionError:  # the pure-Python composer recurses per level (libyaml stops at 1000 levels itself)
+        raise ConfigError([f"{origin}: invalid YAML: nested too deeply"]) from None
+
+
+def _read_config_file(path: str) -> str:
+    reason = _not_a_regular_file(path, MAX_CONFIG_BYTES)
+    if reason:
+        raise ConfigError([f"{path}: cannot read: {reason}"])
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})"]) from None
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> BridgeConfig:
@@ -298,8 +580,5 @@ def load_config(path: str | os.PathLike[str] | None = None) -> BridgeConfig:
         origin = "<embedded default>"
     else:
         origin = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError([f"{origin}: cannot read: {exc.strerror}"]) from None
+        text = _read_config_file(origin)
     return parse_config(load_yaml(text, origin), origin=origin)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import registry, telemetry
-from bridge.config import BridgeConfig, SinkConfig, TransformConfig
+from bridge.config import BridgeConfig, ConfigError, SinkConfig, TransformConfig
 from bridge.context import Context
 from bridge.delivery import SinkRunner
 from bridge.model import Batch
@@ -199,45 +199,152 @@ class Pipeline:
 
     # -- reload ---------------------------------------------------------------------------------------
     async def reload(self, config: BridgeConfig) -> None:
-        """Apply a new, already validated config; unchanged sources and sinks keep their state."""
+        """Apply a new, already validated config; unchanged sources and sinks keep their state.
+
+        Everything new is built and started before anything running is touched: when a
+        constructor or a start fails (a plug-in that raises, a sink whose backend refuses
+        its key), ConfigError names the component and the running pipeline is as it was.
+        The one step that cannot wait: a changed sink with a spool, whose predecessor must
+        close the spool before the successor opens it. If a successor then fails to start,
+        a sink of the previous config takes the spool back.
+        """
         old_sources, old_lanes = self.sources, self.lanes
-        self.config = config
-        self.transforms = build_transforms(config.transforms)
-        new_lanes: dict[str, SinkLane] = {}
-        for name, sink_config in config.sinks.items():
-            lane = old_lanes.get(name)
-            if lane is not None and lane.config == sink_config:
-                lane.transform_configs = config.sink_transforms.get(name, [])
-                lane.transforms = build_transforms(lane.transform_configs)
-                new_lanes[name] = lane
-            else:
-                new_lanes[name] = self._build_lane(name, sink_config, config)
-        # Batches go to the new lanes from here on (a runner not started yet holds them). A replaced
-        # runner stops first, flushing and leaving the rest in its spool, so its successor recovers them.
-        self.lanes = new_lanes
-        for name, lane in old_lanes.items():
-            if new_lanes.get(name) is not lane:
-                await lane.runner.stop(grace=5.0)
-                if self.health is not None and name not in new_lanes:
-                    self.health.forget(name)
-        for name, lane in new_lanes.items():
-            if old_lanes.get(name) is not lane:
-                await lane.runner.start()
-                if self.health is not None:
-                    self.health.expect_sink(name)
-        new_sources: dict[str, SourceTask] = {}
-        for name, source_config in config.sources.items():
-            entry = old_sources.get(name)
-            if entry is not None and entry.config == source_config:
-                new_sources[name] = entry
-                continue
-            entry = SourceTask(source_config, registry.sources.get(source_config.type)(name, source_config, self.context))
-            await self._start_source(name, entry, schedule=True)
-            new_sources[name] = entry
+        lanes: dict[str, SinkLane] = {}
+        sources: dict[str, SourceTask] = {}
+        where = "transforms"
+        try:  # build: constructors only, nothing opened yet
+            transforms = build_transforms(config.transforms)
+            for name, sink_config in config.sinks.items():
+                where = f"sinks.{name}"
+                lane = old_lanes.get(name)
+                if lane is None or lane.config != sink_config:  # an unchanged sink config includes its transforms
+                    lane = self._build_lane(name, sink_config, config)
+                lanes[name] = lane
+            for name, source_config in config.sources.items():
+                where = f"sources.{name}"
+                entry = old_sources.get(name)
+                if entry is None or entry.config != source_config:
+                    entry = SourceTask(
+                        source_config, registry.sources.get(source_config.type)(name, source_config, self.context)
+                    )
+                sources[name] = entry
+        except Exception as exc:
+            raise _refused(where, "cannot be built", exc) from exc
+        new_lanes = {name: lane for name, lane in lanes.items() if old_lanes.get(name) is not lane}
+        handovers = [name for name, lane in new_lanes.items() if _shares_spool(old_lanes.get(name), lane)]
+        await self._start_new(
+            {name: lane for name, lane in new_lanes.items() if name not in handovers},
+            {name: entry for name, entry in sources.items() if old_sources.get(name) is not entry},
+        )
+        await self._hand_over(handovers, new_lanes, old_lanes, sources)
+
+        # Nothing can fail from here on: swap, schedule the new sources, retire what the config dropped.
+        self.config, self.transforms = config, transforms
+        self.lanes, self.sources = lanes, sources
         for name, entry in old_sources.items():
-            if new_sources.get(name) is not entry:
-                await self._stop_source(entry)
-                if self.health is not None and name not in new_sources:
+            if sources.get(name) is not entry:
+                await _quietly(f"source {name}", self._stop_source(entry))
+                if self.health is not None and name not in sources:
                     self.health.forget(name)
-        self.sources = new_sources
+        for name, entry in sources.items():
+            if old_sources.get(name) is not entry:
+                self._schedule(name, entry)
+        retired = [(name, lane) for name, lane in old_lanes.items() if lanes.get(name) is not lane
+                   and name not in handovers]
+        await asyncio.gather(*(_quietly(f"sink {name}", lane.runner.stop(grace=5.0)) for name, lane in retired))
+        if self.health is not None:
+            for name in new_lanes:
+                self.health.expect_sink(name)
+            for name in old_lanes.keys() - lanes.keys():
+                self.health.forget(name)
         log.info("config reloaded: %d sources, %d sinks", len(self.sources), len(self.lanes))
+
+    async def _start_new(self, lanes: dict[str, SinkLane], sources: dict[str, SourceTask]) -> None:
+        """Start a reload's new sinks and sources; on a failure, close what started and raise ConfigError."""
+        started_lanes: list[SinkLane] = []
+        started_sources: list[Source] = []
+        failed_lane: SinkLane | None = None
+        where = ""
+        try:
+            for name, lane in lanes.items():
+                where, failed_lane = f"sinks.{name}", lane
+                await lane.runner.start()
+                started_lanes.append(lane)
+            failed_lane = None
+            for name, entry in sources.items():
+                where = f"sources.{name}"
+                started_sources.append(entry.source)  # before start: a failed start may have opened something
+                await entry.source.start()
+        except Exception as exc:
+            if failed_lane is not None:  # its runner is not running, but its sink's start may have opened something
+                await _quietly(where, failed_lane.sink.close())
+            for lane in started_lanes:
+                await _quietly(f"sink {lane.sink.name}", lane.runner.stop(grace=0))
+            for source in started_sources:
+                await _quietly(f"source {source.name}", source.close())
+            raise _refused(where, "cannot start", exc) from exc
+
+    async def _hand_over(self, names: list[str], new_lanes: dict[str, SinkLane], old_lanes: dict[str, SinkLane],
+                         new_sources: dict[str, SourceTask]) -> None:
+        """Changed sinks with a spool: the predecessor flushes and closes it, then the successor opens it.
+
+        Batches dispatched meanwhile wait in the successor. If a successor fails to start, every
+        sink handed over so far gets a fresh sink of its previous config (which recovers the spool),
+        the reload's other new components are closed, and ConfigError says why.
+        """
+        for index, name in enumerate(names):
+            self.lanes = {**self.lanes, name: new_lanes[name]}
+            await _quietly(f"sink {name}", old_lanes[name].runner.stop(grace=5.0))
+            try:
+                await new_lanes[name].runner.start()
+            except Exception as exc:
+                error = _refused(f"sinks.{name}", "cannot start", exc)
+                await _quietly(f"sink {name}", new_lanes[name].sink.close())
+                for back in names[:index + 1]:
+                    await self._restore_lane(back, old_lanes[back])
+                for other, lane in new_lanes.items():
+                    if other not in names:
+                        await _quietly(f"sink {other}", lane.runner.stop(grace=0))
+                for other, entry in new_sources.items():
+                    if self.sources.get(other) is not entry:
+                        await _quietly(f"source {other}", entry.source.close())
+                raise error from exc
+
+    async def _restore_lane(self, name: str, previous: SinkLane) -> None:
+        """Put a sink back on its previous config after a failed hand-over: a new sink and runner, the same spool."""
+        await _quietly(f"sink {name}", self.lanes[name].runner.stop(grace=5.0))
+        try:
+            restored = self._build_lane(name, previous.config, self.config)
+            self.lanes = {**self.lanes, name: restored}
+            await restored.runner.start()
+        except Exception as exc:  # noqa: BLE001  # logged; the reload is refused either way
+            log.error("sink %s: cannot start again with its previous config either: %s", name, _reason(exc))
+
+    def _schedule(self, name: str, entry: SourceTask) -> None:
+        """Run a started source on its schedule, watched by /readyz."""
+        if self.health is not None:
+            self.health.expect_source(name, getattr(entry.source.config, "interval_seconds", 60.0))
+        entry.task = asyncio.create_task(self._source_loop(entry), name=f"source:{name}")
+
+
+def _shares_spool(old: SinkLane | None, new: SinkLane) -> bool:
+    """A changed sink whose predecessor holds a spool: both must never have it open at once."""
+    return old is not None and old.config.delivery.spool_path is not None and new.config.delivery.spool_path is not None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _refused(where: str, what: str, exc: Exception) -> ConfigError:
+    """A build or start failure, as the config problem it is: one line for the log, the traceback at debug."""
+    log.debug("reload: %s %s", where, what, exc_info=exc)
+    return ConfigError([f"{where}: {what}: {_reason(exc)}"])
+
+
+async def _quietly(what: str, closing: Any) -> None:
+    """Await a stop or close that must not interrupt the reload: a failure is logged, nothing more."""
+    try:
+        await closing
+    except Exception as exc:  # noqa: BLE001  # what is being stopped is no longer used: a line in the log is enough
+        log.warning("reload: %s did not stop cleanly: %s", what, _reason(exc))

@@ -18,7 +18,7 @@ from typing import Callable, Literal
 
 from pydantic import Field
 
-from bridge.config import StrictModel
+from bridge.config import Regex, StrictModel
 from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
 from bridge.parser import Family, Sample
 
@@ -30,7 +30,7 @@ STATISTIC = "statistic"
 class FamilyRule(StrictModel):
     """Overrides for families whose name fully matches `match` (a regex)."""
 
-    match: str = Field(description="regular expression matched against the whole family name")
+    match: Regex = Field(description="regular expression matched against the whole family name")
     kind: Literal["gauge", "counter"] | None = None
     temporality: Literal["cumulative", "delta"] | None = None
     unit: str | None = None

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
 import httpx
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from bridge import __version__, secrets
-from bridge.config import StrictModel
+from bridge.config import StrictModel, check_tls_files
 
 
 class NoAuth(StrictModel):
@@ -47,6 +47,13 @@ class TLSConfig(StrictModel):
     cert_file: str | None = Field(None, description="client certificate (mTLS)")
     key_file: str | None = None
     insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _files_load(self) -> TLSConfig:
+        """Read the files now, as the scrape will: `validate` refuses what `run` would (unused when not verifying)."""
+        if not self.insecure_skip_verify:
+            check_tls_files(self.ca_file, self.cert_file, self.key_file, keys=("ca_file", "cert_file", "key_file"))
+        return self
 
 
 class ScrapeError(Exception):

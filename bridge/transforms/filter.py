@@ -7,16 +7,16 @@ import re
 from pydantic import Field
 
 from bridge import registry
-from bridge.config import TransformConfig
+from bridge.config import Regex, TransformConfig
 from bridge.model import Attrs, Batch, Metric
 from bridge.transforms.base import Transform
 
 
 class FilterConfig(TransformConfig):
-    keep_names: list[str] = Field(default_factory=list, description="keep only metrics whose name matches one")
-    drop_names: list[str] = Field(default_factory=list, description="drop metrics whose name matches one")
-    keep_points: dict[str, str] = Field(default_factory=dict, description="keep points whose labels match all")
-    drop_points: dict[str, str] = Field(default_factory=dict, description="drop points whose labels match all")
+    keep_names: list[Regex] = Field(default_factory=list, description="keep only metrics whose name matches one")
+    drop_names: list[Regex] = Field(default_factory=list, description="drop metrics whose name matches one")
+    keep_points: dict[str, Regex] = Field(default_factory=dict, description="keep points whose labels match all")
+    drop_points: dict[str, Regex] = Field(default_factory=dict, description="drop points whose labels match all")
 
 
 def _any(patterns: list[re.Pattern[str]], text: str) -> bool:

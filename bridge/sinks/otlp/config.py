@@ -24,7 +24,7 @@ from opentelemetry.util.re import parse_env_headers
 from pydantic import Field, SecretStr, model_validator
 
 from bridge import secrets
-from bridge.config import SinkConfig
+from bridge.config import SinkConfig, check_tls_files
 
 Protocol = Literal["grpc", "http/protobuf"]
 AttributeValue = str | bool | int | float | Sequence[str | bool | int | float]  # what OTel attributes may hold
@@ -156,7 +156,10 @@ class OTLPSinkConfig(OTLPCommonConfig):
                 setattr(self, key, found[1])
         for value in self.headers.values():
             register_credentials(value.get_secret_value())
-        self.connection()  # reject an unusable endpoint now, not at the first send
+        connection = self.connection()  # reject an unusable endpoint now, not at the first send
+        if not (connection.protocol == "grpc" and connection.plaintext):  # the transport will load these files
+            check_tls_files(self.certificate, self.client_certificate, self.client_key,
+                            keys=("certificate", "client_certificate", "client_key"))
         return self
 
     def connection(self) -> Connection:
