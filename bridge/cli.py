@@ -152,9 +152,13 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
         for task in unfinished:
             task.cancel()
     log.info("stopping: flushing sinks for up to %.0f s", grace)
-    await pipeline.stop(grace)
+    stuck = await pipeline.stop(grace)
     if health_server is not None:
         await health_server.stop()
+    if stuck:  # asyncio.run would wait on them forever while cleaning up: leave now
+        log.error("stopped with %d component(s) still busy; exiting anyway", stuck)
+        logging.shutdown()
+        os._exit(1)
     return 0
 
 

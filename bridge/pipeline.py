@@ -24,6 +24,9 @@ from bridge.transforms.base import Transform
 
 log = logging.getLogger(__name__)
 
+#: How long stopping waits for cancelled sources, and beyond the grace period for sinks.
+STOP_MARGIN_SECONDS = 5.0
+
 
 def build_transforms(configs: list[TransformConfig]) -> list[Transform]:
     return [registry.transforms.get(c.type)(c) for c in configs]
@@ -93,29 +96,47 @@ class Pipeline:
         if schedule:
             entry.task = asyncio.create_task(self._source_loop(entry), name=f"source:{name}")
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop scraping, give sinks `grace` seconds to flush, release everything."""
-        for entry in self.sources.values():
-            await self._stop_source(entry)
-        await asyncio.gather(*(lane.runner.stop(grace) for lane in self.lanes.values()))
+    async def stop(self, grace: float = 10.0) -> int:
+        """Stop scraping, give sinks `grace` seconds to flush, release everything.
+
+        Bounded as a whole (about grace + 2 x STOP_MARGIN_SECONDS): a source or sink that does not
+        stop in time is abandoned, logged and counted in the return value, so the caller can exit anyway.
+        """
+        entries = list(self.sources.values())
+        stuck = await _cancel_all([e.task for e in entries if e.task is not None], "source")
+        for entry in entries:
+            entry.task = None
+        # Closing connections cannot hang for good, only take a while (1,000 clients on a busy machine): past
+        # the margin they are left to the process exit, not counted as stuck.
+        await _bounded(asyncio.gather(*(e.source.close() for e in entries), return_exceptions=True),
+                       STOP_MARGIN_SECONDS, "closing source connections")
+        stuck += await _bounded(asyncio.gather(*(lane.runner.stop(grace) for lane in self.lanes.values()),
+                                               return_exceptions=True),
+                                grace + STOP_MARGIN_SECONDS, "flushing sinks")
+        return stuck
 
     async def _stop_source(self, entry: SourceTask) -> None:
         if entry.task is not None:
-            entry.task.cancel()
-            await asyncio.gather(entry.task, return_exceptions=True)
+            await _cancel_all([entry.task], "source")
             entry.task = None
         await entry.source.close()
 
     # -- scheduling -----------------------------------------------------------------------------
     async def _source_loop(self, entry: SourceTask) -> None:
         clock = self.context.clock
+        last_due: float | None = None
         while True:
             due = entry.source.next_due(clock.now())
             if due is None:  # a finite source (a `file` read once) is done: not a readiness problem
                 if self.health is not None:
                     self.health.forget(entry.source.name)
                 return
+            if last_due is not None and due <= last_due:  # the source did not move its schedule: never spin
+                due = last_due + getattr(entry.config, "interval_seconds", 60.0)
+                log.warning("source %s did not schedule its next collect; next one at the next interval",
+                            entry.source.name)
             await clock.sleep_until(due)
+            last_due = due
             await self.collect(entry)
 
     async def collect(self, entry: SourceTask) -> Batch | None:
@@ -348,3 +369,27 @@ async def _quietly(what: str, closing: Any) -> None:
         await closing
     except Exception as exc:  # noqa: BLE001  # what is being stopped is no longer used: a line in the log is enough
         log.warning("reload: %s did not stop cleanly: %s", what, _reason(exc))
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]], what: str) -> int:
+    """Cancel tasks and wait for them, at most STOP_MARGIN_SECONDS; the number that did not end."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return 0
+    _, pending = await asyncio.wait(tasks, timeout=STOP_MARGIN_SECONDS)
+    if pending:
+        log.error("%d %s task(s) ignored cancellation for %.0f s and were abandoned: %s", len(pending), what,
+                  STOP_MARGIN_SECONDS, ", ".join(sorted(t.get_name() for t in pending)[:5]))
+    return len(pending)
+
+
+async def _bounded(step: Any, seconds: float, what: str) -> int:
+    """Await one stop step for at most `seconds`; 1 if it had to be abandoned, else 0."""
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.error("stopping: %s took longer than %.0f s; abandoned", what, seconds)
+        return 1
+    return 0

@@ -1,7 +1,9 @@
 """A real HTTP server on 127.0.0.1 that serves scripted responses, for source tests.
 
 Each request pops the next scripted Response (the last one repeats), so a test
-can say "503, then 200 with this body" and assert on what the bridge did.
+can say "503, then 200 with this body" and assert on what the bridge did. A
+path may have a script of its own (`route`), so one server can play many
+different upstreams at once.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class ExpositionServer(ServerThread):
 
     def __init__(self) -> None:
         self.script: list[Response] = [Response()]
+        self.routes: dict[str, list[Response]] = {}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
 
@@ -90,7 +93,18 @@ class ExpositionServer(ServerThread):
         with self._lock:
             self.script = list(responses)
 
+    def route(self, path: str, *responses: Response) -> str:
+        """Script the answers for one path; returns that path's URL."""
+        with self._lock:
+            self.routes[path] = list(responses)
+        return "http://%s:%d%s" % (*self.server_address, path)
+
+    def requests_to(self, path: str) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if r.path == path)
+
     def _next(self, request: Request) -> Response:
         with self._lock:
             self.requests.append(request)
-            return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+            script = self.routes.get(request.path, self.script)
+            return script.pop(0) if len(script) > 1 else script[0]

@@ -19,6 +19,7 @@ from typing import Callable, Literal
 from pydantic import Field
 
 from bridge.config import Regex, StrictModel
+from bridge.http import excerpt
 from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
 from bridge.parser import Family, Sample
 
@@ -84,14 +85,46 @@ class SeriesStarts:
         return start
 
 
+class Skipped:
+    """Samples classification could not use (a bad `le`, a summary line without `quantile`,
+    a timestamp no backend can represent): counted, with the first reason kept for the log."""
+
+    __slots__ = ("count", "first")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = ""
+
+    def add(self, family: str, reason: str, samples: int = 1) -> None:
+        if not self.count:
+            self.first = f"{family}: {reason}"
+        self.count += samples
+
+
+#: Latest representable point time: OTLP carries fixed64 nanoseconds, and every model time is int64 ns.
+_MAX_TIME_NS = 2**63 - 1
+
+
+def to_ns(seconds: float) -> int | None:
+    """Unix seconds as int64 nanoseconds; None for NaN, infinities, negatives and times past 2262."""
+    if not 0 <= seconds < _MAX_TIME_NS / NS_PER_S:  # False for NaN too
+        return None
+    return int(seconds * NS_PER_S)
+
+
 @dataclass
 class Classifier:
-    """Stateful only in `starts` (cumulative start times); otherwise a pure mapping."""
+    """Stateful only in `starts` (cumulative start times); otherwise a pure mapping.
+
+    Never raises on what a target sends: a sample it cannot use is skipped and
+    counted in `skipped` (reset by each classify), and the rest of the scrape is kept.
+    """
 
     rules: list[FamilyRule] = field(default_factory=list)
     drop_labels: frozenset[str] = frozenset()
     on_family: Callable[[Family], None] | None = None  # sees each family once per scrape
     starts: SeriesStarts = field(default_factory=SeriesStarts)
+    skipped: Skipped = field(default_factory=Skipped)
 
     def __post_init__(self) -> None:
         self._compiled = [_CompiledRule(re.compile(r.match), r) for r in self.rules]
@@ -106,12 +139,18 @@ class Classifier:
         return self._rule_cache[name]
 
     def classify(self, families: list[Family], window: Window) -> list[Metric]:
+        self.skipped = Skipped()
         metrics = []
         for family in families:
             rule = self.rule_for(family.name)
             if self.on_family is not None:
                 self.on_family(family)
-            metric = self._classify_family(family, rule, window)
+            try:
+                metric = self._classify_family(family, rule, window)
+            except Exception as exc:  # a shape no handler foresaw: lose this family, not the scrape
+                log.debug("family %s not classified", family.name, exc_info=True)
+                self.skipped.add(family.name, f"unusable family ({type(exc).__name__})", len(family.samples))
+                continue
             if metric is not None and metric.points:
                 metrics.append(metric)
         return metrics
@@ -129,6 +168,15 @@ class Classifier:
         out.sort()
         return tuple(out)
 
+    def _point_end(self, family: Family, sample: Sample, window: Window) -> int | None:
+        """The sample's own time if it has one, else the window end; None (skipped, counted) if unrepresentable."""
+        if sample.timestamp is None:
+            return window.end_ns
+        end = to_ns(sample.timestamp)
+        if end is None:
+            self.skipped.add(family.name, f"timestamp {sample.timestamp!r} out of range")
+        return end
+
     def _classify_family(self, family: Family, rule: FamilyRule | None, window: Window) -> Metric | None:
         kind = rule.kind if rule and rule.kind else family.type
         unit = rule.unit if rule and rule.unit is not None else (family.unit or unit_from_name(family.name))
@@ -140,38 +188,42 @@ class Classifier:
         return metric
 
 
-def _point_end(sample: Sample, window: Window) -> int:
-    return int(sample.timestamp * NS_PER_S) if sample.timestamp is not None else window.end_ns
+def _plain_points(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window,
+                  samples: list[Sample]) -> list[Point]:
+    points = []
+    for s in samples:
+        end = classifier._point_end(family, s, window)
+        if end is not None:
+            points.append(Point(classifier._attrs(s.labels, rule), s.value, window.start_ns, end))
+    return points
 
 
 def _gauge(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window) -> Metric:
-    points = [
-        Point(classifier._attrs(s.labels, rule), s.value, window.start_ns, _point_end(s, window))
-        for s in family.samples
-        if s.name == family.name
-    ]
-    return Metric(family.name, Kind.GAUGE, points)
+    samples = [s for s in family.samples if s.name == family.name]
+    return Metric(family.name, Kind.GAUGE, _plain_points(classifier, family, rule, window, samples))
+
+
+def _created_ns(value: float) -> int | None:
+    """A `_created` sample as a start time; None (fall back to tracked starts) if absent or unusable."""
+    return to_ns(value) if value else None
 
 
 def _counter(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window) -> Metric:
     temporality = Temporality(rule.temporality) if rule and rule.temporality else Temporality.CUMULATIVE
     if temporality is Temporality.DELTA:
-        points = [
-            Point(classifier._attrs(s.labels, rule), s.value, window.start_ns, _point_end(s, window))
-            for s in family.samples
-            if not s.name.endswith("_created")
-        ]
-        return Metric(family.name, Kind.COUNTER, points, temporality)
+        samples = [s for s in family.samples if not s.name.endswith("_created")]
+        return Metric(family.name, Kind.COUNTER, _plain_points(classifier, family, rule, window, samples), temporality)
     created = {s.labels: s.value for s in family.samples if s.name == family.name + "_created"}
     points = []
     for s in family.samples:
         if s.name.endswith("_created") and s.name != family.name:
             continue
+        end = classifier._point_end(family, s, window)
+        if end is None:
+            continue
         attrs = classifier._attrs(s.labels, rule)
-        end = _point_end(s, window)
-        if s.labels in created and not math.isnan(created[s.labels]):
-            start = int(created[s.labels] * NS_PER_S)
-        else:
+        start = _created_ns(created.get(s.labels, 0.0))
+        if start is None:
             start = classifier.starts.start_for((family.name, attrs), s.value, window.start_ns, window.start_ns)
         points.append(Point(attrs, s.value, start, end))
     return Metric(family.name, Kind.COUNTER, points, temporality)
@@ -193,8 +245,9 @@ def _grouped(
 def _series_start(classifier: Classifier, family: Family, attrs: Attrs, parts: dict[str, list[Sample]],
                   count: float, window: Window) -> int:
     created = parts.get("_created")
-    if created and not math.isnan(created[0].value):
-        return int(created[0].value * NS_PER_S)
+    start = _created_ns(created[0].value) if created else None
+    if start is not None:
+        return start
     return classifier.starts.start_for((family.name, attrs), count, window.start_ns, window.start_ns)
 
 
@@ -203,35 +256,57 @@ def _first_value(parts: dict[str, list[Sample]], suffix: str) -> float:
     return samples[0].value if samples else math.nan
 
 
+def _bounds(classifier: Classifier, family: Family, samples: list[Sample], label: str,
+            default: str | None) -> list[tuple[float, float]]:
+    """(bound, value) pairs read from the `le` or `quantile` label, ascending; unreadable bounds skipped."""
+    pairs = []
+    for s in samples:
+        raw = dict(s.labels).get(label, default)
+        try:
+            bound = float(raw) if raw is not None else math.nan
+        except ValueError:
+            bound = math.nan
+        if math.isnan(bound):
+            classifier.skipped.add(family.name, f"{label}={excerpt(repr(raw), 40)} is not a number")
+            continue
+        pairs.append((bound, s.value))
+    pairs.sort()
+    return pairs
+
+
 def _histogram(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window) -> Metric:
     points = []
     for attrs, parts in _grouped(classifier, family, rule, "le").items():
-        buckets = sorted(
-            (float(dict(s.labels).get("le", "+Inf")), s.value) for s in parts.get("_bucket", [])
-        )
+        buckets = _bounds(classifier, family, parts.get("_bucket", []), "le", "+Inf")
         count = _first_value(parts, "_count")
         if math.isnan(count) and buckets:
             count = buckets[-1][1]
         anchor = (parts.get("_bucket") or parts.get("_count") or [None])[0]
         if anchor is None:
             continue
+        end = classifier._point_end(family, anchor, window)
+        if end is None:
+            continue
         start = _series_start(classifier, family, attrs, parts, count, window)
         value = HistogramValue(count, _first_value(parts, "_sum"), tuple(buckets))
-        points.append(Point(attrs, value, start, _point_end(anchor, window)))
+        points.append(Point(attrs, value, start, end))
     return Metric(family.name, Kind.HISTOGRAM, points, Temporality.CUMULATIVE)
 
 
 def _summary(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window) -> Metric:
     points = []
     for attrs, parts in _grouped(classifier, family, rule, "quantile").items():
-        quantiles = sorted((float(dict(s.labels)["quantile"]), s.value) for s in parts.get("", []))
+        quantiles = _bounds(classifier, family, parts.get("", []), "quantile", None)
         count = _first_value(parts, "_count")
         anchor = (parts.get("_count") or parts.get("") or [None])[0]
         if anchor is None:
             continue
+        end = classifier._point_end(family, anchor, window)
+        if end is None:
+            continue
         start = _series_start(classifier, family, attrs, parts, count, window)
         value = SummaryValue(count, _first_value(parts, "_sum"), tuple(quantiles))
-        points.append(Point(attrs, value, start, _point_end(anchor, window)))
+        points.append(Point(attrs, value, start, end))
     return Metric(family.name, Kind.SUMMARY, points, Temporality.CUMULATIVE)
 
 

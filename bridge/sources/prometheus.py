@@ -18,6 +18,7 @@ from bridge import registry, telemetry
 from bridge.clock import minute_floor
 from bridge.config import SourceConfig
 from bridge.context import Context, RequestBudget
+from bridge.http import excerpt
 from bridge.model import NS_PER_S, Batch, attrs_from
 from bridge.parser import Family, is_openmetrics, parse
 from bridge.sources.base import Source
@@ -27,6 +28,8 @@ from bridge.sources.scrape import Auth, NoAuth, ScrapeError, Scraper, ScrapeResu
 log = logging.getLogger(__name__)
 
 _RETRYABLE_OUTCOMES = ("timeout", "connection_error")
+#: The longest server-requested wait for a source that is not windowed (or its interval, if longer).
+MAX_SERVER_DELAY_SECONDS = 600.0
 
 
 class PrometheusSourceConfig(SourceConfig):
@@ -92,7 +95,7 @@ class PrometheusSource(Source):
 
     async def fetch(self, now: float) -> ScrapeResult:
         assert self.scraper is not None, "start() first"
-        return await self.scraper.fetch(self.url, now)
+        return await self.scraper.fetch(self.url, now, max_delay=self.max_server_delay(now))
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -127,29 +130,62 @@ class PrometheusSource(Source):
 
     # -- collect ------------------------------------------------------------------
     async def collect(self, now: float) -> Batch | None:
+        """Never raises: whatever happens, the next attempt is scheduled by the normal rules."""
         window = self._window_for(now)
         if self.budget is not None and not self.budget.try_acquire(now):
             telemetry.SCRAPES.labels(self.name, "rate_limited_locally").inc()
             self._reschedule_after_failure(now, window, self.budget.next_free(now), retry_in_window=True)
             return None
-        started = now
         try:
-            result = await self.fetch(now)
+            batch = self._batch(await self.fetch(now), window, now)
         except ScrapeError as error:
             self._on_failure(now, window, error)
             return None
+        except Exception as exc:  # a bug, or an input nobody foresaw: contained like any failed scrape
+            if self._state != "internal_error":
+                log.exception("source %s: unexpected error; scraping continues on schedule", self.name)
+            self._on_failure(now, window, ScrapeError("internal_error", type(exc).__name__))
+            return None
+        self._on_success(now)
+        return self._admit(batch, now)
+
+    def max_server_delay(self, now: float) -> float:
+        """The longest wait a server may impose (Retry-After, rate-limit resets).
+
+        A windowed source waits at most until the last second in which the next
+        window can still be fetched (the API keeps no history, so a longer wait
+        only loses windows); others at most MAX_SERVER_DELAY_SECONDS or one
+        interval, whichever is longer.
+        """
+        interval = self.config.interval_seconds
+        if self.config.windowed:
+            lag = self.config.lag_seconds
+            next_window_end = minute_floor(now - lag, interval) + interval
+            return max(0.0, next_window_end + interval + lag - 1.0 - now)
+        return max(MAX_SERVER_DELAY_SECONDS, interval)
+
+    def _batch(self, result: ScrapeResult, window: Window, now: float) -> Batch:
         parsed = parse(result.text, openmetrics=is_openmetrics(result.content_type))
-        telemetry.SCRAPE_DURATION.labels(self.name).observe(max(0.0, self.context.clock.now() - started))
-        telemetry.SCRAPES.labels(self.name, "ok").inc()
+        samples = sum(len(f.samples) for f in parsed.families)
         if parsed.errors:
             telemetry.PARSE_ERRORS.labels(self.name).inc(parsed.errors)
+        if not samples and (parsed.errors or self.config.windowed):
+            raise ScrapeError("not_prometheus", _not_prometheus(result))
+        if parsed.errors:
             line, reason = parsed.error_samples[0]
-            log.warning("source %s: skipped %d malformed lines (first: line %d: %s)", self.name, parsed.errors, line, reason)
-        telemetry.SAMPLES_IN.labels(self.name).inc(sum(len(f.samples) for f in parsed.families))
-        self._on_success(now)
+            log.warning("source %s: skipped %d malformed lines (first: line %d: %s)", self.name, parsed.errors, line,
+                        excerpt(reason))
         families = parsed.families if self.config.honor_timestamps else _without_timestamps(parsed.families)
-        batch = Batch(self.name, self.resource, window.start_ns, window.end_ns, self.classifier.classify(families, window))
-        return self._admit(batch, now)
+        metrics = self.classifier.classify(families, window)
+        skipped = self.classifier.skipped
+        if skipped.count:
+            telemetry.PARSE_ERRORS.labels(self.name).inc(skipped.count)
+            log.warning("source %s: skipped %d unusable samples (first: %s)", self.name, skipped.count,
+                        excerpt(skipped.first))
+        telemetry.SCRAPE_DURATION.labels(self.name).observe(max(0.0, self.context.clock.now() - now))
+        telemetry.SCRAPES.labels(self.name, "ok").inc()
+        telemetry.SAMPLES_IN.labels(self.name).inc(samples)
+        return Batch(self.name, self.resource, window.start_ns, window.end_ns, metrics)
 
     def _admit(self, batch: Batch, now: float) -> Batch | None:
         """Windowed sources forward each window once and count the windows that were lost."""
@@ -230,6 +266,14 @@ class PrometheusSource(Source):
         self._count_gaps_before(end)
         telemetry.GAPS.labels(self.name).inc()
         log.info("source %s: window ending %s lost (upstream keeps no history)", self.name, _iso(end))
+
+
+def _not_prometheus(result: ScrapeResult) -> str:
+    """Why a 200 with no usable sample is a failed scrape (a proxy's login page, an empty body)."""
+    content_type = result.content_type.split(";", 1)[0].strip() or "no content type"
+    if not result.text.strip():
+        return f"the body is empty ({content_type})"
+    return f"the body is not Prometheus text: {content_type}, starting {excerpt(result.text, 60)!r}"
 
 
 def _without_timestamps(families: list[Family]) -> list[Family]:

@@ -8,17 +8,16 @@ Nothing here ever includes a credential in a message.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import ssl
-import time
 from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
-from bridge import __version__, secrets
+from bridge import secrets
+from bridge.http import ERROR_BODY_LIMIT, USER_AGENT, BodyTooLarge, excerpt, read_bounded, retry_after, tls_context
 from bridge.config import StrictModel, check_tls_files
 
 
@@ -90,30 +89,7 @@ def auth_header(auth: NoAuth | BearerAuth | BasicAuth) -> dict[str, str]:
 def ssl_context(tls: TLSConfig) -> ssl.SSLContext | bool:
     if tls.insecure_skip_verify:
         return False
-    context = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    return context
-
-
-def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
-    """Seconds to wait from Retry-After (seconds or HTTP date) or x-ratelimit-reset-* headers."""
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
-    for name, raw in headers.items():
-        if name.lower().startswith("x-ratelimit-reset"):
-            try:
-                reset = float(raw.rstrip("s"))
-            except ValueError:
-                continue
-            return max(0.0, reset - now) if reset > 1e9 else reset  # epoch seconds or a duration
-    return None
+    return tls_context(tls.ca_file, tls.cert_file, tls.key_file)
 
 
 class Scraper:
@@ -128,46 +104,53 @@ class Scraper:
             headers={
                 "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=1",
                 "Accept-Encoding": "gzip",
-                "User-Agent": f"metrics-bridge/{__version__}",
+                "User-Agent": USER_AGENT,
             },
             follow_redirects=False,
         )
 
-    async def fetch(self, url: str, now: float) -> ScrapeResult:
-        """One GET. `timeout` bounds the whole scrape, not each read: a trickling body is cut off too."""
+    async def fetch(self, url: str, now: float, *, max_delay: float) -> ScrapeResult:
+        """One GET. `timeout` bounds the whole scrape, not each read: a trickling body is cut off too.
+
+        `max_delay` caps what the server may ask us to wait (Retry-After and friends).
+        asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        that arrives as the request completes, and a stop would then wait on this source forever.
+        """
         try:
             headers = auth_header(self.auth)
         except OSError as exc:
             raise ScrapeError("credentials_unreadable", str(exc.strerror)) from None
+        except ValueError as exc:  # undecodable or malformed credentials: the message names the file, never the value
+            raise ScrapeError("credentials_unreadable", str(exc)) from None
         try:
-            return await asyncio.wait_for(self._get(url, headers, now), self.timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.timeout):
+                return await self._get(url, headers, now, max_delay)
+        except TimeoutError:
             raise ScrapeError("timeout", f"no complete response within {self.timeout:g} s") from None
 
-    async def _get(self, url: str, headers: dict[str, str], now: float) -> ScrapeResult:
+    async def _get(self, url: str, headers: dict[str, str], now: float, max_delay: float) -> ScrapeResult:
         try:
             async with self.client.stream("GET", url, headers=headers) as response:
                 if response.status_code != 200:
-                    body = (await response.aread())[:300].decode("utf-8", "replace")
+                    body = await read_bounded(response, ERROR_BODY_LIMIT, truncate=True)
                     raise ScrapeError(
-                        f"http_{response.status_code}", _error_text(body), status=response.status_code,
-                        retry_after=parse_retry_after(response.headers, now),
+                        f"http_{response.status_code}", _error_text(body.decode("utf-8", "replace")),
+                        status=response.status_code,
+                        retry_after=retry_after(response.headers, now, ceiling=max_delay),
                     )
-                chunks = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.max_body_bytes:
-                        raise ScrapeError("body_too_large", f"more than {self.max_body_bytes} bytes")
-                    chunks.append(chunk)
-                text = b"".join(chunks).decode("utf-8", "replace")
-                return ScrapeResult(text, response.headers.get("content-type", ""))
+                try:
+                    body = await read_bounded(response, self.max_body_bytes)
+                except BodyTooLarge as exc:
+                    raise ScrapeError("body_too_large", str(exc)) from None
+                return ScrapeResult(body.decode("utf-8", "replace"), response.headers.get("content-type", ""))
         except httpx.TimeoutException:
             raise ScrapeError("timeout") from None
         except httpx.DecodingError as exc:
             raise ScrapeError("bad_encoding", str(exc)) from None
         except httpx.TransportError as exc:
             raise ScrapeError("connection_error", str(exc) or type(exc).__name__) from None
+        except (httpx.InvalidURL, UnicodeEncodeError) as exc:  # e.g. a header value httpx cannot encode
+            raise ScrapeError("bad_request", type(exc).__name__) from None
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -178,7 +161,7 @@ def _error_text(body: str) -> str:
     try:
         data = json.loads(body)
     except ValueError:
-        return body.strip().splitlines()[0][:200] if body.strip() else ""
+        return excerpt(body.strip().splitlines()[0]) if body.strip() else ""
     if isinstance(data, dict):
-        return str(data.get("message") or data.get("error") or data)[:200]
-    return str(data)[:200]
+        return excerpt(str(data.get("message") or data.get("error") or data))
+    return excerpt(str(data))

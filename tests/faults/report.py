@@ -2,8 +2,11 @@
 
 The scenarios are the ones CI runs (tests/test_delivery_faults.py), with
 memory traced in every one; each asserts before it returns, so a figure
-reaches the file only from a run that proved it. Exit status 1 and no file
-when a scenario fails.
+reaches the file only from a run that proved it. The "hostile inputs"
+section is the hostile-input regression tests (tests/test_hostile_*.py, slow
+ones included) run through pytest here, one row per passing test with the
+figures it recorded (`record_property("hostile", ...)`), and the full fuzz
+run of tests/fuzz_sources.py. Exit status 1 and no file when anything fails.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.faults.scenarios import SCENARIOS, Figures, SinkFigures, run_scenario
+from tests.fuzz_sources import FuzzFigures, fuzz
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUTPUT = REPO / "docs" / "reliability.md"
@@ -94,6 +101,72 @@ def render(figures: list[Figures], wall_seconds: float) -> str:
     return "\n".join(parts) + "\n"
 
 
+HOSTILE_TESTS = {
+    "Sources": "tests/test_hostile_sources.py",
+    "Sinks": "tests/test_hostile_sinks.py",
+    "Files and state": "tests/test_hostile_state.py",
+    "Configuration": "tests/test_hostile_config.py",
+}
+FUZZ_COUNT = 10_000
+
+_HOSTILE_INTRODUCTION = f"""\
+## Hostile inputs
+
+What an unlucky or hostile upstream, backend, file or config does to the bridge. Each row is a
+regression test of `tests/test_hostile_*.py` (the real path: loopback servers, real files, the
+real CLI) that passed in this run, with the figures it measured; every one of them failed on the
+code before the containment work. Last, {FUZZ_COUNT:,} mutated expositions through the whole source
+path (`python -m tests.fuzz_sources`).
+"""
+
+
+@dataclass
+class HostileRow:
+    test: str
+    figures: list[str]
+
+
+class _HostileOutcomes:
+    """A pytest plugin: the figures of each passing test, and the ids of any that did not pass."""
+
+    def __init__(self) -> None:
+        self.rows: list[HostileRow] = []
+        self.failed: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed:
+            self.failed.append(report.nodeid)
+        elif report.when == "call" and report.passed:
+            figures = [str(value) for name, value in report.user_properties if name == "hostile"]
+            self.rows.append(HostileRow(report.nodeid.split("::", 1)[1], figures))
+
+
+def run_hostile_tests(path: str) -> list[HostileRow]:
+    outcomes = _HostileOutcomes()
+    code = pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", str(REPO / path)], plugins=[outcomes])
+    if code != 0 or outcomes.failed:
+        raise AssertionError(f"{path}: {', '.join(outcomes.failed) or f'pytest exit status {code}'}")
+    return outcomes.rows
+
+
+def _case(test: str) -> str:
+    name, _, params = test.partition("[")
+    words = name.removeprefix("test_").replace("_", " ")
+    return f"{words} [{params}" if params else words
+
+
+def render_hostile(sections: dict[str, list[HostileRow]], fuzzed: FuzzFigures) -> str:
+    parts = [_HOSTILE_INTRODUCTION]
+    for title, rows in sections.items():
+        parts += [f"\n### {title}\n", "| case | measured |", "|---|---|"]
+        parts += [f"| {_case(row.test)} | {'; '.join(row.figures) or 'passed'} |" for row in rows]
+    parts.append(f"\n### Fuzzing\n\n{fuzzed.rounds:,} mutated expositions ({fuzzed.mutated_families:,} families "
+                 f"mutated) in {fuzzed.seconds:.0f} s: **{fuzzed.crashes} crashes, {fuzzed.lost_families} "
+                 "well-formed families lost** (a family counts as lost if any of its points differs from the "
+                 "unmutated scrape's).")
+    return "\n".join(parts) + "\n"
+
+
 def _anchor(figures: Figures) -> str:
     text = f"{figures.number}. {figures.title}".lower()
     return "".join(c for c in text if c.isalnum() or c in " -").replace(" ", "-")
@@ -117,11 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         figures = asyncio.run(_run_all())
+        scenario_seconds = time.perf_counter() - started
+        hostile = {title: run_hostile_tests(path) for title, path in HOSTILE_TESTS.items()}
+        fuzzed = asyncio.run(fuzz(FUZZ_COUNT))
+        if fuzzed.crashes or fuzzed.lost_families:
+            raise AssertionError(f"fuzzing: {fuzzed}")
     except AssertionError as failure:
         print(f"a scenario failed, {args.output} left unchanged: {failure}", file=sys.stderr)
         return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(figures, time.perf_counter() - started))
+    args.output.write_text(render(figures, scenario_seconds) + "\n" + render_hostile(hostile, fuzzed))
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import abc
 import gzip
 import logging
-import ssl
 from urllib.parse import urlsplit
 
 import grpc
@@ -45,6 +44,7 @@ from bridge.http import (
     excerpt,
     post_bounded,
     retry_after,
+    tls_context,
 )
 from bridge.sinks.base import DeliveryError, PermanentError, RetryableError
 from bridge.sinks.otlp.config import Connection
@@ -181,13 +181,11 @@ class HttpTransport(Transport):
         self._reported_unread = False  # an unreadable 2xx answer is logged once
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(verify=self._tls_context(), timeout=self.connection.timeout_seconds)
-
-    def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.connection.certificate)
-        if self.connection.client_certificate:
-            context.load_cert_chain(self.connection.client_certificate, self.connection.client_key)
-        return context
+        connection = self.connection
+        self._client = httpx.AsyncClient(
+            verify=tls_context(connection.certificate, connection.client_certificate, connection.client_key),
+            timeout=connection.timeout_seconds,
+        )
 
     async def close(self) -> None:
         if self._client is not None:
