@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -12,9 +13,9 @@ from bridge.clock import ManualClock
 from bridge.simulator import CerebrasSimulator
 from tests.servers import ExpositionServer
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
-CEREBRAS_FIXTURES = SHARED_FIXTURES / "cerebras"
+#: The project's own expositions (see fixtures/README.md): the tests need nothing outside the repository.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CEREBRAS_FIXTURES = FIXTURES / "cerebras"
 
 #: A minute boundary far from "now", so ManualClock tests never depend on the wall clock.
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a minute boundary

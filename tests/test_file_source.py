@@ -1,4 +1,4 @@
-"""The file source reads the shared fixtures with the Cerebras preset."""
+"""The file source reads the project's Cerebras fixtures with the Cerebras preset."""
 
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ def read(path: str, clock: ManualClock, **extra: object):
 
 
 def test_cerebras_fixtures_with_the_preset(clock: ManualClock) -> None:
-    batch, due = read(str(CEREBRAS_FIXTURES / "mixed-labels.prom"), clock, preset="cerebras")
+    batch, due = read(str(CEREBRAS_FIXTURES / "two-endpoints-mixed-labels.prom"), clock, preset="cerebras")
     assert due is None, "once: the source is exhausted after one read"
     metrics = {m.name: m for m in batch.metrics}
     failures = metrics["requests_failure_total"]
     assert (failures.kind, failures.temporality) == (Kind.COUNTER, Temporality.DELTA)
     codes = {dict(p.attributes).get("http_code"): p.value for p in failures.points}
-    assert codes == {"429": 9.0, "500": 3.0, "503": 2.0, None: 0.0}
+    assert codes == {"429": 17.0, "502": 4.0, "504": 1.0, None: 0.0}
     statistics = {dict(p.attributes)["statistic"] for m in ("queue_time_seconds", "ttft_seconds")
                   for p in metrics[m].points}
     assert statistics == {"avg", "p50", "p90", "p95", "p99"}
@@ -40,12 +40,12 @@ def test_cerebras_fixtures_with_the_preset(clock: ManualClock) -> None:
 
 
 def test_idle_and_down_fixture(clock: ManualClock) -> None:
-    batch, _ = read(str(CEREBRAS_FIXTURES / "idle-and-down.prom"), clock, preset="cerebras")
+    batch, _ = read(str(CEREBRAS_FIXTURES / "idle-down-unknown.prom"), clock, preset="cerebras")
     metrics = {m.name: m for m in batch.metrics}
     assert all(math.isnan(p.value) for p in metrics["ttft_seconds"].points)
     assert "e2e_latency_seconds" not in metrics
     status = {dict(p.attributes)["endpoint"]: p.value for p in metrics["inference_endpoint_status"].points}
-    assert status == {"acme-idle-8b": 1.0, "acme-down-70b": 0.0}
+    assert status == {"northwind-phi-4-mini": 1.0, "northwind-deepseek-r1-70b": 0.0, "northwind-gemma-3-27b": -1.0}
 
 
 def test_unreadable_file_is_an_outcome_not_a_crash(clock: ManualClock, tmp_path) -> None:

@@ -8,13 +8,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_reference
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as om_reference,
+)
 from prometheus_client.parser import text_string_to_metric_families as text_reference
 
 from bridge import parser
 from bridge.parser import Family, Sample, is_openmetrics, parse
+from tests.conftest import FIXTURES as FIXTURE_DIR
 
-FIXTURES = sorted((Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cerebras").glob("*.prom"))
+FIXTURES = sorted(FIXTURE_DIR.glob("*/*.prom"))
 
 # ---------------------------------------------------------------------------
 # Comparison with prometheus_client
@@ -66,13 +69,20 @@ def assert_matches_reference(text: str, openmetrics: bool = False) -> None:
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
 def test_fixture_matches_prometheus_client(path: Path) -> None:
-    text = path.read_text()
+    text = path.read_bytes().decode()  # as written: read_text() would turn a CRLF file into LF
+    lf = text.replace("\r\n", "\n")
     assert_matches_reference(text)
-    assert_matches_reference(text.replace("\n", "\r\n"))
+    assert_matches_reference(lf)
+    assert_matches_reference(lf.replace("\n", "\r\n"))
 
 
 def test_fixtures_present() -> None:
-    assert len(FIXTURES) >= 3
+    """The cases the fixtures README promises, each in a file of its own."""
+    names = {f"{p.parent.name}/{p.name}" for p in FIXTURES}
+    assert {"cerebras/single-endpoint-all-families.prom", "cerebras/two-endpoints-mixed-labels.prom",
+            "cerebras/idle-down-unknown.prom", "cerebras/crlf-windows-capture.prom",
+            "exporter/http-service.prom"} <= names
+    assert b"\r\n" in (FIXTURE_DIR / "cerebras" / "crlf-windows-capture.prom").read_bytes()
 
 
 # ---------------------------------------------------------------------------

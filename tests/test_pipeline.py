@@ -172,7 +172,7 @@ def test_a_finished_file_source_does_not_make_the_bridge_unready(clock: ManualCl
     from tests.conftest import CEREBRAS_FIXTURES
 
     config = parse_config({
-        "sources": {"replay": {"type": "file", "path": str(CEREBRAS_FIXTURES / "reference-shape.prom"),
+        "sources": {"replay": {"type": "file", "path": str(CEREBRAS_FIXTURES / "single-endpoint-all-families.prom"),
                                "preset": "cerebras"}},
         "sinks": {"file": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
     })

@@ -54,7 +54,7 @@ def test_an_entry_point_sink_is_used_by_type(tmp_path: Path) -> None:
         sources:
           replay:
             type: file
-            path: {CEREBRAS_FIXTURES / 'reference-shape.prom'}
+            path: {CEREBRAS_FIXTURES / 'single-endpoint-all-families.prom'}
             preset: cerebras
         sinks:
           mine:
@@ -66,8 +66,8 @@ def test_an_entry_point_sink_is_used_by_type(tmp_path: Path) -> None:
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = out.read_text().splitlines()
-    assert "requests_count_total 1.0" in lines
-    assert "input_tokens_total 123456.0" in lines
+    assert "requests_count_total 37.0" in lines
+    assert "input_tokens_total 58904.0" in lines
     unknown = subprocess.run([sys.executable, "-m", "bridge.cli", "validate", "-c", str(config)],
                              capture_output=True, text=True, timeout=60)  # without the plug-in on the path
     assert unknown.returncode == 1 and "sinks.mine.type: unknown sink type 'lines'" in unknown.stderr
