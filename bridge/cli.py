@@ -104,6 +104,12 @@ async def _once(config: BridgeConfig, dry_run: bool, timeout: float) -> int:
     return 0 if batches else 3
 
 
+def _a_few(names: Sequence[str], noun: str, shown: int = 3) -> str:
+    """`1000 sources (s0000, s0001, s0002, ... 997 more)`: the start-up line stays short however big the config."""
+    more = f", ... {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} {noun}{'' if len(names) == 1 else 's'} ({', '.join(names[:shown])}{more})"
+
+
 async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> int:
     from bridge.health import HealthServer, HealthState
     from bridge.pipeline import Pipeline
@@ -142,10 +148,8 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
         await health_server.start()
     async with reloading:
         await pipeline.start()
-    log.info(
-        "metrics-bridge %s running %s: sources %s -> sinks %s",
-        __version__, config.path, ", ".join(config.sources), ", ".join(config.sinks),
-    )
+    log.info("metrics-bridge %s running %s: %s -> %s", __version__, config.path,
+             _a_few(list(config.sources), "source"), _a_few(list(config.sinks), "sink"))
     await stop.wait()
     if reloads:  # a reload under way gets the grace period to finish, then is cancelled
         _, unfinished = await asyncio.wait(reloads, timeout=grace)
