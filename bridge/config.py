@@ -91,7 +91,7 @@ class DeliveryConfig(StrictModel):
         None, gt=0, description="drop a payload whose window ended longer ago (sink default if unset: Datadog 3540)"
     )
     retry_initial_seconds: float = Field(1.0, gt=0, description="backoff ceiling after the first failure")
-    retry_max_seconds: float = Field(60.0, gt=0, description="cap of the backoff ceiling; Retry-After may exceed it")
+    retry_max_seconds: float = Field(60.0, gt=0, description="cap of the backoff and of any server-requested delay")
     drain_order: Literal["newest_first", "oldest_first"] = Field(
         "newest_first",
         description="after an outage: live data first, then backfill (newest_first); or in window order, for "

@@ -230,7 +230,8 @@ class HealthServer:
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; True if the connection may serve another (HTTP/1.1 keep-alive)."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT)
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
                 return False  # clean close between requests

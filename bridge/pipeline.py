@@ -216,7 +216,8 @@ class Pipeline:
                 if not any(e.collecting for e in self.sources.values()):
                     return
 
-        await asyncio.wait_for(quiet(), timeout)
+        async with asyncio.timeout(timeout):
+            await quiet()
 
     # -- reload ---------------------------------------------------------------------------------------
     async def reload(self, config: BridgeConfig) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from bridge import registry, secrets
 from bridge.config import validate_component
+from bridge.context import Context
 from bridge.sinks.otlp import OTLPSink
 from bridge.sinks.otlp.config import Connection, OTLPSinkConfig
 
@@ -130,6 +131,6 @@ def test_no_random_instance_id_unless_the_user_sets_one(monkeypatch: pytest.Monk
 def test_the_sink_is_registered_and_builds_from_config() -> None:
     config, problems = validate({"endpoint": "http://127.0.0.1:4318", "temporality": "delta"})
     assert problems == []
-    sink = registry.sinks.get("otlp")(name="collector", config=config, context=None)
+    sink = registry.sinks.get("otlp")(name="collector", config=config, context=Context())
     assert isinstance(sink, OTLPSink)
     assert sink.connection.url == "http://127.0.0.1:4318/v1/metrics" and sink.temporality.value == "delta"
