@@ -8,8 +8,8 @@ wants; nothing downstream has to guess from a metric's name.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Union
 
 #: Attributes (labels) of a point: sorted (key, value) pairs. A tuple so it is
 #: hashable and can key per-series caches and state in sinks.
@@ -50,7 +50,7 @@ class SummaryValue:
     quantiles: tuple[tuple[float, float], ...]  # (quantile, value), ascending
 
 
-Value = Union[float, HistogramValue, SummaryValue]
+Value = float | HistogramValue | SummaryValue
 
 
 @dataclass(slots=True)
@@ -70,6 +70,8 @@ class Metric:
     unit: str = ""  # UCUM-style as OTLP uses: "s", "1", "{request}", "{token}"
     description: str = ""
     monotonic: bool = True  # counters only
+    #: a hint from the source's preset: this gauge is a state a backend may also show as a service check
+    service_check: str | None = None
 
     def with_points(self, points: list[Point]) -> Metric:
         return replace(self, points=points)
@@ -84,6 +86,8 @@ class Batch:
     window_start_ns: int
     window_end_ns: int
     metrics: list[Metric]
+    #: a hint from the source's preset: the upstream's metric namespace (Datadog prefixes names with it)
+    namespace: str = ""
 
     def with_metrics(self, metrics: list[Metric]) -> Batch:
         return replace(self, metrics=metrics)

@@ -98,8 +98,8 @@ _UNESCAPED = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 # prometheus_client splits 0.0.4 comments on ASCII whitespace only, so HELP
 # text may start with other whitespace.
 _WS = "[ \t\n\r\x0b\x0c]"
-_META_RE = re.compile(rf"#{_WS}+(HELP|TYPE)(?:{_WS}+([^ \t\n\r\x0b\x0c]+)(?:{_WS}+(.*))?)?\Z", re.S)
-_OM_META_RE = re.compile(r"# +(HELP|TYPE|UNIT)(?: +([^ ]+)(?: +(.*))?)?\Z", re.S)
+_META_RE = re.compile(rf"#{_WS}+(HELP|TYPE)(?:{_WS}+([^ \t\n\r\x0b\x0c]+)(?:{_WS}+(.*))?)?\Z", re.DOTALL)
+_OM_META_RE = re.compile(r"# +(HELP|TYPE|UNIT)(?: +([^ ]+)(?: +(.*))?)?\Z", re.DOTALL)
 
 _TYPES = frozenset(
     {"counter", "gauge", "histogram", "summary", "untyped", "unknown", "info", "stateset", "gaugehistogram"}

@@ -57,9 +57,11 @@ def cerebras_batch(window_start: float = T0, *, endpoint: str = "ep-1", scale: f
             (ep + (("statistic", stat),), nan if idle else round(0.01 * (index + 1) * (rank + 1), 6))
             for rank, stat in enumerate(STATISTICS)
         ]))
-    metrics.append(gauge("inference_endpoint_status", "1", [(ep, status)]))
+    status_gauge = gauge("inference_endpoint_status", "1", [(ep, status)])
+    status_gauge.service_check = "inference_endpoint.status"  # the Cerebras preset's hint
+    metrics.append(status_gauge)
     metrics.append(gauge("cache_rate", "1", [(ep, nan if idle else 0.42)]))
-    return Batch("cerebras", CEREBRAS_RESOURCE, start, end, metrics)
+    return Batch("cerebras", CEREBRAS_RESOURCE, start, end, metrics, namespace="cerebras")
 
 
 class Wired:

@@ -10,7 +10,8 @@ from bridge.clock import ManualClock
 from bridge.config import parse_config
 from bridge.context import Context
 from bridge.simulator import CerebrasSimulator
-from bridge.sources.cerebras import FAMILIES, CerebrasSource
+from bridge.presets.cerebras import FAMILIES
+from bridge.sources.cerebras import CerebrasSource
 from tests.conftest import T0, run
 from tests.datadog_support import wired
 from tests.readme_tables import table_under

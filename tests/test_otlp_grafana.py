@@ -15,7 +15,7 @@ from bridge.config import validate_component
 from bridge.context import Context
 from bridge.sinks.otlp import GrafanaCloudSink
 from bridge.sinks.otlp.grafana import prometheus_name
-from bridge.sources.cerebras import FAMILIES
+from bridge.presets.cerebras import FAMILIES
 from tests.conftest import run
 from tests.readme_tables import table_under
 from tests.receivers.otlp import HttpReceiver

@@ -1,14 +1,11 @@
-"""The `cerebras` source: a preset of `prometheus` that knows the Cerebras Metrics API.
+"""The `cerebras` source: the `prometheus` source with the Cerebras preset and its API's shape.
 
 Config needs only `organization_id` (the URL is derived) and the API key
-(default: the CEREBRAS_API_KEY environment variable). The preset knows:
-- every value describes the last complete UTC minute (windowed, 60 s);
-- the `*_total` families are declared gauges but are per-minute counts:
-  they become delta counters over their window;
-- the latency families carry a statistic label spelled `statistic` or
-  `percentile`: it becomes one `statistic` attribute, the family stays a gauge;
-- at most 6 requests per minute per organization, retries included, shared by
-  every source that reads the same organization.
+(default: the CEREBRAS_API_KEY environment variable). What the families mean
+is the preset's (bridge/presets/cerebras.py); what this module adds is the
+API's shape: every value describes the last complete UTC minute (windowed,
+60 s), and at most 6 requests per minute per organization, retries included,
+shared by every source that reads the same organization.
 """
 
 from __future__ import annotations
@@ -21,42 +18,14 @@ from pydantic import Field, SecretStr, model_validator
 from bridge import registry
 from bridge.config import SourceConfig
 from bridge.context import Context
-from bridge.parser import Family
-from bridge.sources.classify import FamilyRule
+from bridge.presets.cerebras import STATISTIC_LABELS, rules
 from bridge.sources.prometheus import PrometheusSource, PrometheusSourceConfig
-from bridge.sources.scrape import BearerAuth, ScrapeError, TLSConfig
+from bridge.sources.scrape import BearerAuth, TLSConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://cloud.cerebras.ai/api/v1/metrics/organizations"
 API_KEY_ENV = "CEREBRAS_API_KEY"
-STATISTIC_LABELS = ["statistic", "percentile"]
-
-#: family -> (kind, temporality, unit); the README's Cerebras table is generated from the same facts.
-FAMILIES: dict[str, tuple[str, str | None, str]] = {
-    "requests_count_total": ("counter", "delta", "{request}"),
-    "requests_success_total": ("counter", "delta", "{request}"),
-    "requests_failure_total": ("counter", "delta", "{request}"),
-    "input_tokens_total": ("counter", "delta", "{token}"),
-    "output_tokens_total": ("counter", "delta", "{token}"),
-    "queue_time_seconds": ("gauge", None, "s"),
-    "e2e_latency_seconds": ("gauge", None, "s"),
-    "ttft_seconds": ("gauge", None, "s"),
-    "tpot_seconds": ("gauge", None, "s"),
-    "inference_endpoint_status": ("gauge", None, ""),  # a state (1 up, 0 down, -1 unknown), not a ratio
-    "cache_rate": ("gauge", None, "1"),
-}
-
-
-def preset_rules(statistic_labels: list[str]) -> list[FamilyRule]:
-    rules = []
-    for name, (kind, temporality, unit) in FAMILIES.items():
-        labels = statistic_labels if unit == "s" else []
-        rules.append(FamilyRule(match=name, kind=kind, temporality=temporality, unit=unit, statistic_labels=labels))
-    # Families the docs do not name yet (e.g. TPOT spelled differently): gauges, statistics still normalised.
-    rules.append(FamilyRule(match=".*_seconds", kind="gauge", unit="s", statistic_labels=statistic_labels))
-    rules.append(FamilyRule(match=".*", kind="gauge", statistic_labels=statistic_labels))
-    return rules
 
 
 class CerebrasSourceConfig(SourceConfig):
@@ -95,8 +64,10 @@ class CerebrasSourceConfig(SourceConfig):
             lag_seconds=self.lag_seconds,
             rate_limit_per_minute=self.rate_limit_per_minute,
             rate_limit_key=f"cerebras:{self.organization_id}",
-            families=preset_rules(self.statistic_labels),
+            families=[] if tuple(self.statistic_labels) == STATISTIC_LABELS else rules(self.statistic_labels),
+            resource={"cerebras.organization_id": self.organization_id},
             honor_timestamps=False,
+            preset="cerebras",
         )
 
 
@@ -106,33 +77,8 @@ class CerebrasSource(PrometheusSource):
 
     def __init__(self, name: str, config: CerebrasSourceConfig, context: Context) -> None:
         self.cerebras = config
-        self._warned_families: set[str] = set()
         super().__init__(name, config.as_prometheus(self.type_name), context)
 
-    def extra_resource(self) -> dict[str, str]:
-        return {"cerebras.organization_id": self.cerebras.organization_id}
-
-    def dropped_labels(self) -> frozenset[str]:
-        return frozenset({"organization_id"})  # carried once, on the resource
-
-    def on_family(self, family: Family) -> None:
-        if family.name not in FAMILIES and family.name not in self._warned_families:
-            self._warned_families.add(family.name)
-            log.warning(
-                "source %s: unknown Cerebras family %r (declared %s); forwarding it as a gauge",
-                self.name, family.name, family.type,
-            )
-
-    def explain(self, error: ScrapeError) -> str:
-        org = self.cerebras.organization_id
-        if error.status == 401:
-            return f"the API key was rejected (401) for {org}: check {API_KEY_ENV} or api_key; retrying each minute"
-        if error.status in (403, 404):
-            return (
-                f"metrics are not available for {org} ({error.status}): the feature may not be enabled for this "
-                f"organization (dedicated endpoints, private preview) or the organization id is wrong; "
-                f"retrying each minute"
-            )
-        if error.status == 429:
-            return f"rate limited by the API for {org} (429); backing off to the next minute"
-        return f"scrape of {org} failed: {error}"
+    @property
+    def target(self) -> str:
+        return self.cerebras.organization_id

@@ -13,14 +13,24 @@ import logging
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from bridge.config import Regex, StrictModel
 from bridge.http import excerpt
-from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
+from bridge.model import (
+    NS_PER_S,
+    Attrs,
+    HistogramValue,
+    Kind,
+    Metric,
+    Point,
+    SummaryValue,
+    Temporality,
+)
 from bridge.parser import Family, Sample
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,9 @@ class FamilyRule(StrictModel):
     unit: str | None = None
     statistic_labels: list[str] = Field(
         default_factory=list, description="labels that carry a statistic (p95, avg, ...); renamed to `statistic`"
+    )
+    service_check: str | None = Field(
+        None, description="a gauge that is a state (1 ok, 0 critical, -1 unknown): also sent as this service check"
     )
 
 
@@ -118,13 +131,17 @@ class Classifier:
 
     Never raises on what a target sends: a sample it cannot use is skipped and
     counted in `skipped` (reset by each classify), and the rest of the scrape is kept.
+    Labels in `resource_labels` are lifted off the points into `lifted` (label -> value,
+    reset by each classify) for the batch's resource; a point whose value differs from
+    the first one seen keeps its label, so nothing is lost.
     """
 
     rules: list[FamilyRule] = field(default_factory=list)
-    drop_labels: frozenset[str] = frozenset()
+    resource_labels: frozenset[str] = frozenset()
     on_family: Callable[[Family], None] | None = None  # sees each family once per scrape
     starts: SeriesStarts = field(default_factory=SeriesStarts)
     skipped: Skipped = field(default_factory=Skipped)
+    lifted: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._compiled = [_CompiledRule(re.compile(r.match), r) for r in self.rules]
@@ -140,6 +157,7 @@ class Classifier:
 
     def classify(self, families: list[Family], window: Window) -> list[Metric]:
         self.skipped = Skipped()
+        self.lifted = {}
         metrics = []
         for family in families:
             rule = self.rule_for(family.name)
@@ -156,11 +174,13 @@ class Classifier:
         return metrics
 
     def _attrs(self, labels: Attrs, rule: FamilyRule | None, exclude: frozenset[str] = frozenset()) -> Attrs:
-        if not self.drop_labels and not exclude and not (rule and rule.statistic_labels):
+        if not self.resource_labels and not exclude and not (rule and rule.statistic_labels):
             return labels
         out = []
         for key, value in labels:
-            if key in self.drop_labels or key in exclude:
+            if key in exclude:
+                continue
+            if key in self.resource_labels and self.lifted.setdefault(key, value) == value:
                 continue
             if rule and key in rule.statistic_labels:
                 key = STATISTIC
@@ -185,6 +205,7 @@ class Classifier:
         if metric is not None:
             metric.unit = unit
             metric.description = family.help
+            metric.service_check = rule.service_check if rule else None
         return metric
 
 

@@ -15,7 +15,6 @@ from pydantic import Field
 from bridge import registry
 from bridge.config import SourceConfig
 from bridge.context import Context
-from bridge.sources.cerebras import STATISTIC_LABELS, preset_rules
 from bridge.sources.classify import FamilyRule
 from bridge.sources.prometheus import PrometheusSource, PrometheusSourceConfig
 from bridge.sources.scrape import ScrapeError, ScrapeResult
@@ -38,9 +37,6 @@ class FileSource(PrometheusSource):
 
     def __init__(self, name: str, config: FileSourceConfig, context: Context) -> None:
         self.file_config = config
-        rules = list(config.families)
-        if config.preset == "cerebras":
-            rules += preset_rules(STATISTIC_LABELS)
         super().__init__(
             name,
             PrometheusSourceConfig(
@@ -49,8 +45,10 @@ class FileSource(PrometheusSource):
                 interval_seconds=config.interval_seconds,
                 offset_seconds=config.offset_seconds,
                 windowed=config.windowed or config.preset == "cerebras",
-                families=rules,
+                families=config.families,
                 resource=config.resource,
+                preset=config.preset,
+                honor_timestamps=config.preset != "cerebras",  # the API has none; a saved scrape is the same
             ),
             context,
         )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+from typing import Literal
 
 from pydantic import Field
 
-from bridge import registry, telemetry
+from bridge import presets, registry, telemetry
 from bridge.clock import minute_floor
 from bridge.config import SourceConfig
 from bridge.context import Context, RequestBudget
@@ -23,7 +24,14 @@ from bridge.model import NS_PER_S, Batch, attrs_from
 from bridge.parser import Family, is_openmetrics, parse
 from bridge.sources.base import Source
 from bridge.sources.classify import Classifier, FamilyRule, Window
-from bridge.sources.scrape import Auth, NoAuth, ScrapeError, Scraper, ScrapeResult, TLSConfig
+from bridge.sources.scrape import (
+    Auth,
+    NoAuth,
+    ScrapeError,
+    Scraper,
+    ScrapeResult,
+    TLSConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,10 @@ class PrometheusSourceConfig(SourceConfig):
     families: list[FamilyRule] = Field(default_factory=list, description="per-family kind/temporality/unit overrides")
     resource: dict[str, str] = Field(default_factory=dict, description="extra resource attributes")
     honor_timestamps: bool = True
+    preset: Literal["cerebras"] | None = Field(
+        None, description="what an upstream is known to mean: family rules (after `families`), resource labels, "
+        "namespace, error explanations (bridge/presets)"
+    )
 
 
 @registry.sources.register("prometheus")
@@ -56,14 +68,21 @@ class PrometheusSource(Source):
 
     def __init__(self, name: str, config: PrometheusSourceConfig, context: Context) -> None:
         super().__init__(name, config, context)
+        self.preset = presets.get(config.preset) if config.preset else None
+        rules = list(config.families)
+        if self.preset is not None:
+            rules += self.preset.rules(list(self.preset.statistic_labels))
         self.classifier = Classifier(
-            rules=list(config.families), drop_labels=self.dropped_labels(), on_family=self.on_family
+            rules=rules,
+            resource_labels=frozenset(self.preset.resource_labels if self.preset else ()),
+            on_family=self._warn_unknown if self.preset else None,
         )
+        self._warned_families: set[str] = set()
         self.budget: RequestBudget | None = (
             context.budget(self.budget_key, config.rate_limit_per_minute) if config.rate_limit_per_minute else None
         )
         self.scraper: Scraper | None = None
-        self.resource = attrs_from({"bridge.source": name, **self.extra_resource(), **config.resource})
+        self.resource = {"bridge.source": name, **config.resource}
         self._next_due: float | None = None
         self._attempts_this_window = 0
         self._accounted_end: float | None = None  # last window forwarded or counted as a gap
@@ -72,7 +91,6 @@ class PrometheusSource(Source):
         self.last_success: float | None = None
         self.last_error: str | None = None
 
-    # -- hooks for presets --------------------------------------------------
     @property
     def url(self) -> str:
         return self.config.url
@@ -81,17 +99,26 @@ class PrometheusSource(Source):
     def budget_key(self) -> str:
         return self.config.rate_limit_key or self.url
 
-    def extra_resource(self) -> dict[str, str]:
-        return {}
-
-    def dropped_labels(self) -> frozenset[str]:
-        return frozenset()
-
-    def on_family(self, family: Family) -> None:
-        """Called for each scraped family; presets warn about families they do not know."""
+    @property
+    def target(self) -> str:
+        """What an error explanation names: the URL here, the organization for Cerebras."""
+        return self.url
 
     def explain(self, error: ScrapeError) -> str:
-        return str(error)
+        template = self.preset.explanations.get(error.status or 0) if self.preset else None
+        return template.format(target=self.target) if template else f"scrape of {self.target} failed: {error}"
+
+    def _warn_unknown(self, family: Family) -> None:
+        """Once per family the preset does not document: how it is forwarded, so a new family is noticed."""
+        assert self.preset is not None
+        if family.name in self.preset.known_families or family.name in self._warned_families:
+            return
+        self._warned_families.add(family.name)
+        rule = self.classifier.rule_for(family.name)
+        kind = (rule.kind if rule and rule.kind else family.type) or "gauge"
+        temporality = f"{rule.temporality} " if rule and rule.temporality else ""
+        log.warning("source %s: unknown %s family %r (declared %s); forwarding it as a %s%s", self.name,
+                    self.preset.name, family.name, family.type, temporality, kind)
 
     async def fetch(self, now: float) -> ScrapeResult:
         assert self.scraper is not None, "start() first"
@@ -185,7 +212,13 @@ class PrometheusSource(Source):
         telemetry.SCRAPE_DURATION.labels(self.name).observe(max(0.0, self.context.clock.now() - now))
         telemetry.SCRAPES.labels(self.name, "ok").inc()
         telemetry.SAMPLES_IN.labels(self.name).inc(samples)
-        return Batch(self.name, self.resource, window.start_ns, window.end_ns, metrics)
+        resource = self.resource
+        if self.classifier.lifted:
+            assert self.preset is not None
+            lifted = {self.preset.resource_labels[k]: v for k, v in self.classifier.lifted.items()}
+            resource = {**resource, **lifted}
+        return Batch(self.name, attrs_from(resource), window.start_ns, window.end_ns, metrics,
+                     namespace=self.preset.namespace if self.preset else "")
 
     def _admit(self, batch: Batch, now: float) -> Batch | None:
         """Windowed sources forward each window once and count the windows that were lost."""
@@ -284,4 +317,4 @@ def _without_timestamps(families: list[Family]) -> list[Family]:
 
 
 def _iso(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -11,14 +11,22 @@ import asyncio
 import json
 import ssl
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
 from bridge import secrets
-from bridge.http import ERROR_BODY_LIMIT, USER_AGENT, BodyTooLarge, excerpt, read_bounded, retry_after, tls_context
 from bridge.config import StrictModel, check_tls_files
+from bridge.http import (
+    ERROR_BODY_LIMIT,
+    USER_AGENT,
+    BodyTooLarge,
+    excerpt,
+    read_bounded,
+    retry_after,
+    tls_context,
+)
 
 
 class NoAuth(StrictModel):
@@ -38,7 +46,7 @@ class BasicAuth(StrictModel):
     password_file: str | None = None
 
 
-Auth = Annotated[Union[NoAuth, BearerAuth, BasicAuth], Field(discriminator="type")]
+Auth = Annotated[NoAuth | BearerAuth | BasicAuth, Field(discriminator="type")]
 
 
 class TLSConfig(StrictModel):

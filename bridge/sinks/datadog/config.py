@@ -42,12 +42,12 @@ class DatadogSinkConfig(SinkConfig):
     tags: list[str] = Field(default_factory=list, description="added to every series and service check")
     host: str | None = Field(None, description="host to attach to series and service checks; none if unset")
     namespace: str = Field(
-        AUTO, description="metric name prefix; `auto`: `cerebras` for Cerebras batches, none otherwise; '' for none"
+        AUTO, description="metric name prefix; `auto`: the source preset's (`cerebras`), none otherwise; '' for none"
     )
     statistic_mode: Literal["tag", "suffix"] = Field(
         "tag", description="statistic-labelled gauges: one metric tagged statistic:p95, or one metric per statistic"
     )
-    service_checks: bool = Field(True, description="send inference_endpoint_status as a service check too")
+    service_checks: bool = Field(True, description="send state gauges a preset marks (inference_endpoint_status) as service checks too")
     flush_first_value: bool = Field(
         False, description="send a cumulative counter's first value as a count instead of only remembering it"
     )

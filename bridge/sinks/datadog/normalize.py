@@ -18,8 +18,8 @@ Windowed values are stamped at their window start, as DogStatsD stamps its
 buckets, so a minute's counts and percentiles line up. NaN and +-Inf are never
 sent: they are counted as dropped (`nan`, `inf`), as are points Datadog would
 reject for age (`too_old` > 1 h, `too_new` > 10 min ahead of the clock).
-Names: the namespace (default `cerebras` for Cerebras batches), then the
-metric name with `_total` stripped from counters, as Datadog's OpenMetrics
+Names: the namespace (by default the batch's own hint, `cerebras` for the
+Cerebras preset), then the metric name with `_total` stripped from counters, as Datadog's OpenMetrics
 check does.
 """
 
@@ -27,19 +27,25 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from bridge.clock import Clock
-from bridge.model import NS_PER_S, Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality
+from bridge.model import (
+    NS_PER_S,
+    Attrs,
+    Batch,
+    HistogramValue,
+    Kind,
+    Metric,
+    SummaryValue,
+    Temporality,
+)
 from bridge.sinks.datadog import encode
 from bridge.sinks.datadog.config import AUTO, DatadogSinkConfig
 
 STATISTIC = "statistic"
-STATUS_FAMILY = "inference_endpoint_status"
-CHECK_SUFFIX = "inference_endpoint.status"
-CEREBRAS_RESOURCE_KEY = "cerebras.organization_id"
-CEREBRAS_NAMESPACE = "cerebras"
 MAX_PAST_SECONDS = 3600
 MAX_FUTURE_SECONDS = 600
 SWEEP_EVERY_NS = 600 * NS_PER_S
@@ -189,7 +195,7 @@ class Normalizer:
         self.config = config
         self.clock = clock
         self._plans: dict[tuple[Attrs, str, Kind, Temporality | None, str, bool], _Plan] = {}
-        self._resource_tags: dict[Attrs, tuple[tuple[str, ...], str]] = {}
+        self._resource_tags: dict[Attrs, tuple[str, ...]] = {}
         self._last_sweep_ns = 0
         self._handlers: dict[Kind, Callable[[_Plan, Metric, _Run], None]] = {
             Kind.GAUGE: self._gauges,
@@ -210,7 +216,7 @@ class Normalizer:
             window_ns=batch.window_end_ns - batch.window_start_ns,
         )
         for metric in batch.metrics:
-            plan = self._plan(batch.resource, metric)
+            plan = self._plan(batch.resource, batch.namespace, metric)
             self._handlers[metric.kind](plan, metric, run)
             if plan.check_name is not None:
                 self._checks(plan, plan.check_name, metric, run)
@@ -220,27 +226,26 @@ class Normalizer:
         return run.out
 
     # ------------------------------------------------------------ identity
-    def _resource(self, resource: Attrs) -> tuple[tuple[str, ...], str]:
-        """(resource + global tags, namespace) of a batch resource."""
+    def _resource(self, resource: Attrs) -> tuple[str, ...]:
+        """Resource + global tags of a batch resource."""
         cached = self._resource_tags.get(resource)
         if cached is None:
-            namespace = self.config.namespace
-            if namespace == AUTO:
-                namespace = CEREBRAS_NAMESPACE if any(k == CEREBRAS_RESOURCE_KEY for k, _ in resource) else ""
             resource_tags = (t for t in (encode.tag(k, v) for k, v in resource) if t)
             global_tags = (t for t in map(encode.sanitize_tag, self.config.tags) if t)
-            cached = self._resource_tags[resource] = ((*resource_tags, *global_tags), namespace)
+            cached = self._resource_tags[resource] = (*resource_tags, *global_tags)
         return cached
 
-    def _plan(self, resource: Attrs, metric: Metric) -> _Plan:
-        key = (resource, metric.name, metric.kind, metric.temporality, metric.unit, metric.monotonic)
+    def _plan(self, resource: Attrs, batch_namespace: str, metric: Metric) -> _Plan:
+        key = (resource, batch_namespace, metric.name, metric.kind, metric.temporality, metric.unit, metric.monotonic,
+               metric.service_check)
         plan = self._plans.get(key)
         if plan is None:
-            tags, namespace = self._resource(resource)
+            tags = self._resource(resource)
+            namespace = batch_namespace if self.config.namespace == AUTO else self.config.namespace
             base = metric.name.removesuffix("_total") if metric.kind is Kind.COUNTER else metric.name
             check_name = None
-            if self.config.service_checks and metric.kind is Kind.GAUGE and metric.name == STATUS_FAMILY:
-                check_name = f"{namespace}.{CHECK_SUFFIX}" if namespace else CHECK_SUFFIX
+            if self.config.service_checks and metric.kind is Kind.GAUGE and metric.service_check:
+                check_name = f"{namespace}.{metric.service_check}" if namespace else metric.service_check
             plan = self._plans[key] = _Plan(
                 name=f"{namespace}.{base}" if namespace else base,
                 unit=datadog_unit(metric.unit, metric.name),

@@ -1,0 +1,41 @@
+"""What is special about an upstream, as data: a preset.
+
+A source that names a preset (`cerebras` does always; `prometheus` and `file`
+with `preset:`) gets its family rules, the labels that belong on the resource,
+the explanations of its errors, and the hints a sink needs: the metric
+namespace (a batch hint) and service-check names (a metric hint). So the live
+source and a replay of a saved scrape produce the same batch, and no sink ever
+recognises a vendor by its metric names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bridge.sources.classify import FamilyRule
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    #: statistic label spellings -> the family rules (first full match wins)
+    rules: Callable[[list[str]], list[FamilyRule]]
+    statistic_labels: tuple[str, ...] = ()
+    #: point label -> resource attribute it moves to (carried once per batch, not on every point)
+    resource_labels: dict[str, str] = field(default_factory=dict)
+    #: a batch hint: the backend-side metric namespace (Datadog prefixes names with it)
+    namespace: str = ""
+    #: families the upstream documents; others are forwarded by the catch-all rules, with one warning
+    known_families: frozenset[str] = frozenset()
+    #: HTTP status -> what it means for this upstream ({target} is the organization or URL)
+    explanations: dict[int, str] = field(default_factory=dict)
+
+
+def get(name: str) -> Preset:
+    from bridge.presets.cerebras import (
+        CEREBRAS,  # presets import the classifier: import them on first use
+    )
+
+    presets = {CEREBRAS.name: CEREBRAS}
+    return presets[name]
