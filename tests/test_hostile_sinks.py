@@ -152,7 +152,7 @@ def runner_for(target: Backend, clock: ManualClock, **delivery: Any) -> SinkRunn
     ids=["otlp-http-head", "otlp-http-body", "datadog-head", "datadog-body", "otlp-grpc-stalled"],
 )
 def test_a_trickled_answer_fails_at_the_sink_timeout_and_is_retried(
-    kind: str, manner: Manner | None, reason: str
+    kind: str, manner: Manner | None, reason: str, record_property: Any
 ) -> None:
     name = f"trickle-{kind}-{'stall' if manner is None else manner.head}"
 
@@ -179,13 +179,13 @@ def test_a_trickled_answer_fails_at_the_sink_timeout_and_is_retried(
         return gave_up_after
 
     gave_up_after = run(go())
-    print(f"{name}: gave up after {gave_up_after:.2f} s (timeout_seconds {TIMEOUT:g})")
+    record_property("hostile", f"gave up after {gave_up_after:.2f} s (timeout_seconds {TIMEOUT:g}), retried, delivered")
 
 
 # ---------------------------------------------------------------- 10. an endless body
 @pytest.mark.parametrize("kind", ["otlp-http", "datadog"])
 def test_an_endless_2xx_body_is_read_only_as_far_as_needed_and_the_payload_counts_as_delivered(
-    kind: str, caplog: pytest.LogCaptureFixture
+    kind: str, caplog: pytest.LogCaptureFixture, record_property: Any
 ) -> None:
     name = f"endless-{kind}"
     max_bytes = 256 * MiB  # what the server would send a client that kept reading
@@ -208,10 +208,11 @@ def test_an_endless_2xx_body_is_read_only_as_far_as_needed_and_the_payload_count
             return peak, await target.hostile_answers_ended()
 
     peak, sent = run(go())
-    print(f"{name}: traced peak {peak / MiB:.2f} MiB; the server got {[s // 1024 for s in sent]} KiB out")
     assert delivered(name) == 2 and failures(name, "timeout") == failures(name, "connection_error") == 0
     assert peak < 50 * MiB
     assert len(sent) == 2 and all(s < max_bytes for s in sent), "the client hung up long before the body ended"
+    record_property("hostile", f"traced peak {peak / MiB:.2f} MiB; the server got {[s // 1024 for s in sent]} KiB "
+                               "out before the bridge hung up; both payloads delivered")
     if kind == "otlp-http":
         assert caplog.text.count("with a body over 64 KiB or undecodable") == 1, "logged once, not per request"
 
