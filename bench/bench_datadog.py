@@ -16,22 +16,23 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datadog_api_client.model_utils import data_to_dict  # noqa: E402
-from datadog_api_client.v2.model.metric_intake_type import MetricIntakeType  # noqa: E402
-from datadog_api_client.v2.model.metric_payload import MetricPayload  # noqa: E402
-from datadog_api_client.v2.model.metric_point import MetricPoint  # noqa: E402
-from datadog_api_client.v2.model.metric_series import MetricSeries  # noqa: E402
+from datadog_api_client.model_utils import data_to_dict
+from datadog_api_client.v2.model.metric_intake_type import MetricIntakeType
+from datadog_api_client.v2.model.metric_payload import MetricPayload
+from datadog_api_client.v2.model.metric_point import MetricPoint
+from datadog_api_client.v2.model.metric_series import MetricSeries
 
-from bridge.clock import ManualClock  # noqa: E402
-from bridge.context import Context  # noqa: E402
-from bridge.model import NS_PER_S, Attrs, Batch, Kind, Metric, Point, Temporality  # noqa: E402
-from bridge.sinks.datadog import DatadogSink, DatadogSinkConfig, encode  # noqa: E402
-from bridge.sinks.datadog.normalize import Sample  # noqa: E402
+from bridge.clock import ManualClock
+from bridge.context import Context
+from bridge.model import NS_PER_S, Attrs, Batch, Kind, Metric, Point, Temporality
+from bridge.sinks.datadog import DatadogSink, DatadogSinkConfig, encode
+from bridge.sinks.datadog.normalize import Sample
 
 WINDOW_START = 1_800_000_000
 STATISTICS = ("avg", "p50", "p90", "p95", "p99")
@@ -50,11 +51,11 @@ def cerebras_batch(samples: int, window_start: int) -> Batch:
         for family in COUNTS:
             per_family.setdefault(family, []).append((ep, 100.0 + n))
         per_family.setdefault("requests_failure_total", []).extend(
-            [(ep + (("http_code", "429"),), 3.0), (ep + (("http_code", "503"),), 1.0)]
+            [((*ep, ("http_code", "429")), 3.0), ((*ep, ("http_code", "503")), 1.0)]
         )
         for family in LATENCIES:
             per_family.setdefault(family, []).extend(
-                (ep + (("statistic", s),), 0.01 * (k + 1) + n / 1e6) for k, s in enumerate(STATISTICS)
+                ((*ep, ("statistic", s)), 0.01 * (k + 1) + n / 1e6) for k, s in enumerate(STATISTICS)
             )
         per_family.setdefault("inference_endpoint_status", []).append((ep, 1.0))
         per_family.setdefault("cache_rate", []).append((ep, 0.42))

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics  # noqa: E402
-from opentelemetry.sdk.metrics.export import (  # noqa: E402  # noqa: E402
+from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics
+from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
     MetricsData,
@@ -36,15 +36,15 @@ from opentelemetry.sdk.metrics.export import (  # noqa: E402  # noqa: E402
     ScopeMetrics,
     Sum,
 )
-from opentelemetry.sdk.metrics.export import Metric as SDKMetric  # noqa: E402
-from opentelemetry.sdk.resources import Resource  # noqa: E402
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: E402
+from opentelemetry.sdk.metrics.export import Metric as SDKMetric
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from bridge import __version__  # noqa: E402
-from bridge.context import Context  # noqa: E402
-from bridge.model import NS_PER_S, Batch, Kind, Metric, Point, Temporality  # noqa: E402
-from bridge.sinks.otlp import OTLPSink, OTLPSinkConfig  # noqa: E402
-from bridge.sinks.otlp.encode import SCOPE_NAME, RequestEncoder  # noqa: E402
+from bridge import __version__
+from bridge.context import Context
+from bridge.model import NS_PER_S, Batch, Kind, Metric, Point, Temporality
+from bridge.sinks.otlp import OTLPSink, OTLPSinkConfig
+from bridge.sinks.otlp.encode import SCOPE_NAME, RequestEncoder
 
 TARGET_SAMPLES = 100_000
 REPEATS = 3

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
 
-from bridge import parser  # noqa: E402
+from bridge import parser
 
 TARGET_SAMPLES = 100_000
 REPEATS = 5

@@ -28,7 +28,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metrics-bridge",
-        description="Pull Prometheus-format metrics (the Cerebras Metrics API first) and push them to OTLP and Datadog.",
+        description="Pull Prometheus-format metrics (the Cerebras Metrics API first) and push them to OTLP and "
+        "Datadog.",
     )
     parser.add_argument("--version", action="version", version=f"metrics-bridge {__version__}")
     _common(parser)

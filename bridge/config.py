@@ -230,7 +230,8 @@ def check_tls_files(ca: str | None, cert: str | None, key: str | None, *, keys: 
 
 
 def _tls_reason(exc: OSError | ValueError) -> str:
-    if isinstance(exc, ssl.SSLError):  # e.g. NO_CERTIFICATE_OR_CRL_FOUND, KEY_VALUES_MISMATCH; "[SSL] PEM lib (_ssl.c:N)"
+    # e.g. NO_CERTIFICATE_OR_CRL_FOUND, KEY_VALUES_MISMATCH; "[SSL] PEM lib (_ssl.c:N)"
+    if isinstance(exc, ssl.SSLError):
         detail = exc.reason or re.sub(r"\[\w+\]\s*|\s*\(_ssl\.c:\d+\)", "", str(exc))
         return f"not usable PEM ({detail.lower().replace('_', ' ')})"
     if isinstance(exc, OSError):

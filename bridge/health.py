@@ -15,6 +15,7 @@ pipeline's event loop, needs no thread, and stops with the pipeline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -222,10 +223,8 @@ class HealthServer:
         finally:
             self._connections.pop(task, None)
             writer.close()
-            try:
+            with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
-            except ConnectionError:
-                pass
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; True if the connection may serve another (HTTP/1.1 keep-alive)."""

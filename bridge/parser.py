@@ -270,8 +270,8 @@ def _parse_text(text: str) -> ParseResult:
     samples: list[Sample] = []
     allowed: tuple[str, ...] = ()
 
-    for lineno, line in enumerate(text.split("\n"), 1):
-        line = line.strip()
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip()
         if not line:
             continue
         if line[0] == "#":

@@ -9,8 +9,9 @@ users write in YAML, value = the class), without forking the bridge.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,7 +51,7 @@ class Registry(Generic[T]):
             try:
                 self._types[ep.name] = ep.load()
                 self._types[ep.name].type_name = ep.name  # type: ignore[attr-defined]
-            except Exception as exc:  # a broken plug-in must not take the bridge down
+            except Exception as exc:  # noqa: BLE001  # a broken plug-in must not take the bridge down
                 log.warning("plug-in %s %r failed to load: %s", self.kind, ep.name, exc)
 
 

@@ -37,13 +37,13 @@ _enabled = os.environ.get(TEST_SWITCH) != TEST_SWITCH_VALUE
 
 def _disable_for_tests() -> None:
     """Let registered secrets through `redact` in this process: only tests call this."""
-    global _enabled
+    global _enabled  # noqa: PLW0603  # one module-wide switch, read by redact() without a lock
     _enabled = False
 
 
 def _enable() -> None:
     """Undo `_disable_for_tests` (tests restore the default after themselves)."""
-    global _enabled
+    global _enabled  # noqa: PLW0603  # one module-wide switch, read by redact() without a lock
     _enabled = True
 
 
@@ -55,7 +55,7 @@ def _printed_forms(value: str) -> set[str]:
 
 
 def register(value: str | None) -> None:
-    global _longest_first
+    global _longest_first  # noqa: PLW0603  # swapped whole under _lock; redact() reads it without one
     if not value:
         return
     forms = {form for form in _printed_forms(value) if len(form) >= _MIN_LENGTH}

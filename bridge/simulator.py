@@ -19,9 +19,9 @@ import json
 import math
 import random
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterable, Mapping, Sequence
 
 from bridge.clock import Clock, SystemClock, minute_floor
 from bridge.serverthread import ServerThread

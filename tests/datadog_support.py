@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from bridge.clock import ManualClock
 from bridge.context import Context
@@ -51,10 +52,10 @@ def cerebras_batch(window_start: float = T0, *, endpoint: str = "ep-1", scale: f
         delta(name, unit, [(ep, 0.0 if idle else counts[name] * scale)]) for name, unit in COUNT_FAMILIES.items()
     ]
     metrics.append(delta("requests_failure_total", "{request}",
-                         [(ep + (("http_code", code),), n * scale) for code, n in failed.items()] or [(ep, 0.0)]))
+                         [((*ep, ("http_code", code)), n * scale) for code, n in failed.items()] or [(ep, 0.0)]))
     for index, family in enumerate(LATENCY_FAMILIES):
         metrics.append(gauge(family, "s", [
-            (ep + (("statistic", stat),), nan if idle else round(0.01 * (index + 1) * (rank + 1), 6))
+            ((*ep, ("statistic", stat)), nan if idle else round(0.01 * (index + 1) * (rank + 1), 6))
             for rank, stat in enumerate(STATISTICS)
         ]))
     status_gauge = gauge("inference_endpoint_status", "1", [(ep, status)])

@@ -115,9 +115,10 @@ def mutate(rng: random.Random) -> tuple[str, set[str]]:
     touched = set(rng.sample(sorted(BASE), rng.randint(1, 3)))
     lines = []
     for family, family_lines in BASE.items():
-        for line in family_lines:
+        for original in family_lines:
+            line = original
             if family in touched and rng.random() < 0.5:
-                line = _mutate_line(line, rng)
+                line = _mutate_line(original, rng)
                 if rng.random() < 0.1:
                     lines.append(line)  # and once more
             lines.append(line)

@@ -87,7 +87,8 @@ class ExpositionServer(ServerThread):
 
     @property
     def url(self) -> str:
-        return "http://%s:%d/metrics" % self.server_address
+        host, port = self.server_address
+        return f"http://{host}:{port}/metrics"
 
     def respond(self, *responses: Response) -> None:
         with self._lock:
@@ -97,7 +98,8 @@ class ExpositionServer(ServerThread):
         """Script the answers for one path; returns that path's URL."""
         with self._lock:
             self.routes[path] = list(responses)
-        return "http://%s:%d%s" % (*self.server_address, path)
+        host, port = self.server_address
+        return f"http://{host}:{port}{path}"
 
     def requests_to(self, path: str) -> int:
         with self._lock:

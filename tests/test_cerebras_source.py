@@ -65,7 +65,7 @@ def test_families_get_their_meaning(simulator: CerebrasSimulator, clock: ManualC
         assert {dict(p.attributes)["statistic"] for p in metric.points} == {"avg", "p50", "p90", "p95", "p99"}
     assert (metrics["inference_endpoint_status"].kind, metrics["inference_endpoint_status"].unit) == (Kind.GAUGE, "")
     assert (metrics["cache_rate"].kind, metrics["cache_rate"].unit) == (Kind.GAUGE, "1")
-    for metric, point in batch.iter_points():
+    for _metric, point in batch.iter_points():
         assert (point.start_ns, point.end_ns) == (batch.window_start_ns, batch.window_end_ns)
         assert "organization_id" not in dict(point.attributes), "the org id lives on the resource only"
     expected = simulator.window_values(T0)
@@ -120,7 +120,7 @@ def test_two_sources_for_one_org_share_the_budget_and_the_window(simulator: Cere
         forwarded = 0
         try:
             await clock.set(T0 + 65)
-            for i in range(10):  # both sources hammer the same minute
+            for _ in range(10):  # both sources hammer the same minute
                 for source in (a, b):
                     forwarded += (await source.collect(clock.now())) is not None
                 await clock.advance(1)

@@ -15,7 +15,7 @@ CLI = [sys.executable, "-m", "bridge.cli"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([*CLI, *args], capture_output=True, check=False, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
 
 

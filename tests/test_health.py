@@ -199,7 +199,7 @@ def test_malformed_request_gets_400() -> None:
 
 def test_port_before_start_is_an_error() -> None:
     with pytest.raises(RuntimeError):
-        HealthServer("127.0.0.1:0", HealthState(ManualClock(START))).port
+        _ = HealthServer("127.0.0.1:0", HealthState(ManualClock(START))).port
 
 
 def test_every_self_metric_is_documented_in_the_readme() -> None:

@@ -48,7 +48,10 @@ def refused(result: subprocess.CompletedProcess[str], *expected: str) -> None:
 
 
 def billion_laughs(levels: int = 9) -> str:
-    """a0 holds 9 strings, a1 nine a0s, ... a{levels}: 9**(levels + 1) strings once expanded, a few hundred bytes of YAML."""
+    """a0 holds 9 strings, a1 nine a0s, ... a{levels}: 9**(levels + 1) strings once expanded.
+
+    A few hundred bytes of YAML.
+    """
     lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
     return "\n".join(lines)
@@ -216,12 +219,14 @@ def test_tls_files_are_loaded_as_the_scrape_will_load_them(certificates: Path) -
     assert problems_of(source_tls(cert_file=f"{one}.crt", key_file=f"{two}.key")) == [
         f"sources.p.tls: cert_file {one}.crt with key_file {two}.key: not usable PEM (key values mismatch)"]
     assert problems_of(source_tls(cert_file=f"{locked}.crt", key_file=f"{locked}.key")) == [
-        f"sources.p.tls: cert_file {locked}.crt with key_file {locked}.key: is encrypted: the bridge needs an unencrypted key"
+        f"sources.p.tls: cert_file {locked}.crt with key_file {locked}.key: is encrypted: "
+        "the bridge needs an unencrypted key"
     ]
     assert problems_of(source_tls(key_file=f"{one}.key")) == [
         "sources.p.tls: key_file needs cert_file (the certificate that goes with the key)"]
     assert problems_of(source_tls(cert_file=f"{one}.crt")) == [
-        f"sources.p.tls: cert_file {one}.crt: not usable PEM (pem lib) (without key_file, the cert_file must hold the private key too)"
+        f"sources.p.tls: cert_file {one}.crt: not usable PEM (pem lib) "
+        "(without key_file, the cert_file must hold the private key too)"
     ]
 
 
@@ -409,7 +414,7 @@ def test_a_reload_that_fails_to_build_keeps_the_running_pipeline(
 
 def test_a_sink_that_fails_to_take_over_its_spool_gives_it_back(tmp_path: Path,
                                                                scrape_target: ExpositionServer) -> None:
-    """A changed sink with a spool: the old one hands the spool over; the new one cannot start; the old config is back."""
+    """A changed sink with a spool: the old one hands it over; the new one cannot start; the old config is back."""
     points = tmp_path / "points.jsonl"
 
     def config(path: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """A simulated hour end to end: Cerebras simulator -> bridge (scheduler, source, OTLP sink) -> a real receiver.
 
-Every count adds up to the simulator's totals; every gauge arrives with exactly the value served (NaN, flagged, where idle).
+Every count adds up to the simulator's totals; every gauge arrives with exactly the value served
+(NaN, flagged, where idle).
 """
 
 from __future__ import annotations

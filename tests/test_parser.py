@@ -245,7 +245,7 @@ def _om_series(draw: st.DrawFn, kind: str | None, name: str, labels: str, end: s
         counts = sorted(draw(st.lists(st.integers(0, 50), min_size=len(bounds), max_size=len(bounds))))
         lines = [
             f"{name}_bucket{_with(labels, _label('le', le))} {count}{end}{draw(st.just('') | exemplar)}"
-            for le, count in zip(bounds, counts)
+            for le, count in zip(bounds, counts, strict=True)
         ]
         if draw(st.booleans()):
             count, total = ("_count", "_sum") if kind == "histogram" else ("_gcount", "_gsum")

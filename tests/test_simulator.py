@@ -192,8 +192,8 @@ def test_statistic_label_option(make_sim: MakeSim) -> None:
     families = {f.name: f for f in text_string_to_metric_families(get(sim.url).text)}
     for family in LATENCY_FAMILIES:
         labels = [sample.labels for sample in families[family].samples]
-        assert labels and all("percentile" in l and "statistic" not in l for l in labels)
-        assert {l["percentile"] for l in labels} == set(STATISTICS)
+        assert labels and all("percentile" in label and "statistic" not in label for label in labels)
+        assert {label["percentile"] for label in labels} == set(STATISTICS)
 
 
 def test_fail_next_forces_responses(make_sim: MakeSim) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge.config import parse_config
 from bridge.model import Batch, Kind, Metric, Point
-from bridge.pipeline import build_transforms, apply_transforms
+from bridge.pipeline import apply_transforms, build_transforms
 
 
 def batch() -> Batch:

@@ -163,7 +163,7 @@ class SinkRunner:
     async def _flush(self, grace: float) -> None:
         """Until nothing is pending, or the next retry is due after the grace period anyway."""
         deadline = self.clock.now() + grace
-        while self._pending and not (self._retry_at is not None and self._retry_at > deadline):
+        while self._pending and not (self._retry_at is not None and self._retry_at > deadline):  # noqa: ASYNC110  # polled: two conditions, changed in many places
             await asyncio.sleep(_FLUSH_POLL_SECONDS)
 
     async def settle(self) -> None:
@@ -203,7 +203,7 @@ class SinkRunner:
         self._evict_over_caps()
 
     def _spool_entry(self, entry: Entry) -> None:
-        """Hand the bytes to the spool; from here on they live only on disk (or back in the entry, if the write fails)."""
+        """Hand the bytes to the spool: from here on they live only on disk (or in the entry again if writing fails)."""
         assert self.spool is not None and entry.payload is not None
         payload, entry.payload = entry.payload, None  # before the spool's thread may put it back
         self.spool.add(entry, payload)

@@ -28,6 +28,7 @@ and logged once per bad spell, never once per payload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
@@ -137,10 +138,8 @@ class Spool:
         """The database and its WAL on disk (what a volume must hold)."""
         total = 0
         for path in (self.path, self.path.with_name(self.path.name + "-wal")):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += path.stat().st_size
-            except FileNotFoundError:
-                pass
         return total
 
     async def _run(self, work: Callable[..., T], *args: Any) -> T:
@@ -233,10 +232,8 @@ class Spool:
         target = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
         self.path.rename(target)
         for suffix in ("-wal", "-shm"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.path.with_name(self.path.name + suffix).rename(target.with_name(target.name + suffix))
-            except FileNotFoundError:
-                pass
         return target
 
     def _insert(self, entry: Entry, payload: Payload) -> None:
@@ -278,7 +275,8 @@ class Spool:
             meta, body = json.loads(row[0]), row[1]
             if not isinstance(meta, dict) or not isinstance(body, bytes):
                 raise TypeError("not a payload the bridge stored")
-        except (sqlite3.Error, ValueError, TypeError) as exc:  # a damaged page or a tampered row: only this payload is lost
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            # a damaged page or a tampered row: only this payload is lost
             self._failed("corrupt_row", f"a stored payload is unreadable ({exc}); such payloads are dropped")
             return None
         return Payload(body, entry.window_end_ns, entry.points, meta)

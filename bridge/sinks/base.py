@@ -58,10 +58,10 @@ class Sink(abc.ABC):
         self.config = config
         self.context = context
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027  # an optional hook: nothing to do by default
         """Open connections; called once before the first delivery."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027  # an optional hook: nothing to do by default
         """Release connections."""
 
     @abc.abstractmethod

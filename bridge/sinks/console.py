@@ -86,9 +86,9 @@ def render_table(batch: Batch, max_rows: int) -> str:
     window = f"{_clock(batch.window_start_ns)} → {_clock(batch.window_end_ns)[11:]} UTC"
     lines = [
         f"── {_one_line(batch.source)} · window {window} · {len(rows)} points{' · ' + resource if resource else ''}",
-        "  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip(),
+        "  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip(),
     ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in shown]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in shown]
     if len(rows) > len(shown):
         lines.append(f"… {len(rows) - len(shown)} more points")
     return "\n".join(lines) + "\n\n"

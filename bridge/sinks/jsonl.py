@@ -70,7 +70,7 @@ class JsonlSink(Sink):
 
     async def start(self) -> None:
         if self.config.path != "-":
-            self._file = open(self.config.path, "ab")
+            self._file = open(self.config.path, "ab")  # noqa: ASYNC230, SIM115  # once, at start; held until close()
 
     async def close(self) -> None:
         if self._file is not None:

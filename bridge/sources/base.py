@@ -19,10 +19,10 @@ class Source(abc.ABC):
         self.config = config
         self.context = context
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027  # an optional hook: nothing to do by default
         """Open clients or servers; called once before the first collect."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027  # an optional hook: nothing to do by default
         """Release everything start() opened."""
 
     @abc.abstractmethod

@@ -182,9 +182,7 @@ class Classifier:
                 continue
             if key in self.resource_labels and self.lifted.setdefault(key, value) == value:
                 continue
-            if rule and key in rule.statistic_labels:
-                key = STATISTIC
-            out.append((key, value))
+            out.append((STATISTIC if rule and key in rule.statistic_labels else key, value))
         out.sort()
         return tuple(out)
 

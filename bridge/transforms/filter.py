@@ -57,6 +57,7 @@ class Filter(Transform):
                 ]
                 if not points:
                     continue
-                metric = metric.with_points(points)
-            metrics.append(metric)
+                metrics.append(metric.with_points(points))
+            else:
+                metrics.append(metric)
         return batch.with_metrics(metrics)

@@ -58,7 +58,8 @@ class SerialExporter(ServerThread):
 
     @property
     def url(self) -> str:
-        return "http://%s:%d/metrics" % self.server_address
+        host, port = self.server_address
+        return f"http://{host}:{port}/metrics"
 
     def pause(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ and `lose_answer` hold a request until `release()` or `stop()`.
 from __future__ import annotations
 
 import abc
+import contextlib
 import http.client
 import json
 import socket
@@ -432,7 +433,5 @@ def _pump(source: socket.socket, sink: socket.socket | None, forwarding: Callabl
         pass
     for sock in (source, sink):
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass

@@ -199,7 +199,7 @@ class SimulatedBridge:
         return {int(start + MINUTE) for start in self.simulator.served_windows}
 
     async def settle(self, waiting_on: Sequence[Backend] | None = None) -> None:
-        """Pipeline.settle(); or, with `waiting_on`, the source and only those sinks (another may be stuck on purpose)."""
+        """Pipeline.settle(); with `waiting_on`, the source and only those sinks (another may be stuck on purpose)."""
         if waiting_on is None:
             await self.pipeline.settle()
         else:
@@ -243,7 +243,8 @@ class SimulatedBridge:
         arrivals = backend.arrivals()
         served = self.served_window_ends()
         assert arrivals.windows == served, (
-            f"{backend.name}: missing {sorted(served - arrivals.windows)}, unexpected {sorted(arrivals.windows - served)}"
+            f"{backend.name}: missing {sorted(served - arrivals.windows)}, "
+            f"unexpected {sorted(arrivals.windows - served)}"
         )
         assert arrivals.duplicated == 0, f"{backend.name}: {arrivals.duplicated} duplicate deliveries"
         assert_totals(backend.name, arrivals, self.simulator.count_totals())

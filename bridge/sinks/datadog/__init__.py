@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bridge import registry, telemetry
 from bridge.context import Context
@@ -122,7 +122,7 @@ class DatadogSink(Sink):
                 for point in series["points"]:
                     per_window[point["timestamp"]].add((series["metric"], identity))
         windows = ", ".join(
-            f"{datetime.fromtimestamp(ts, timezone.utc):%Y-%m-%dT%H:%M:%SZ}: {len(metrics)}"
+            f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%dT%H:%M:%SZ}: {len(metrics)}"
             for ts, metrics in sorted(per_window.items())
         )
         busiest = max((len(metrics) for metrics in per_window.values()), default=0)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 SERIES_PATH = "/api/v2/series"
 CHECK_RUN_PATH = "/api/v1/check_run"

@@ -131,6 +131,8 @@ def _promql_name(metric: metrics_pb2.Metric) -> str:
     metric_type: OTLPMetricType
     if data == "sum":
         metric_type = "monotonic_sum" if metric.sum.is_monotonic else "sum"
-    else:
-        metric_type = data  # type: ignore[assignment]  # gauge, histogram or summary
+    elif data == "gauge" or data == "summary":
+        metric_type = data
+    else:  # a histogram (the encoder writes no exponential ones): named like a summary, with no suffix
+        metric_type = "histogram"
     return prometheus_name(metric.name, metric.unit, metric_type)
