@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -38,8 +38,15 @@ from pydantic import (
 
 from bridge import registry, secrets
 
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
 #: libyaml's loader when PyYAML was built with it: the same results, several times faster.
-_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: mypy checks _Loader against SafeLoader: both take construct_object from the same BaseConstructor.
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader
+else:
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 DEFAULT_CONFIG = "default.yaml"  # shipped inside the package; config/demo.yaml is the same file
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -366,7 +373,7 @@ def _loc_path(prefix: str, loc: tuple[Any, ...], data: Any) -> str:
     return path
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
     if error["type"] == "missing":

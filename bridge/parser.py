@@ -351,16 +351,16 @@ def _om_sample(line: str, cache: _LabelCache, names: dict[str, str]) -> Sample:
         labels = ()
         rest = line[space + 1 :]
 
-    token, space, tail = rest.partition(" ")
+    token, sep, tail = rest.partition(" ")
     value = _value(token)
     timestamp = None
-    if space:
+    if sep:
         if tail.startswith("#"):
             exemplar = tail
         else:
-            token, space, exemplar = tail.partition(" ")
+            token, sep, exemplar = tail.partition(" ")
             timestamp = _om_timestamp(token)
-            if space and not exemplar:
+            if sep and not exemplar:
                 raise ValueError("trailing space")
         if exemplar:
             _check_exemplar(exemplar)

@@ -29,7 +29,7 @@ STOP_MARGIN_SECONDS = 5.0
 
 
 def build_transforms(configs: list[TransformConfig]) -> list[Transform]:
-    return [registry.transforms.get(c.type)(c) for c in configs]
+    return [registry.transforms.require(c.type)(c) for c in configs]
 
 
 def apply_transforms(transforms: list[Transform], batch: Batch) -> Batch:
@@ -68,13 +68,13 @@ class Pipeline:
         self.transforms = build_transforms(config.transforms)
         self.lanes = {name: self._build_lane(name, sink_config, config) for name, sink_config in config.sinks.items()}
         self.sources = {
-            name: SourceTask(source_config, registry.sources.get(source_config.type)(name, source_config, self.context))
+            name: SourceTask(source_config, registry.sources.require(source_config.type)(name, source_config, self.context))
             for name, source_config in config.sources.items()
         }
         self._activity = asyncio.Event()
 
     def _build_lane(self, name: str, sink_config: SinkConfig, config: BridgeConfig) -> SinkLane:
-        sink = registry.sinks.get(sink_config.type)(name, sink_config, self.context)
+        sink = registry.sinks.require(sink_config.type)(name, sink_config, self.context)
         transform_configs = config.sink_transforms.get(name, [])
         runner = SinkRunner(sink, sink_config.delivery, self.context)
         return SinkLane(sink_config, transform_configs, build_transforms(transform_configs), runner)
@@ -247,7 +247,7 @@ class Pipeline:
                 entry = old_sources.get(name)
                 if entry is None or entry.config != source_config:
                     entry = SourceTask(
-                        source_config, registry.sources.get(source_config.type)(name, source_config, self.context)
+                        source_config, registry.sources.require(source_config.type)(name, source_config, self.context)
                     )
                 sources[name] = entry
         except Exception as exc:

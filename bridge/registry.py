@@ -11,10 +11,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from bridge.sinks.base import Sink
+    from bridge.sources.base import Source
+    from bridge.transforms.base import Transform
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+
+
+class Component(Protocol):
+    """What every registered class has: the `type` users write in YAML, set when it is registered."""
+
+    type_name: ClassVar[str]
+
+
+T = TypeVar("T", bound=Component)
 
 
 class Registry(Generic[T]):
@@ -27,7 +40,7 @@ class Registry(Generic[T]):
     def register(self, type_name: str) -> Callable[[type[T]], type[T]]:
         def decorate(cls: type[T]) -> type[T]:
             self._types[type_name] = cls
-            cls.type_name = type_name  # type: ignore[attr-defined]
+            cls.type_name = type_name
             return cls
 
         return decorate
@@ -36,6 +49,13 @@ class Registry(Generic[T]):
         if type_name not in self._types:
             self._load_entry_points()
         return self._types.get(type_name)
+
+    def require(self, type_name: str) -> type[T]:
+        """The class of a type the config's validation has already found (LookupError otherwise)."""
+        cls = self.get(type_name)
+        if cls is None:
+            raise LookupError(f"unknown {self.kind} type {type_name!r}")
+        return cls
 
     def names(self) -> list[str]:
         self._load_entry_points()
@@ -49,15 +69,16 @@ class Registry(Generic[T]):
             if ep.name in self._types:
                 continue
             try:
-                self._types[ep.name] = ep.load()
-                self._types[ep.name].type_name = ep.name  # type: ignore[attr-defined]
+                cls = ep.load()
+                cls.type_name = ep.name
+                self._types[ep.name] = cls
             except Exception as exc:  # noqa: BLE001  # a broken plug-in must not take the bridge down
                 log.warning("plug-in %s %r failed to load: %s", self.kind, ep.name, exc)
 
 
-sources: Registry[Any] = Registry("source")
-transforms: Registry[Any] = Registry("transform")
-sinks: Registry[Any] = Registry("sink")
+sources: Registry[Source] = Registry("source")
+transforms: Registry[Transform] = Registry("transform")
+sinks: Registry[Sink] = Registry("sink")
 
 
 def load_builtins() -> None:

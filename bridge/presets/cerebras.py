@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from bridge.presets import Preset
 from bridge.sources.classify import FamilyRule
 
@@ -21,7 +23,7 @@ STATISTIC_LABELS = ("statistic", "percentile")
 ENDPOINT_STATUS_CHECK = "inference_endpoint.status"
 
 #: family -> (kind, temporality, unit); the README's Cerebras table is generated from the same facts.
-FAMILIES: dict[str, tuple[str, str | None, str]] = {
+FAMILIES: dict[str, tuple[Literal["gauge", "counter"], Literal["cumulative", "delta"] | None, str]] = {
     "requests_count_total": ("counter", "delta", "{request}"),
     "requests_success_total": ("counter", "delta", "{request}"),
     "requests_failure_total": ("counter", "delta", "{request}"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import ClassVar
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -73,7 +74,7 @@ class CerebrasSourceConfig(SourceConfig):
 
 @registry.sources.register("cerebras")
 class CerebrasSource(PrometheusSource):
-    Config = CerebrasSourceConfig  # type: ignore[assignment]
+    Config: ClassVar[type[SourceConfig]] = CerebrasSourceConfig
 
     def __init__(self, name: str, config: CerebrasSourceConfig, context: Context) -> None:
         self.cerebras = config

@@ -300,9 +300,10 @@ def _histogram(classifier: Classifier, family: Family, rule: FamilyRule | None, 
         count = _first_value(parts, "_count")
         if math.isnan(count) and buckets:
             count = buckets[-1][1]
-        anchor = (parts.get("_bucket") or parts.get("_count") or [None])[0]
-        if anchor is None:
+        anchors = parts.get("_bucket") or parts.get("_count")
+        if not anchors:
             continue
+        anchor = anchors[0]
         end = classifier._point_end(family, anchor, window)
         if end is None:
             continue
@@ -317,9 +318,10 @@ def _summary(classifier: Classifier, family: Family, rule: FamilyRule | None, wi
     for attrs, parts in _grouped(classifier, family, rule, "quantile").items():
         quantiles = _bounds(classifier, family, parts.get("", []), "quantile", None)
         count = _first_value(parts, "_count")
-        anchor = (parts.get("_count") or parts.get("") or [None])[0]
-        if anchor is None:
+        anchors = parts.get("_count") or parts.get("")
+        if not anchors:
             continue
+        anchor = anchors[0]
         end = classifier._point_end(family, anchor, window)
         if end is None:
             continue

@@ -33,7 +33,7 @@ class FileSourceConfig(SourceConfig):
 
 @registry.sources.register("file")
 class FileSource(PrometheusSource):
-    Config = FileSourceConfig  # type: ignore[assignment]
+    Config = FileSourceConfig
 
     def __init__(self, name: str, config: FileSourceConfig, context: Context) -> None:
         self.file_config = config

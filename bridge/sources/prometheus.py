@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -64,7 +64,8 @@ class PrometheusSourceConfig(SourceConfig):
 
 @registry.sources.register("prometheus")
 class PrometheusSource(Source):
-    Config = PrometheusSourceConfig
+    Config: ClassVar[type[SourceConfig]] = PrometheusSourceConfig
+    config: PrometheusSourceConfig
 
     def __init__(self, name: str, config: PrometheusSourceConfig, context: Context) -> None:
         super().__init__(name, config, context)
@@ -142,7 +143,7 @@ class PrometheusSource(Source):
         due = minute_floor(now, interval) + self.config.offset_seconds
         return due if due > now else due + interval
 
-    def next_due(self, now: float) -> float:
+    def next_due(self, now: float) -> float | None:
         if self._next_due is None:
             self._next_due = now  # first scrape at once: the last complete window is already there
         return self._next_due

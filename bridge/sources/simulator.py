@@ -27,7 +27,7 @@ class SimulatorSourceConfig(SourceConfig):
 
 @registry.sources.register("simulator")
 class SimulatorSource(CerebrasSource):
-    Config = SimulatorSourceConfig  # type: ignore[assignment]
+    Config = SimulatorSourceConfig
 
     def __init__(self, name: str, config: SimulatorSourceConfig, context: Context) -> None:
         key = pysecrets.token_urlsafe(16)

@@ -194,7 +194,7 @@ class Normalizer:
     def __init__(self, config: DatadogSinkConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
-        self._plans: dict[tuple[Attrs, str, Kind, Temporality | None, str, bool], _Plan] = {}
+        self._plans: dict[tuple[Attrs, str, str, Kind, Temporality | None, str, bool, str | None], _Plan] = {}
         self._resource_tags: dict[Attrs, tuple[str, ...]] = {}
         self._last_sweep_ns = 0
         self._handlers: dict[Kind, Callable[[_Plan, Metric, _Run], None]] = {
@@ -307,6 +307,8 @@ class Normalizer:
             self._count(run, series, start_ns, end_ns, value)
 
     # ------------------------------------------------------------ per kind
+    # Point.value follows the metric's kind (a float for a gauge or counter), which the type checker cannot
+    # see: hence the `type: ignore`s on the values below.
     def _gauges(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         for point in metric.points:
             series = plan.get(point.attributes, point.attributes, "", encode.GAUGE, plan.unit, ())

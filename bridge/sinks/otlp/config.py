@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.resources import (
@@ -27,6 +27,9 @@ from bridge import secrets
 from bridge.config import SinkConfig, check_tls_files
 
 Protocol = Literal["grpc", "http/protobuf"]
+PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
+Compression = Literal["gzip", "none"]
+COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
 AttributeValue = str | bool | int | float | Sequence[str | bool | int | float]  # what OTel attributes may hold
 
 DEFAULT_PROTOCOL: Protocol = "http/protobuf"  # the spec's recommended default
@@ -65,14 +68,18 @@ def _env(setting: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
     return None
 
 
-def _env_choice(setting: str, choices: tuple[str, ...], environ: Mapping[str, str]) -> str | None:
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def _env_choice(setting: str, choices: tuple[_Choice, ...], environ: Mapping[str, str]) -> _Choice | None:
     found = _env(setting, environ)
     if found is None:
         return None
     name, value = found
-    if value.lower() not in choices:
-        raise ValueError(f"{name}={value!r} is not supported (expected one of: {', '.join(choices)})")
-    return value.lower()
+    for choice in choices:
+        if value.lower() == choice:
+            return choice
+    raise ValueError(f"{name}={value!r} is not supported (expected one of: {', '.join(choices)})")
 
 
 class OTLPCommonConfig(SinkConfig):
@@ -102,6 +109,7 @@ class OTLPCommonConfig(SinkConfig):
         restart; the encoder uses the source's name instead (as the Collector's Prometheus
         receiver uses the scrape target), which is stable.
         """
+        # The SDK's Attributes type also allows bytes, maps and None, which none of its detectors produce.
         attributes: dict[str, AttributeValue] = dict(Resource.create(dict(self.resource_attributes)).attributes)  # type: ignore[arg-type]
         if str(attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             attributes[SERVICE_NAME] = DEFAULT_SERVICE_NAME
@@ -118,7 +126,7 @@ class OTLPSinkConfig(OTLPCommonConfig):
     endpoint: str | None = Field(None, description="base URL; HTTP appends /v1/metrics (as ..._OTLP_ENDPOINT)")
     metrics_endpoint: str | None = Field(None, description="full URL, used as is (like ..._METRICS_ENDPOINT)")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="merged over the environment's, per name")
-    compression: Literal["gzip", "none"] | None = Field(None, description="default gzip")
+    compression: Compression | None = Field(None, description="default gzip")
     insecure: bool | None = Field(None, description="gRPC without TLS when the endpoint has no scheme")
     certificate: str | None = Field(None, description="CA bundle (PEM file) to verify the server")
     client_certificate: str | None = Field(None, description="client certificate (PEM file) for mTLS")
@@ -128,7 +136,7 @@ class OTLPSinkConfig(OTLPCommonConfig):
     def _environment_defaults(self) -> OTLPSinkConfig:
         environ = os.environ
         if self.protocol is None:
-            self.protocol = _env_choice("PROTOCOL", ("grpc", "http/protobuf"), environ)  # type: ignore[assignment]
+            self.protocol = _env_choice("PROTOCOL", PROTOCOLS, environ)
         if self.endpoint is None and self.metrics_endpoint is None:
             self.metrics_endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "").strip() or None
             self.endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
@@ -142,7 +150,7 @@ class OTLPSinkConfig(OTLPCommonConfig):
                 **self.headers,
             }
         if self.compression is None:
-            self.compression = _env_choice("COMPRESSION", ("gzip", "none"), environ)  # type: ignore[assignment]
+            self.compression = _env_choice("COMPRESSION", COMPRESSIONS, environ)
         if self.timeout_seconds is None:
             timeout = _env("TIMEOUT", environ)
             if timeout is not None:

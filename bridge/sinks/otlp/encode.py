@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
@@ -162,7 +162,7 @@ class RequestEncoder:
             data_point.start_time_unix_nano = point.start_ns
             data_point.time_unix_nano = point.end_ns
             value = point.value
-            data_point.as_double = value  # type: ignore[assignment]  # a gauge or counter value is a float
+            data_point.as_double = value  # type: ignore[assignment]  # Point.value is a float for a gauge or counter
             if value != value:  # NaN
                 data_point.flags = NO_RECORDED_VALUE
 
@@ -170,31 +170,41 @@ class RequestEncoder:
         encoded.histogram.aggregation_temporality = AGGREGATION_TEMPORALITY[
             metric.temporality or Temporality.CUMULATIVE
         ]
-        for value, data_point in _recorded_points(metric, encoded.histogram.data_points, self._histogram_attributes):
-            bounds, counts = explicit_buckets(value)  # type: ignore[arg-type]
+        points = _recorded_points(metric, encoded.histogram.data_points, self._histogram_attributes, HistogramValue)
+        for value, data_point in points:
+            bounds, counts = explicit_buckets(value)
             data_point.count = round(value.count)
             data_point.sum = value.sum
             data_point.explicit_bounds.extend(bounds)
             data_point.bucket_counts.extend(counts)
 
     def _summary(self, metric: Metric, encoded: metrics_pb2.Metric) -> None:
-        for value, data_point in _recorded_points(metric, encoded.summary.data_points, self._summary_attributes):
+        for value, data_point in _recorded_points(
+            metric, encoded.summary.data_points, self._summary_attributes, SummaryValue
+        ):
             data_point.count = round(value.count)
             data_point.sum = value.sum
-            for quantile, quantile_value in value.quantiles:  # type: ignore[union-attr]
+            for quantile, quantile_value in value.quantiles:
                 data_point.quantile_values.add(quantile=quantile, value=quantile_value)
 
 
+_Recorded = TypeVar("_Recorded", HistogramValue, SummaryValue)
+
+
 def _recorded_points(
-    metric: Metric, data_points: RepeatedCompositeFieldContainer[Any], attributes: AttributeCache
-) -> Iterator[tuple[HistogramValue | SummaryValue, Any]]:
+    metric: Metric,
+    data_points: RepeatedCompositeFieldContainer[Any],
+    attributes: AttributeCache,
+    value_type: type[_Recorded],
+) -> Iterator[tuple[_Recorded, Any]]:
     """Add a data point per point (attributes, times); yield those with a recorded value to fill in.
 
     A count of NaN means nothing was recorded: the point goes out flagged NO_RECORDED_VALUE.
+    `value_type` is for the type checker: the metric's kind says what its points' values are.
     """
     encoded_attributes = attributes.get
     for point in metric.points:
-        value: HistogramValue | SummaryValue = point.value  # type: ignore[assignment]
+        value: _Recorded = point.value  # type: ignore[assignment]  # Point.value follows the metric's kind
         data_point = data_points.add()
         data_point.MergeFromString(encoded_attributes(point.attributes))
         data_point.start_time_unix_nano = point.start_ns

@@ -34,7 +34,7 @@ class GrafanaCloudConfig(OTLPCommonConfig):
     token: SecretStr = Field(description="a Cloud access policy token with metrics:write")
     zone: str | None = Field(None, pattern=r"^[a-z0-9-]+$", description="e.g. prod-eu-west-2; or give endpoint")
     endpoint: str | None = Field(None, description="the gateway URL from the OpenTelemetry card, ending in /otlp")
-    temporality: Literal["cumulative"] = "cumulative"  # type: ignore[assignment]  # Mimir stores cumulative sums
+    temporality: Literal["cumulative"] = "cumulative"  # Mimir stores cumulative sums
 
     @model_validator(mode="after")
     def _one_gateway(self) -> GrafanaCloudConfig:

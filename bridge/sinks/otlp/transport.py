@@ -83,9 +83,8 @@ def read_status(raw: bytes, message: str) -> tuple[str, float | None]:
         status = Status.FromString(raw)
         delay = None
         for detail in status.details:
-            if detail.Is(RetryInfo.DESCRIPTOR):
-                info = RetryInfo()
-                detail.Unpack(info)
+            info = RetryInfo()
+            if detail.Unpack(info):  # False (and info untouched) when the detail is another type
                 requested = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
                 delay = clamp_delay(requested, MAX_SERVER_DELAY)
     except DecodeError:
@@ -150,7 +149,7 @@ class GrpcTransport(Transport):
         if self._channel is None:
             raise RuntimeError("transport not started")
         try:
-            return await self._stub.Export(
+            response: ExportMetricsServiceResponse = await self._stub.Export(  # the generated stub is untyped
                 ExportMetricsServiceRequest.FromString(body),
                 timeout=self.connection.timeout_seconds,
                 metadata=tuple(self.connection.headers.items()),
@@ -158,6 +157,7 @@ class GrpcTransport(Transport):
             )
         except grpc.aio.AioRpcError as error:
             raise self._failure(error) from None
+        return response
 
     @staticmethod
     def _failure(error: grpc.aio.AioRpcError) -> DeliveryError:
