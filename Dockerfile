@@ -1,8 +1,9 @@
 # metrics-bridge container image.
 #
-# Stage 1 builds the wheel and installs it with its dependencies into a
-# virtualenv; stage 2 is a clean slim image with only that virtualenv, so no
-# compiler, pip cache or source tree ships. The image runs as a non-root user
+# Stage 1 builds the wheel and installs it with its dependencies, at the
+# versions the test suite ran with (constraints.txt), into a virtualenv;
+# stage 2 is a clean slim image with only that virtualenv, so no compiler,
+# pip cache or source tree ships. The image runs as a non-root user
 # and works with a read-only root filesystem: mount a volume on
 # /var/lib/metrics-bridge (disk spool) and a tmpfs on /tmp.
 #
@@ -14,11 +15,11 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY bridge ./bridge
 RUN pip wheel --no-deps --wheel-dir /dist . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install /dist/*.whl
+ && /opt/venv/bin/pip install -c constraints.txt /dist/*.whl
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 LABEL org.opencontainers.image.title="metrics-bridge" \

@@ -3,28 +3,35 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench reliability clean
+.PHONY: demo test lint bench reliability constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Every install is held to constraints.txt: the versions the suite last passed with (`make constraints` moves them).
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.test-installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@ $(VENV)/.installed
 
 ## Run the bridge on its embedded default: the Cerebras simulator -> a console table.
 demo: $(VENV)/.installed
 	$(BIN)/metrics-bridge run
 
-## Install the test extras and the tools the tests drive (helm, Debian's prometheus), then run pytest.
-test: $(VENV)/.test-installed
+## Install the test extras and the tools the tests drive (helm, Debian's prometheus), lint, then run pytest.
+test: $(VENV)/.test-installed lint
 	bash scripts/ci-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## ruff's rules and formatting over every Python file ([tool.ruff]), mypy --strict on bridge/ ([tool.mypy]).
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## Re-run the fault suite's scenarios and rewrite docs/reliability.md with their figures.
 reliability: $(VENV)/.test-installed
@@ -34,5 +41,13 @@ reliability: $(VENV)/.test-installed
 bench: $(VENV)/.installed
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+## Re-resolve the test extra in a scratch venv and pin the result in constraints.txt (keeping its header);
+## then `make test`, and commit constraints.txt.
+constraints:
+	scratch=$$(mktemp -d) && $(PYTHON) -m venv $$scratch \
+	  && $$scratch/bin/pip install -q --upgrade pip && $$scratch/bin/pip install -q -e '.[test]' \
+	  && { grep '^#' constraints.txt; $$scratch/bin/pip freeze --exclude-editable; } > $$scratch/constraints.txt \
+	  && mv $$scratch/constraints.txt constraints.txt; status=$$?; rm -rf $$scratch; exit $$status
+
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis .mypy_cache .ruff_cache build *.egg-info

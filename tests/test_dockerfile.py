@@ -80,6 +80,7 @@ def test_multi_stage_with_wheel_built_first() -> None:
     build, runtime = stages()
     assert re.fullmatch(r"python:\$\{PYTHON_VERSION\}-slim-\w+ AS build", build[0][1])
     assert any(k == "RUN" and "pip wheel" in a for k, a in build)
+    assert any(k == "RUN" and "pip install -c constraints.txt /dist/" in a for k, a in build), "the suite's versions"
     assert runtime[0][1].startswith("python:${PYTHON_VERSION}-slim-")
     assert ("ARG", "PYTHON_VERSION=3.12") in instructions()
     assert not any(k == "COPY" and "--from" not in a for k, a in runtime), "the runtime stage copies only the venv"
@@ -100,7 +101,7 @@ def test_runtime_promises() -> None:
 
 def test_dockerignore_keeps_the_context_small_and_complete() -> None:
     patterns = dockerignore()
-    for wanted in ("pyproject.toml", "README.md", "bridge/__init__.py", "bridge/sources/base.py"):
+    for wanted in ("pyproject.toml", "README.md", "constraints.txt", "bridge/__init__.py", "bridge/sources/base.py"):
         assert not ignored(wanted, patterns), wanted
     for unwanted in (".venv/bin/python", ".git/HEAD", ".cache/helm/2.2.2/helm", "tests/test_health.py",
                      "spool-datadog.db", "bridge/__pycache__/cli.cpython-311.pyc", "helm/metrics-bridge/values.yaml"):
