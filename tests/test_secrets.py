@@ -340,7 +340,10 @@ def test_an_unexpected_error_in_the_cli_is_redacted(planted: tuple[Path, dict[st
 
 # ---------------------------------------------------------------- credentials that cannot go in a header
 def test_escaped_forms_of_a_secret_are_redacted() -> None:
-    """httpx quotes a bad header as bytes (`b'Bearer csk-...\\nrotated'`); repr and JSON escape otherwise: all redacted."""
+    """httpx quotes a bad header as bytes (`b'Bearer csk-...\\nrotated'`); repr and JSON escape it otherwise.
+
+    Every form is redacted.
+    """
     key = "csk-escaped-canary-71f0\nrotated-é"
     secrets.register(key)
     server = _EchoServer(("127.0.0.1", 0), _Echo)
