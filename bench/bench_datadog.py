@@ -63,10 +63,15 @@ def cerebras_batch(samples: int, window_start: int) -> Batch:
     for family, points in per_family.items():
         is_count = family.endswith("_total")
         unit = "s" if family in LATENCIES else "1" if not is_count else "{token}" if "tokens" in family else "{request}"
-        metrics.append(Metric(
-            family, Kind.COUNTER if is_count else Kind.GAUGE, [Point(a, v, start, end) for a, v in points],
-            Temporality.DELTA if is_count else None, unit,
-        ))
+        metrics.append(
+            Metric(
+                family,
+                Kind.COUNTER if is_count else Kind.GAUGE,
+                [Point(a, v, start, end) for a, v in points],
+                Temporality.DELTA if is_count else None,
+                unit,
+            )
+        )
     resource = (("bridge.source", "cerebras"), ("cerebras.organization_id", "org_bench"))
     return Batch("cerebras", resource, start, end, metrics)
 
@@ -88,10 +93,15 @@ def official_models_body(samples: list[Sample], identities: dict[str, dict[str, 
         extra: dict[str, Any] = {"interval": interval} if interval is not None else {}
         if "unit" in identity:
             extra["unit"] = identity["unit"]
-        series.append(MetricSeries(
-            metric=identity["metric"], type=MetricIntakeType(identity["type"]), tags=identity.get("tags", []),
-            points=[MetricPoint(timestamp=timestamp, value=value)], **extra,
-        ))
+        series.append(
+            MetricSeries(
+                metric=identity["metric"],
+                type=MetricIntakeType(identity["type"]),
+                tags=identity.get("tags", []),
+                points=[MetricPoint(timestamp=timestamp, value=value)],
+                **extra,
+            )
+        )
     payload = MetricPayload(series=series)
     return json.dumps(data_to_dict(payload)).encode()  # as the client's REST layer serialises a body
 
@@ -121,8 +131,14 @@ def main() -> None:
     identities = {head: json.loads(head[:-1] + "}") for head, *_ in samples}
     official = best_of(1, lambda: official_models_body(samples, identities))
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     print(f"machine: {cpu}, {platform.system()} {platform.machine()}, Python {platform.python_version()}")
     print(f"samples: {n} Cerebras-shaped points ({len(samples)} series sent; NaN none)")
     rows = [

@@ -19,10 +19,12 @@ log = logging.getLogger("bridge")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
-                        help="overrides telemetry.log_level")
-    parser.add_argument("--log-format", choices=["console", "json"], default=None,
-                        help="overrides telemetry.log_format")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default=None, help="overrides telemetry.log_level"
+    )
+    parser.add_argument(
+        "--log-format", choices=["console", "json"], default=None, help="overrides telemetry.log_format"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +84,13 @@ async def _once(config: BridgeConfig, dry_run: bool, timeout: float) -> int:
         for entry in pipeline.sources.values():
             await entry.source.start()
         try:
-            batches = [b for b in [await entry.source.collect(pipeline.context.clock.now())
-                                   for entry in pipeline.sources.values()] if b is not None]
+            batches = [
+                b
+                for b in [
+                    await entry.source.collect(pipeline.context.clock.now()) for entry in pipeline.sources.values()
+                ]
+                if b is not None
+            ]
         finally:
             for entry in pipeline.sources.values():
                 await entry.source.close()
@@ -149,8 +156,13 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
         await health_server.start()
     async with reloading:
         await pipeline.start()
-    log.info("metrics-bridge %s running %s: %s -> %s", __version__, config.path,
-             _a_few(list(config.sources), "source"), _a_few(list(config.sinks), "sink"))
+    log.info(
+        "metrics-bridge %s running %s: %s -> %s",
+        __version__,
+        config.path,
+        _a_few(list(config.sources), "source"),
+        _a_few(list(config.sinks), "sink"),
+    )
     await stop.wait()
     if reloads:  # a reload under way gets the grace period to finish, then is cancelled
         _, unfinished = await asyncio.wait(reloads, timeout=grace)

@@ -120,7 +120,8 @@ _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,6
 
 class TelemetryConfig(StrictModel):
     listen: str | None = Field(
-        None, description="host:port, [v6]:port or :port for /metrics, /healthz, /readyz (e.g. 0.0.0.0:9464); "
+        None,
+        description="host:port, [v6]:port or :port for /metrics, /healthz, /readyz (e.g. 0.0.0.0:9464); "
         "off if unset; port 0 picks a free port (logged)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -151,8 +152,9 @@ def _ip_literal(host: str, kind: type[ipaddress.IPv4Address | ipaddress.IPv6Addr
     try:
         kind(host)
     except ValueError:
-        raise ValueError(f"{listen!r}: {host!r} is not an IP{'v6' if kind is ipaddress.IPv6Address else 'v4'} "
-                         f"address") from None
+        raise ValueError(
+            f"{listen!r}: {host!r} is not an IP{'v6' if kind is ipaddress.IPv6Address else 'v4'} address"
+        ) from None
 
 
 @dataclass
@@ -197,8 +199,13 @@ def _not_a_regular_file(path: str, limit: int | None = None) -> str | None:
     return None
 
 
-_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
-               (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _no_password() -> str:
@@ -530,8 +537,9 @@ def _check_spools(sinks: dict[str, SinkConfig], problems: list[str]) -> None:
             continue
         real = os.path.realpath(config.delivery.spool_path)
         if real in owners:
-            problems.append(f"sinks.{name}.delivery.spool_path: already the spool of sink {owners[real]} "
-                            f"(each sink needs its own)")
+            problems.append(
+                f"sinks.{name}.delivery.spool_path: already the spool of sink {owners[real]} (each sink needs its own)"
+            )
         owners.setdefault(real, name)
 
 
@@ -549,7 +557,8 @@ class _Loader(_SafeLoader):
             kind = str(node.tag).rpartition(":")[2]
             reason = str(exc).split(";")[0] if isinstance(exc, (ValueError, OverflowError)) else "unreadable"
             raise yaml.constructor.ConstructorError(
-                None, None, f"not a valid {kind}: {reason}", node.start_mark) from None
+                None, None, f"not a valid {kind}: {reason}", node.start_mark
+            ) from None
 
 
 def load_yaml(text: str, origin: str) -> Any:

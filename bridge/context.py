@@ -103,8 +103,12 @@ class WindowLedger:
     def last(self, key: str) -> float | None:
         end = self._ends.get(key)
         if end is not None and end > self.clock.now() + FUTURE_TOLERANCE_SECONDS:
-            log.warning("window history: %s last forwarded a window ending %s, ahead of the clock (recorded while "
-                        "the clock ran ahead?); ignored, so its windows are forwarded again", key, _iso(end))
+            log.warning(
+                "window history: %s last forwarded a window ending %s, ahead of the clock (recorded while "
+                "the clock ran ahead?); ignored, so its windows are forwarded again",
+                key,
+                _iso(end),
+            )
             telemetry.STATE_ENTRIES_IGNORED.labels("future").inc()
             del self._ends[key]
             return None

@@ -123,8 +123,11 @@ class HealthState:
 
     def notes(self) -> list[str]:
         """Things an operator should know that do not make the bridge unready."""
-        return [secrets.redact(f"sink {name}: {problem}")
-                for name, (problem, durable) in sorted(self._sink_spools.items()) if durable]
+        return [
+            secrets.redact(f"sink {name}: {problem}")
+            for name, (problem, durable) in sorted(self._sink_spools.items())
+            if durable
+        ]
 
     def ready(self) -> tuple[bool, list[str]]:
         """(ready, reasons): each reason names one source or sink that keeps the bridge unready."""
@@ -134,15 +137,21 @@ class HealthState:
             deadline = _GRACE_INTERVALS * source.interval
             if source.last_success is None:
                 if now - source.since > deadline:
-                    reasons.append(f"source {name}: no successful scrape since start ({_age(now - source.since)} ago)"
-                                   + _because(source.last_error))
+                    reasons.append(
+                        f"source {name}: no successful scrape since start ({_age(now - source.since)} ago)"
+                        + _because(source.last_error)
+                    )
             elif now - source.last_success > deadline:
-                reasons.append(f"source {name}: last successful scrape {_age(now - source.last_success)} ago"
-                               + _because(source.last_error))
+                reasons.append(
+                    f"source {name}: last successful scrape {_age(now - source.last_success)} ago"
+                    + _because(source.last_error)
+                )
             if source.duplicates_in_a_row >= MUTED_AFTER_DUPLICATES:
-                reasons.append(f"source {name}: its last {source.duplicates_in_a_row} windows were all dropped as "
-                               "already forwarded, and no source forwarded one meanwhile (is the window history "
-                               "in state_path ahead of the clock?)")
+                reasons.append(
+                    f"source {name}: its last {source.duplicates_in_a_row} windows were all dropped as "
+                    "already forwarded, and no source forwarded one meanwhile (is the window history "
+                    "in state_path ahead of the clock?)"
+                )
         for name, failure in sorted(self._sink_failures.items()):
             if failure is not None:
                 reasons.append(f"sink {name}: failing permanently: {failure}")
@@ -282,8 +291,13 @@ class HealthServer:
         head_only: bool = False,
         extra: dict[str, str] | None = None,
     ) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                  503: "Service Unavailable"}[status]
+        reason = {
+            200: "OK",
+            400: "Bad Request",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            503: "Service Unavailable",
+        }[status]
         headers = {
             "Content-Type": content_type,
             "Content-Length": str(len(body)),

@@ -49,8 +49,9 @@ def _file_identity(path: str | None) -> tuple[str, int] | None:
         return path, -1  # loading it below raises the real error
 
 
-def tls_context(ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
-                ) -> ssl.SSLContext:
+def tls_context(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
     """A verifying client TLS context, shared by every client with the same files.
 
     Loading the CA bundle costs about 1 MB and tens of milliseconds per context: one per
@@ -60,8 +61,9 @@ def tls_context(ca_file: str | None = None, cert_file: str | None = None, key_fi
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_tls_context(ca: tuple[str, int] | None, cert: tuple[str, int] | None,
-                        key: tuple[str, int] | None) -> ssl.SSLContext:
+def _cached_tls_context(
+    ca: tuple[str, int] | None, cert: tuple[str, int] | None, key: tuple[str, int] | None
+) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca[0] if ca else None)
     if cert is not None:
         context.load_cert_chain(cert[0], key[0] if key else None)
@@ -178,8 +180,13 @@ class Reply:
 
 
 async def post_bounded(
-    client: httpx.AsyncClient, url: str, content: bytes, *, headers: Mapping[str, str] | None = None,
-    deadline: float, success_limit: int,
+    client: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    *,
+    headers: Mapping[str, str] | None = None,
+    deadline: float,
+    success_limit: int,
 ) -> Reply:
     """POST and read the answer, the whole exchange within `deadline` seconds (TimeoutError past it).
 

@@ -68,7 +68,9 @@ class Pipeline:
         self.transforms = build_transforms(config.transforms)
         self.lanes = {name: self._build_lane(name, sink_config, config) for name, sink_config in config.sinks.items()}
         self.sources = {
-            name: SourceTask(source_config, registry.sources.require(source_config.type)(name, source_config, self.context))
+            name: SourceTask(
+                source_config, registry.sources.require(source_config.type)(name, source_config, self.context)
+            )
             for name, source_config in config.sources.items()
         }
         self._activity = asyncio.Event()
@@ -108,11 +110,16 @@ class Pipeline:
             entry.task = None
         # Closing connections cannot hang for good, only take a while (1,000 clients on a busy machine): past
         # the margin they are left to the process exit, not counted as stuck.
-        await _bounded(asyncio.gather(*(e.source.close() for e in entries), return_exceptions=True),
-                       STOP_MARGIN_SECONDS, "closing source connections")
-        stuck += await _bounded(asyncio.gather(*(lane.runner.stop(grace) for lane in self.lanes.values()),
-                                               return_exceptions=True),
-                                grace + STOP_MARGIN_SECONDS, "flushing sinks")
+        await _bounded(
+            asyncio.gather(*(e.source.close() for e in entries), return_exceptions=True),
+            STOP_MARGIN_SECONDS,
+            "closing source connections",
+        )
+        stuck += await _bounded(
+            asyncio.gather(*(lane.runner.stop(grace) for lane in self.lanes.values()), return_exceptions=True),
+            grace + STOP_MARGIN_SECONDS,
+            "flushing sinks",
+        )
         return stuck
 
     async def _stop_source(self, entry: SourceTask) -> None:
@@ -133,8 +140,9 @@ class Pipeline:
                 return
             if last_due is not None and due <= last_due:  # the source did not move its schedule: never spin
                 due = last_due + getattr(entry.config, "interval_seconds", 60.0)
-                log.warning("source %s did not schedule its next collect; next one at the next interval",
-                            entry.source.name)
+                log.warning(
+                    "source %s did not schedule its next collect; next one at the next interval", entry.source.name
+                )
             await clock.sleep_until(due)
             last_due = due
             await self.collect(entry)
@@ -179,7 +187,9 @@ class Pipeline:
             try:
                 lane.runner.submit(apply_transforms(lane.transforms, batch))
             except Exception:
-                log.exception("sink %s: a transform failed on a batch from %s; dropped for this sink", name, batch.source)
+                log.exception(
+                    "sink %s: a transform failed on a batch from %s; dropped for this sink", name, batch.source
+                )
                 telemetry.DROPPED_POINTS.labels(name, "transform_error").inc(batch.point_count())
 
     # -- one-shot and test helpers ------------------------------------------------------------------
@@ -198,7 +208,9 @@ class Pipeline:
         for name, lane in self.lanes.items():
             payloads: list[Payload] = []
             for batch in batches:
-                payloads += lane.sink.prepare(apply_transforms(lane.transforms, apply_transforms(self.transforms, batch)))
+                payloads += lane.sink.prepare(
+                    apply_transforms(lane.transforms, apply_transforms(self.transforms, batch))
+                )
             out[name] = payloads
         return out
 
@@ -271,8 +283,9 @@ class Pipeline:
         for name, entry in sources.items():
             if old_sources.get(name) is not entry:
                 self._schedule(name, entry)
-        retired = [(name, lane) for name, lane in old_lanes.items() if lanes.get(name) is not lane
-                   and name not in handovers]
+        retired = [
+            (name, lane) for name, lane in old_lanes.items() if lanes.get(name) is not lane and name not in handovers
+        ]
         await asyncio.gather(*(_quietly(f"sink {name}", lane.runner.stop(grace=5.0)) for name, lane in retired))
         if self.health is not None:
             for name in new_lanes:
@@ -306,8 +319,13 @@ class Pipeline:
                 await _quietly(f"source {source.name}", source.close())
             raise _refused(where, "cannot start", exc) from exc
 
-    async def _hand_over(self, names: list[str], new_lanes: dict[str, SinkLane], old_lanes: dict[str, SinkLane],
-                         new_sources: dict[str, SourceTask]) -> None:
+    async def _hand_over(
+        self,
+        names: list[str],
+        new_lanes: dict[str, SinkLane],
+        old_lanes: dict[str, SinkLane],
+        new_sources: dict[str, SourceTask],
+    ) -> None:
         """Changed sinks with a spool: the predecessor flushes and closes it, then the successor opens it.
 
         Batches dispatched meanwhile wait in the successor. If a successor fails to start, every
@@ -322,7 +340,7 @@ class Pipeline:
             except Exception as exc:
                 error = _refused(f"sinks.{name}", "cannot start", exc)
                 await _quietly(f"sink {name}", new_lanes[name].sink.close())
-                for back in names[:index + 1]:
+                for back in names[: index + 1]:
                     await self._restore_lane(back, old_lanes[back])
                 for other, lane in new_lanes.items():
                     if other not in names:
@@ -380,8 +398,13 @@ async def _cancel_all(tasks: list[asyncio.Task[None]], what: str) -> int:
         return 0
     _, pending = await asyncio.wait(tasks, timeout=STOP_MARGIN_SECONDS)
     if pending:
-        log.error("%d %s task(s) ignored cancellation for %.0f s and were abandoned: %s", len(pending), what,
-                  STOP_MARGIN_SECONDS, ", ".join(sorted(t.get_name() for t in pending)[:5]))
+        log.error(
+            "%d %s task(s) ignored cancellation for %.0f s and were abandoned: %s",
+            len(pending),
+            what,
+            STOP_MARGIN_SECONDS,
+            ", ".join(sorted(t.get_name() for t in pending)[:5]),
+        )
     return len(pending)
 
 

@@ -102,7 +102,11 @@ _ERRORS: dict[int, tuple[str, str, str]] = {  # status -> (message, type, code)
     401: ("Wrong API Key", "invalid_request_error", "wrong_api_key"),
     403: ("Metrics are not enabled for this organization", "permission_error", "forbidden"),
     404: ("Organization not found", "not_found_error", "not_found"),
-    429: ("Requests per minute limit exceeded - too many requests sent.", "too_many_requests_error", "request_quota_exceeded"),
+    429: (
+        "Requests per minute limit exceeded - too many requests sent.",
+        "too_many_requests_error",
+        "request_quota_exceeded",
+    ),
     500: ("Internal server error", "server_error", "internal_server_error"),
     503: ("Service temporarily unavailable", "server_error", "service_unavailable"),
 }

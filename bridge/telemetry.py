@@ -18,7 +18,10 @@ from bridge import secrets
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 SCRAPES = Counter(
-    "bridge_scrapes", "Scrapes by source and outcome (ok, http_401, timeout, ...).", ["source", "outcome"], registry=REGISTRY
+    "bridge_scrapes",
+    "Scrapes by source and outcome (ok, http_401, timeout, ...).",
+    ["source", "outcome"],
+    registry=REGISTRY,
 )
 SCRAPE_DURATION = Histogram(
     "bridge_scrape_duration_seconds", "Time to fetch and parse one scrape.", ["source"], registry=REGISTRY
@@ -37,11 +40,15 @@ STATE_ENTRIES_IGNORED = Counter(
     registry=REGISTRY,
 )
 WINDOW_LAG = Gauge(
-    "bridge_window_lag_seconds", "Seconds between the end of the last forwarded window and its scrape.", ["source"],
+    "bridge_window_lag_seconds",
+    "Seconds between the end of the last forwarded window and its scrape.",
+    ["source"],
     registry=REGISTRY,
 )
 LAST_SCRAPE_SUCCESS = Gauge(
-    "bridge_last_scrape_success_timestamp_seconds", "Unix time of the last successful scrape.", ["source"],
+    "bridge_last_scrape_success_timestamp_seconds",
+    "Unix time of the last successful scrape.",
+    ["source"],
     registry=REGISTRY,
 )
 POINTS_OUT = Counter("bridge_points_out", "Points acknowledged by the backend.", ["sink"], registry=REGISTRY)
@@ -50,13 +57,17 @@ SEND_FAILURES = Counter(
     "bridge_send_failures", "Failed delivery attempts by sink and reason.", ["sink", "reason"], registry=REGISTRY
 )
 DROPPED_POINTS = Counter(
-    "bridge_dropped_points", "Points dropped without delivery, by sink and reason.", ["sink", "reason"],
+    "bridge_dropped_points",
+    "Points dropped without delivery, by sink and reason.",
+    ["sink", "reason"],
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge("bridge_queue_batches", "Payloads waiting in a sink's queue.", ["sink"], registry=REGISTRY)
 QUEUE_BYTES = Gauge("bridge_queue_bytes", "Payload bytes waiting in a sink's queue.", ["sink"], registry=REGISTRY)
 LAST_SEND_SUCCESS = Gauge(
-    "bridge_last_send_success_timestamp_seconds", "Unix time of the last acknowledged delivery.", ["sink"],
+    "bridge_last_send_success_timestamp_seconds",
+    "Unix time of the last acknowledged delivery.",
+    ["sink"],
     registry=REGISTRY,
 )
 
@@ -73,15 +84,21 @@ DELIVERY_EVICTIONS = Counter(
     registry=REGISTRY,
 )
 DELIVERY_OLDEST_AGE = Gauge(
-    "bridge_delivery_oldest_age_seconds", "Age of the oldest undelivered payload's window end (0: none waiting).",
-    ["sink"], registry=REGISTRY,
+    "bridge_delivery_oldest_age_seconds",
+    "Age of the oldest undelivered payload's window end (0: none waiting).",
+    ["sink"],
+    registry=REGISTRY,
 )
 DELIVERY_SPOOL_BYTES = Gauge(
-    "bridge_delivery_spool_bytes", "Size on disk of a sink's spool (database and write-ahead log).", ["sink"],
+    "bridge_delivery_spool_bytes",
+    "Size on disk of a sink's spool (database and write-ahead log).",
+    ["sink"],
     registry=REGISTRY,
 )
 DELIVERY_RECOVERED = Counter(
-    "bridge_delivery_recovered_payloads", "Unacknowledged payloads found in the spool at start-up.", ["sink"],
+    "bridge_delivery_recovered_payloads",
+    "Unacknowledged payloads found in the spool at start-up.",
+    ["sink"],
     registry=REGISTRY,
 )
 DELIVERY_SPOOL_FAILURES = Counter(
@@ -112,7 +129,9 @@ DATADOG_SPLITS = Counter(
     "bridge_datadog_payload_splits", "Series bodies halved after Datadog answered 413.", ["sink"], registry=REGISTRY
 )
 DATADOG_SERIES = Gauge(
-    "bridge_datadog_series", "Series the Datadog sink remembers (encoded name and tags, counter state).", ["sink"],
+    "bridge_datadog_series",
+    "Series the Datadog sink remembers (encoded name and tags, counter state).",
+    ["sink"],
     registry=REGISTRY,
 )
 

@@ -32,8 +32,15 @@ def ns(seconds: float) -> int:
     return int(seconds * NS_PER_S)
 
 
-def cerebras_batch(window_start: float = T0, *, endpoint: str = "ep-1", scale: float = 1.0,
-                   failures: dict[str, float] | None = None, status: float = 1.0, idle: bool = False) -> Batch:
+def cerebras_batch(
+    window_start: float = T0,
+    *,
+    endpoint: str = "ep-1",
+    scale: float = 1.0,
+    failures: dict[str, float] | None = None,
+    status: float = 1.0,
+    idle: bool = False,
+) -> Batch:
     """Every Cerebras family for one endpoint and one minute, as the cerebras source emits it."""
     start, end = ns(window_start), ns(window_start + 60)
     ep: Attrs = (("endpoint", endpoint),)
@@ -45,19 +52,34 @@ def cerebras_batch(window_start: float = T0, *, endpoint: str = "ep-1", scale: f
     def gauge(name: str, unit: str, points: list[tuple[Attrs, float]]) -> Metric:
         return Metric(name, Kind.GAUGE, [Point(a, v, start, end) for a, v in points], None, unit)
 
-    counts = {"requests_count_total": 100.0, "requests_success_total": 95.0,
-              "input_tokens_total": 2000.0, "output_tokens_total": 300.0}
+    counts = {
+        "requests_count_total": 100.0,
+        "requests_success_total": 95.0,
+        "input_tokens_total": 2000.0,
+        "output_tokens_total": 300.0,
+    }
     failed = failures if failures is not None else {"429": 3.0, "503": 2.0}
     metrics = [
         delta(name, unit, [(ep, 0.0 if idle else counts[name] * scale)]) for name, unit in COUNT_FAMILIES.items()
     ]
-    metrics.append(delta("requests_failure_total", "{request}",
-                         [((*ep, ("http_code", code)), n * scale) for code, n in failed.items()] or [(ep, 0.0)]))
+    metrics.append(
+        delta(
+            "requests_failure_total",
+            "{request}",
+            [((*ep, ("http_code", code)), n * scale) for code, n in failed.items()] or [(ep, 0.0)],
+        )
+    )
     for index, family in enumerate(LATENCY_FAMILIES):
-        metrics.append(gauge(family, "s", [
-            ((*ep, ("statistic", stat)), nan if idle else round(0.01 * (index + 1) * (rank + 1), 6))
-            for rank, stat in enumerate(STATISTICS)
-        ]))
+        metrics.append(
+            gauge(
+                family,
+                "s",
+                [
+                    ((*ep, ("statistic", stat)), nan if idle else round(0.01 * (index + 1) * (rank + 1), 6))
+                    for rank, stat in enumerate(STATISTICS)
+                ],
+            )
+        )
     status_gauge = gauge("inference_endpoint_status", "1", [(ep, status)])
     status_gauge.service_check = "inference_endpoint.status"  # the Cerebras preset's hint
     metrics.append(status_gauge)
@@ -82,8 +104,9 @@ class Wired:
 
 
 @asynccontextmanager
-async def wired(clock: ManualClock | None = None, intake: DatadogIntake | None = None,
-                **config: Any) -> AsyncIterator[Wired]:
+async def wired(
+    clock: ManualClock | None = None, intake: DatadogIntake | None = None, **config: Any
+) -> AsyncIterator[Wired]:
     """A started sink (config overrides as keywords) and a running intake (a fresh one unless given)."""
     clock = clock or ManualClock(T0 + 65)
     own_intake = intake is None

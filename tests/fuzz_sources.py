@@ -82,8 +82,32 @@ BASE: dict[str, list[str]] = {
     "temperature_celsius": ["temperature_celsius 21.5"],
 }
 
-_JUNK = ['{', '}', '"', "\\", ",", "=", " ", "\t", "#", "\x00", "\xff", "é", "NaN", "+Inf", "-Inf", "1e309",
-         "99999999999999999999", "-5000", "_", "le", 'le="abc"', 'quantile="x"', "\r", "0x1F"]
+_JUNK = [
+    "{",
+    "}",
+    '"',
+    "\\",
+    ",",
+    "=",
+    " ",
+    "\t",
+    "#",
+    "\x00",
+    "\xff",
+    "é",
+    "NaN",
+    "+Inf",
+    "-Inf",
+    "1e309",
+    "99999999999999999999",
+    "-5000",
+    "_",
+    "le",
+    'le="abc"',
+    'quantile="x"',
+    "\r",
+    "0x1F",
+]
 
 
 def _mutate_line(line: str, rng: random.Random) -> str:
@@ -92,7 +116,7 @@ def _mutate_line(line: str, rng: random.Random) -> str:
         return rng.choice(_JUNK)
     at = rng.randrange(len(line) + 1)
     if choice == 0:  # flip one character
-        return line[:at] + chr(rng.randrange(1, 0x2FF)) + line[at + 1:]
+        return line[:at] + chr(rng.randrange(1, 0x2FF)) + line[at + 1 :]
     if choice == 1:  # cut the line short
         return line[:at]
     if choice == 2:  # insert junk
@@ -102,12 +126,12 @@ def _mutate_line(line: str, rng: random.Random) -> str:
     if choice == 4:  # a timestamp no backend can take
         return f"{line} {rng.choice(['NaN', 'Inf', '-5000', '99999999999999999999', '1e30', 'x'])}"
     if choice == 5:  # a label value that breaks the label set
-        return line.replace('"', rng.choice(['', '\\', '"}', '\n', '",']), 1)
+        return line.replace('"', rng.choice(["", "\\", '"}', "\n", '",']), 1)
     if choice == 6:  # a huge label value
         return line.replace('="', '="' + "v" * rng.randrange(1, 200_000), 1)
     if choice == 7:  # the whole line doubled onto one line
         return line + line
-    return line.replace("le=", "le=\"nope\",x=") if "le=" in line else line.replace(" ", "", 1)
+    return line.replace("le=", 'le="nope",x=') if "le=" in line else line.replace(" ", "", 1)
 
 
 def mutate(rng: random.Random) -> tuple[str, set[str]]:
@@ -130,8 +154,7 @@ def mutate(rng: random.Random) -> tuple[str, set[str]]:
 def _shape(batch: Batch) -> dict[str, Any]:
     """What must not change for an untouched family: kind, temporality and each point's labels and value."""
     return {
-        m.name: (m.kind, m.temporality, m.unit,
-                             sorted((p.attributes, repr(p.value)) for p in m.points))
+        m.name: (m.kind, m.temporality, m.unit, sorted((p.attributes, repr(p.value)) for p in m.points))
         for m in batch.metrics
     }
 
@@ -149,8 +172,12 @@ async def fuzz(count: int, seed: int = 20261201) -> FuzzFigures:
     """Run `count` mutated scrapes; every failure is recorded, none raised."""
     rng = random.Random(seed)
     clock = ManualClock()
-    config = parse_config({"sources": {"fuzz": {"type": "prometheus", "url": "http://placeholder/"}},
-                           "sinks": {"out": {"type": "console"}}})
+    config = parse_config(
+        {
+            "sources": {"fuzz": {"type": "prometheus", "url": "http://placeholder/"}},
+            "sinks": {"out": {"type": "console"}},
+        }
+    )
     crashes = lost = mutated = 0
     started = time.perf_counter()
     with ExpositionServer() as server:
@@ -188,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # every mutated scrape warns about its bad lines
     figures = asyncio.run(fuzz(args.count, args.seed))
-    print(f"{figures.rounds} mutated expositions ({figures.mutated_families} families mutated) in "
-          f"{figures.seconds:.0f} s: {figures.crashes} crashes, {figures.lost_families} well-formed families lost")
+    print(
+        f"{figures.rounds} mutated expositions ({figures.mutated_families} families mutated) in "
+        f"{figures.seconds:.0f} s: {figures.crashes} crashes, {figures.lost_families} well-formed families lost"
+    )
     return 0 if figures.crashes == 0 and figures.lost_families == 0 else 1
 
 

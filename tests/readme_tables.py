@@ -22,7 +22,7 @@ def table_under(heading: str) -> list[dict[str, str]]:
     assert len(titles) == 1, f"README.md has {len(titles)} sections titled {heading!r}"
     level = len(lines[titles[0]]) - len(lines[titles[0]].lstrip("#"))
     table: list[str] = []
-    for line in lines[titles[0] + 1:]:
+    for line in lines[titles[0] + 1 :]:
         if line.startswith("#") and len(line) - len(line.lstrip("#")) <= level:
             break  # the section ended
         if line.startswith("|"):

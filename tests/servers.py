@@ -55,7 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             step = 64 if response.trickle else len(body) or 1
             for offset in range(0, len(body), step):
-                self.wfile.write(body[offset:offset + step])
+                self.wfile.write(body[offset : offset + step])
                 if response.trickle:
                     self.wfile.flush()
                     time.sleep(response.trickle)

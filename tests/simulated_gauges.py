@@ -31,8 +31,9 @@ def expected_gauges(simulator: CerebrasSimulator, window_starts: Iterable[float]
     return gauges
 
 
-def assert_same_gauges(received: Mapping[GaugeKey, float], expected: Mapping[GaugeKey, float], *,
-                       nan_sent: bool) -> None:
+def assert_same_gauges(
+    received: Mapping[GaugeKey, float], expected: Mapping[GaugeKey, float], *, nan_sent: bool
+) -> None:
     """Exactly the expected gauges with exactly their values; NaN ones arrive as NaN, or (nan_sent=False) not at all.
 
     Also checks that the comparison covers what it claims: an idle endpoint's
@@ -44,6 +45,9 @@ def assert_same_gauges(received: Mapping[GaugeKey, float], expected: Mapping[Gau
     wanted = expected if nan_sent else {key: value for key, value in expected.items() if key not in nan_keys}
     missing, extra = sorted(wanted.keys() - received.keys()), sorted(received.keys() - wanted.keys())
     assert not missing and not extra, f"missing {missing[:5]} ({len(missing)}), unexpected {extra[:5]} ({len(extra)})"
-    wrong = [(key, received[key], value) for key, value in wanted.items()
-             if not (received[key] == value or (math.isnan(received[key]) and math.isnan(value)))]
+    wrong = [
+        (key, received[key], value)
+        for key, value in wanted.items()
+        if not (received[key] == value or (math.isnan(received[key]) and math.isnan(value)))
+    ]
     assert not wrong, f"{len(wrong)} gauge values differ (key, received, served): {wrong[:5]}"

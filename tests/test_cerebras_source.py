@@ -17,13 +17,23 @@ from bridge.sources.cerebras import CerebrasSource
 from tests.conftest import T0, run
 
 
-def make_source(sim: CerebrasSimulator, clock: ManualClock, name: str = "cb", context: Context | None = None,
-                **extra: object) -> CerebrasSource:
-    config = parse_config({
-        "sources": {name: {"type": "cerebras", "organization_id": sim.organization_id, "api_key": "test-key-123",
-                           "base_url": sim.url.rsplit("/", 1)[0], **extra}},
-        "sinks": {"out": {"type": "console"}},
-    })
+def make_source(
+    sim: CerebrasSimulator, clock: ManualClock, name: str = "cb", context: Context | None = None, **extra: object
+) -> CerebrasSource:
+    config = parse_config(
+        {
+            "sources": {
+                name: {
+                    "type": "cerebras",
+                    "organization_id": sim.organization_id,
+                    "api_key": "test-key-123",
+                    "base_url": sim.url.rsplit("/", 1)[0],
+                    **extra,
+                }
+            },
+            "sinks": {"out": {"type": "console"}},
+        }
+    )
     return CerebrasSource(name, config.sources[name], context or Context(clock=clock))
 
 
@@ -54,9 +64,13 @@ def test_families_get_their_meaning(simulator: CerebrasSimulator, clock: ManualC
     assert (batch.window_start_ns, batch.window_end_ns) == (int(T0 * NS_PER_S), int((T0 + 60) * NS_PER_S))
     assert ("cerebras.organization_id", "org_test") in batch.resource
     metrics = by_name(batch)
-    for name, unit in [("requests_count_total", "{request}"), ("requests_success_total", "{request}"),
-                       ("requests_failure_total", "{request}"), ("input_tokens_total", "{token}"),
-                       ("output_tokens_total", "{token}")]:
+    for name, unit in [
+        ("requests_count_total", "{request}"),
+        ("requests_success_total", "{request}"),
+        ("requests_failure_total", "{request}"),
+        ("input_tokens_total", "{token}"),
+        ("output_tokens_total", "{token}"),
+    ]:
         metric = metrics[name]
         assert (metric.kind, metric.temporality, metric.unit) == (Kind.COUNTER, Temporality.DELTA, unit)
     for name in ("queue_time_seconds", "e2e_latency_seconds", "ttft_seconds", "tpot_seconds"):
@@ -77,8 +91,10 @@ def test_families_get_their_meaning(simulator: CerebrasSimulator, clock: ManualC
 
 
 def test_percentile_label_is_normalised_to_statistic(clock: ManualClock) -> None:
-    with CerebrasSimulator(organization_id="org_test", api_key="test-key-123", clock=clock,
-                           statistic_label="percentile") as sim:
+    with CerebrasSimulator(
+        organization_id="org_test", api_key="test-key-123", clock=clock, statistic_label="percentile"
+    ) as sim:
+
         async def go() -> Batch | None:
             source = make_source(sim, clock)
             await source.start()
@@ -108,8 +124,9 @@ def test_a_window_is_forwarded_once(simulator: CerebrasSimulator, clock: ManualC
     assert next_window.window_start_ns == first.window_end_ns
 
 
-def test_two_sources_for_one_org_share_the_budget_and_the_window(simulator: CerebrasSimulator,
-                                                                  clock: ManualClock) -> None:
+def test_two_sources_for_one_org_share_the_budget_and_the_window(
+    simulator: CerebrasSimulator, clock: ManualClock
+) -> None:
     context = Context(clock=clock)
 
     async def go() -> tuple[int, int]:
@@ -135,9 +152,11 @@ def test_two_sources_for_one_org_share_the_budget_and_the_window(simulator: Cere
     assert all(status == 200 for _, status in simulator.requests_received)
 
 
-def test_auth_failures_are_logged_once_and_retried_next_minute(clock: ManualClock,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_auth_failures_are_logged_once_and_retried_next_minute(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     with CerebrasSimulator(organization_id="org_test", api_key="the-right-key", clock=clock) as sim:
+
         async def go() -> list[float]:
             source = make_source(sim, clock)  # sends test-key-123: wrong
             await source.start()
@@ -161,8 +180,9 @@ def test_auth_failures_are_logged_once_and_retried_next_minute(clock: ManualCloc
 
 
 @pytest.mark.parametrize("status", [403, 404])
-def test_not_enabled_is_explained(simulator: CerebrasSimulator, clock: ManualClock, status: int,
-                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_not_enabled_is_explained(
+    simulator: CerebrasSimulator, clock: ManualClock, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
     simulator.fail_next(status)
 
     async def go() -> float:
@@ -211,8 +231,9 @@ def test_the_request_budget_frees_each_slot_exactly_one_minute_after_it_was_used
     assert budget.try_acquire(T0 + 100)
 
 
-def test_a_429_closes_the_budget_for_every_source_of_the_organization(simulator: CerebrasSimulator,
-                                                                       clock: ManualClock) -> None:
+def test_a_429_closes_the_budget_for_every_source_of_the_organization(
+    simulator: CerebrasSimulator, clock: ManualClock
+) -> None:
     """The API's limit is per organization: after one source's 429, no source of that org asks until Retry-After."""
     simulator.fail_next(429, retry_after=30)
     context = Context(clock=clock)
@@ -285,14 +306,16 @@ def test_missing_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.delenv("CEREBRAS_API_KEY", raising=False)
     with pytest.raises(ConfigError) as error:
-        parse_config({"sources": {"cb": {"type": "cerebras", "organization_id": "org_x"}},
-                      "sinks": {"out": {"type": "console"}}})
+        parse_config(
+            {"sources": {"cb": {"type": "cerebras", "organization_id": "org_x"}}, "sinks": {"out": {"type": "console"}}}
+        )
     assert "sources.cb" in str(error.value) and "CEREBRAS_API_KEY" in str(error.value)
 
 
 def test_key_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CEREBRAS_API_KEY", "env-key-456")
-    config = parse_config({"sources": {"cb": {"type": "cerebras", "organization_id": "org_x"}},
-                           "sinks": {"out": {"type": "console"}}})
+    config = parse_config(
+        {"sources": {"cb": {"type": "cerebras", "organization_id": "org_x"}}, "sinks": {"out": {"type": "console"}}}
+    )
     assert config.sources["cb"].api_key.get_secret_value() == "env-key-456"
     assert "env-key-456" not in repr(config.sources["cb"])

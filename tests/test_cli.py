@@ -15,8 +15,9 @@ CLI = [sys.executable, "-m", "bridge.cli"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, check=False, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, check=False, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
 
 
 def test_version() -> None:
@@ -25,8 +26,9 @@ def test_version() -> None:
 
 def test_validate_ok_and_errors(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
-    good.write_text("sources:\n  cb:\n    type: cerebras\n    organization_id: org_x\n"
-                    "sinks:\n  out:\n    type: console\n")
+    good.write_text(
+        "sources:\n  cb:\n    type: cerebras\n    organization_id: org_x\nsinks:\n  out:\n    type: console\n"
+    )
     ok = cli("validate", "-c", str(good), env={"CEREBRAS_API_KEY": "k-validate-1"})
     assert ok.returncode == 0 and "ok (1 source(s): cb; 1 sink(s): out)" in ok.stdout
     bad = tmp_path / "bad.yaml"
@@ -75,8 +77,9 @@ def test_sighup_reloads_and_refuses_an_invalid_config(tmp_path: Path) -> None:
     second = tmp_path / "second.jsonl"
     base = f"sources:\n  demo:\n    type: simulator\nsinks:\n  a:\n    type: jsonl\n    path: {first}\n"
     config.write_text(base)
-    process = subprocess.Popen([*CLI, "run", "-c", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*CLI, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for(lambda: first.exists() and first.stat().st_size > 0)
         config.write_text(base + "  b:\n    type: nonsense\n")

@@ -34,12 +34,17 @@ def test_control_characters_in_label_values_are_escaped_one_point_per_line(tmp_p
     exposition = tmp_path / "odd.prom"
     exposition.write_bytes(EXPOSITION.encode())
     config = tmp_path / "bridge.yaml"
-    config.write_text(yaml.safe_dump({
-        "sources": {"dump": {"type": "file", "path": str(exposition), "resource": {"team": "ml\nops"}}},
-        "sinks": {"table": {"type": "console"}},
-    }))
-    result = subprocess.run([sys.executable, "-m", "bridge.cli", "once", "-c", str(config)],
-                            capture_output=True, timeout=60, check=False)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"dump": {"type": "file", "path": str(exposition), "resource": {"team": "ml\nops"}}},
+                "sinks": {"table": {"type": "console"}},
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "once", "-c", str(config)], capture_output=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr.decode()
     stdout = result.stdout.decode()
     assert not [c for c in stdout if c != "\n" and unicodedata.category(c) in ("Cc", "Zl", "Zp")]

@@ -20,10 +20,12 @@ def no_datadog_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def sink_config(**settings: Any) -> DatadogSinkConfig:
-    config = parse_config({
-        "sources": {"demo": {"type": "simulator"}},
-        "sinks": {"dd": {"type": "datadog", **settings}},
-    })
+    config = parse_config(
+        {
+            "sources": {"demo": {"type": "simulator"}},
+            "sinks": {"dd": {"type": "datadog", **settings}},
+        }
+    )
     return config.sinks["dd"]  # type: ignore[return-value]
 
 
@@ -37,7 +39,10 @@ def test_defaults() -> None:
     config = sink_config(api_key="key-from-config")
     assert config.base_url == "https://api.datadoghq.com"
     assert (config.compression, config.statistic_mode, config.service_checks, config.namespace) == (
-        "gzip", "tag", True, "auto"
+        "gzip",
+        "tag",
+        True,
+        "auto",
     )
     assert (config.host, config.tags, config.flush_first_value, config.validate_api_key) == (None, [], False, False)
 

@@ -32,8 +32,12 @@ STEPS_PER_MINUTE = 6
 def expected_totals(window_starts: list[float]) -> Counter[tuple[str, str, str]]:
     """(Datadog metric, endpoint, http_code or "") -> the simulator's sum over the windows."""
     simulator = CerebrasSimulator(organization_id=ORG, seed=SEED)  # never started: only its numbers
-    return Counter({("cerebras." + family.removesuffix("_total"), endpoint, code): value
-                    for (family, endpoint, code), value in simulator.count_totals(window_starts).items()})
+    return Counter(
+        {
+            ("cerebras." + family.removesuffix("_total"), endpoint, code): value
+            for (family, endpoint, code), value in simulator.count_totals(window_starts).items()
+        }
+    )
 
 
 def received_totals(intake: DatadogIntake) -> Counter[tuple[str, str, str]]:
@@ -45,19 +49,28 @@ def received_totals(intake: DatadogIntake) -> Counter[tuple[str, str, str]]:
 
 
 def received_gauges(intake: DatadogIntake) -> dict[GaugeKey, float]:
-    return {(point.timestamp, point.metric.removeprefix("cerebras."), point.tag("endpoint") or "",
-             point.tag("statistic") or ""): point.value
-            for point in intake.points() if point.type == 3}
+    return {
+        (
+            point.timestamp,
+            point.metric.removeprefix("cerebras."),
+            point.tag("endpoint") or "",
+            point.tag("statistic") or "",
+        ): point.value
+        for point in intake.points()
+        if point.type == 3
+    }
 
 
 def test_a_simulated_hour_adds_up_exactly() -> None:
     async def go() -> None:
         clock = ManualClock(T0)
         with DatadogIntake({API_KEY}, clock=clock) as intake:
-            config = parse_config({
-                "sources": {"sim": {"type": "simulator", "organization_id": ORG, "seed": SEED}},
-                "sinks": {"dd": {"type": "datadog", "url": intake.url, "api_key": API_KEY}},
-            })
+            config = parse_config(
+                {
+                    "sources": {"sim": {"type": "simulator", "organization_id": ORG, "seed": SEED}},
+                    "sinks": {"dd": {"type": "datadog", "url": intake.url, "api_key": API_KEY}},
+                }
+            )
             pipeline = Pipeline(config, Context(clock=clock))
             await pipeline.start()
             try:

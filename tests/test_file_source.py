@@ -13,8 +13,9 @@ from tests.conftest import CEREBRAS_FIXTURES, T0, run
 
 
 def read(path: str, clock: ManualClock, **extra: object):
-    config = parse_config({"sources": {"f": {"type": "file", "path": path, **extra}},
-                           "sinks": {"c": {"type": "console"}}})
+    config = parse_config(
+        {"sources": {"f": {"type": "file", "path": path, **extra}}, "sinks": {"c": {"type": "console"}}}
+    )
     source = FileSource("f", config.sources["f"], Context(clock=clock))
 
     async def go():
@@ -33,8 +34,9 @@ def test_cerebras_fixtures_with_the_preset(clock: ManualClock) -> None:
     assert (failures.kind, failures.temporality) == (Kind.COUNTER, Temporality.DELTA)
     codes = {dict(p.attributes).get("http_code"): p.value for p in failures.points}
     assert codes == {"429": 17.0, "502": 4.0, "504": 1.0, None: 0.0}
-    statistics = {dict(p.attributes)["statistic"] for m in ("queue_time_seconds", "ttft_seconds")
-                  for p in metrics[m].points}
+    statistics = {
+        dict(p.attributes)["statistic"] for m in ("queue_time_seconds", "ttft_seconds") for p in metrics[m].points
+    }
     assert statistics == {"avg", "p50", "p90", "p95", "p99"}
     assert batch.window_end_ns == int(T0 * 1e9), "windowed: the last complete minute"
 

@@ -93,8 +93,12 @@ def test_reasons_are_redacted() -> None:
 
 @pytest.mark.parametrize(
     ("listen", "expected"),
-    [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("0.0.0.0:0", ("0.0.0.0", 0)), (":9464", (None, 9464)),
-     ("[::1]:9464", ("::1", 9464))],
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+        (":9464", (None, 9464)),
+        ("[::1]:9464", ("::1", 9464)),
+    ],
 )
 def test_parse_listen(listen: str, expected: tuple[str | None, int]) -> None:
     assert parse_listen(listen) == expected

@@ -42,7 +42,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def helm() -> str:
     """The helm binary from scripts/fetch-helm.sh; CI must have it, elsewhere a skip says why."""
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "fetch-helm.sh")], capture_output=True, check=False, text=True)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "fetch-helm.sh")], capture_output=True, check=False, text=True
+    )
     path = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     if result.returncode != 0 or not os.access(path, os.X_OK):
         message = f"helm could not be obtained by scripts/fetch-helm.sh: {result.stderr.strip()[-500:]}"
@@ -71,14 +73,18 @@ def helm_args(values_file: Path | None, *extra: str) -> list[str]:
 def render(helm: str, values_file: Path | None = None, *extra: str) -> list[dict[str, Any]]:
     result = subprocess.run(
         [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm_args(values_file, *extra)],
-        capture_output=True, check=False, text=True,
+        capture_output=True,
+        check=False,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def render_error(helm: str, *extra: str) -> str:
-    result = subprocess.run([helm, "template", RELEASE, str(CHART), *extra], capture_output=True, check=False, text=True)
+    result = subprocess.run(
+        [helm, "template", RELEASE, str(CHART), *extra], capture_output=True, check=False, text=True
+    )
     assert result.returncode != 0, "expected the chart to refuse these values"
     return result.stderr
 
@@ -115,7 +121,10 @@ VALUE_SETS = [pytest.param(None, id="default")] + [pytest.param(p, id=p.name) fo
 
 def test_the_example_value_sets_exist() -> None:
     assert {p.name for p in CI_VALUES} >= {
-        "minimal-values.yaml", "datadog-values.yaml", "grafana-cloud-values.yaml", "both-values.yaml",
+        "minimal-values.yaml",
+        "datadog-values.yaml",
+        "grafana-cloud-values.yaml",
+        "both-values.yaml",
         "existing-secret-values.yaml",
     }
     minimal = yaml.safe_load(MINIMAL_VALUES.read_text())
@@ -125,8 +134,9 @@ def test_the_example_value_sets_exist() -> None:
 
 @pytest.mark.parametrize("values_file", VALUE_SETS)
 def test_lint_strict(helm: str, values_file: Path | None) -> None:
-    result = subprocess.run([helm, "lint", "--strict", str(CHART), *helm_args(values_file)], capture_output=True, check=False,
-                            text=True)
+    result = subprocess.run(
+        [helm, "lint", "--strict", str(CHART), *helm_args(values_file)], capture_output=True, check=False, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -145,9 +155,7 @@ def test_rendered_objects_validate_against_kubernetes_schemas(helm: str, values_
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=[p.name for p in CI_VALUES])
-def test_rendered_config_holds_exactly_the_sources_and_sinks_of_the_values_file(
-    helm: str, values_file: Path
-) -> None:
+def test_rendered_config_holds_exactly_the_sources_and_sinks_of_the_values_file(helm: str, values_file: Path) -> None:
     """Nothing from the chart's defaults (the demo) joins a user's pipeline, and nothing of it is lost."""
     given = yaml.safe_load(values_file.read_text())["config"]
     config = yaml.safe_load(config_text(render(helm, values_file)))
@@ -173,8 +181,14 @@ def test_rendered_config_passes_metrics_bridge_validate(helm: str, values_file: 
     path.write_text(text)
     env = {key: f"ci-dummy-{key.lower()}" for key in pod_secret_keys(docs, values_file)}
     env["PATH"] = os.environ.get("PATH", "")
-    result = subprocess.run([sys.executable, "-m", "bridge.cli", "validate", "-c", str(path)],
-                            capture_output=True, check=False, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "validate", "-c", str(path)],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert ": ok (" in result.stdout
     config = yaml.safe_load(text)
@@ -183,12 +197,18 @@ def test_rendered_config_passes_metrics_bridge_validate(helm: str, values_file: 
     assert config["state_path"] == "/var/lib/metrics-bridge/state.json", "on the spool volume: survives restarts"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--set", "config.sources.node.type=prometheus", "--set", "config.sources.node.url=http://n:9100/metrics"],
-     "config.sources is set but config.sinks is empty"),
-    (["--set", "config.sinks.console.type=console"], "config.sinks is set but config.sources is empty"),
-    (["--set", "demo=false"], "config.sources and config.sinks are empty and demo is false"),
-], ids=["sources-only", "sinks-only", "nothing-and-no-demo"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--set", "config.sources.node.type=prometheus", "--set", "config.sources.node.url=http://n:9100/metrics"],
+            "config.sources is set but config.sinks is empty",
+        ),
+        (["--set", "config.sinks.console.type=console"], "config.sinks is set but config.sources is empty"),
+        (["--set", "demo=false"], "config.sources and config.sinks are empty and demo is false"),
+    ],
+    ids=["sources-only", "sinks-only", "nothing-and-no-demo"],
+)
 def test_half_a_pipeline_is_refused_not_completed_with_the_demo(helm: str, args: list[str], message: str) -> None:
     assert message in render_error(helm, *args)
 
@@ -196,7 +216,10 @@ def test_half_a_pipeline_is_refused_not_completed_with_the_demo(helm: str, args:
 def test_pod_is_locked_down(helm: str) -> None:
     spec = pod_spec(render(helm))
     assert spec["securityContext"] == {
-        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert spec["automountServiceAccountToken"] is False
@@ -250,8 +273,9 @@ def test_checksum_rolls_pods_on_config_or_secret_change(helm: str) -> None:
     base = checksums(render(helm, None, "--set-string", "secretEnv.DD_API_KEY=one"))
     assert re.fullmatch(r"[0-9a-f]{64}", base["checksum/config"])
     assert base == checksums(render(helm, None, "--set-string", "secretEnv.DD_API_KEY=one")), "deterministic"
-    changed = checksums(render(helm, None, "--set-string", "secretEnv.DD_API_KEY=one",
-                               "--set", "config.telemetry.log_level=debug"))
+    changed = checksums(
+        render(helm, None, "--set-string", "secretEnv.DD_API_KEY=one", "--set", "config.telemetry.log_level=debug")
+    )
     assert changed["checksum/config"] != base["checksum/config"]
     assert changed["checksum/secret"] == base["checksum/secret"]
     rotated = checksums(render(helm, None, "--set-string", "secretEnv.DD_API_KEY=two"))
@@ -264,7 +288,8 @@ def test_secret_env_becomes_a_secret_exposed_with_env_from(helm: str) -> None:
     docs = render(helm, values)
     secret = by_kind(docs)["Secret"]
     assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
-        "CEREBRAS_API_KEY": "ci-dummy-cerebras_api_key", "DD_API_KEY": "ci-dummy-dd_api_key",
+        "CEREBRAS_API_KEY": "ci-dummy-cerebras_api_key",
+        "DD_API_KEY": "ci-dummy-dd_api_key",
     }
     (container,) = pod_spec(docs)["containers"]
     assert container["envFrom"] == [{"secretRef": {"name": FULLNAME}}]
@@ -305,13 +330,15 @@ def test_optional_objects(helm: str) -> None:
     monitor = kinds["ServiceMonitor"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s",
-                                             "scrapeTimeout": "10s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
     assert monitor["spec"]["selector"]["matchLabels"] == kinds["Service"]["spec"]["selector"]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
-    min_available = by_kind(render(helm, None, "--set", "podDisruptionBudget.enabled=true",
-                                   "--set", "podDisruptionBudget.minAvailable=1"))["PodDisruptionBudget"]["spec"]
+    min_available = by_kind(
+        render(helm, None, "--set", "podDisruptionBudget.enabled=true", "--set", "podDisruptionBudget.minAvailable=1")
+    )["PodDisruptionBudget"]["spec"]
     assert min_available["minAvailable"] == 1 and "maxUnavailable" not in min_available
     assert not {"ServiceMonitor", "PodDisruptionBudget", "PersistentVolumeClaim"} & set(by_kind(render(helm)))
 
@@ -324,8 +351,9 @@ def test_spool_on_a_persistent_volume_claim(helm: str) -> None:
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
     assert volumes["spool"] == {"name": "spool", "persistentVolumeClaim": {"claimName": f"{FULLNAME}-spool"}}
-    existing = render(helm, None, "--set", "spool.persistence.enabled=true",
-                      "--set", "spool.persistence.existingClaim=spool-claim")
+    existing = render(
+        helm, None, "--set", "spool.persistence.enabled=true", "--set", "spool.persistence.existingClaim=spool-claim"
+    )
     assert "PersistentVolumeClaim" not in by_kind(existing)
     assert {v["name"]: v for v in pod_spec(existing)["volumes"]}["spool"]["persistentVolumeClaim"] == {
         "claimName": "spool-claim"
@@ -334,15 +362,30 @@ def test_spool_on_a_persistent_volume_claim(helm: str) -> None:
 
 def test_notes_give_the_first_commands(helm: str) -> None:
     result = subprocess.run(
-        [helm, "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE,
-         "--set", "existingSecret=keys"],
-        capture_output=True, check=False, text=True,
+        [
+            helm,
+            "install",
+            RELEASE,
+            str(CHART),
+            "--dry-run=client",
+            "--namespace",
+            NAMESPACE,
+            "--set",
+            "existingSecret=keys",
+        ],
+        capture_output=True,
+        check=False,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]
-    for command in (f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}",
-                    f"kubectl -n {NAMESPACE} logs -f deployment/{FULLNAME}",
-                    f"port-forward service/{FULLNAME} 9464", "localhost:9464/readyz",
-                    "metrics-bridge validate -c /etc/metrics-bridge/config.yaml",
-                    "rollout restart", "simulator"):
+    for command in (
+        f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}",
+        f"kubectl -n {NAMESPACE} logs -f deployment/{FULLNAME}",
+        f"port-forward service/{FULLNAME} 9464",
+        "localhost:9464/readyz",
+        "metrics-bridge validate -c /etc/metrics-bridge/config.yaml",
+        "rollout restart",
+        "simulator",
+    ):
         assert command in notes, command

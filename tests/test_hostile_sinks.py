@@ -86,8 +86,9 @@ class Backend:
     intake: DatadogIntake | None = None
     hostile_answers: int = 0
 
-    def answer_next(self, *, status: int = 200, manner: Manner | None = None,
-                    retry_after: float | str | None = None) -> None:
+    def answer_next(
+        self, *, status: int = 200, manner: Manner | None = None, retry_after: float | str | None = None
+    ) -> None:
         """The next request gets `status` (with Retry-After / RetryInfo), sent `manner`'s way."""
         self.hostile_answers += manner is not None
         if self.intake is not None:
@@ -121,14 +122,20 @@ async def backend(kind: str, clock: ManualClock, name: str, **config: Any) -> As
     if kind == "datadog":
         with DatadogIntake({API_KEY}, clock=clock) as intake:
             dd_config = DatadogSinkConfig.model_validate(
-                {"type": "datadog", "url": intake.url, "api_key": API_KEY, "service_checks": False, **config})
+                {"type": "datadog", "url": intake.url, "api_key": API_KEY, "service_checks": False, **config}
+            )
             yield Backend(kind, DatadogSink(name, dd_config, context), intake=intake)
         return
     receiver = GrpcReceiver() if kind == "otlp-grpc" else HttpReceiver()
     async with receiver:
-        otlp_config = OTLPSinkConfig.model_validate({
-            "type": "otlp", "protocol": "grpc" if kind == "otlp-grpc" else "http/protobuf",
-            "endpoint": receiver.endpoint, **config})
+        otlp_config = OTLPSinkConfig.model_validate(
+            {
+                "type": "otlp",
+                "protocol": "grpc" if kind == "otlp-grpc" else "http/protobuf",
+                "endpoint": receiver.endpoint,
+                **config,
+            }
+        )
         yield Backend(kind, OTLPSink(name, otlp_config, context), receiver=receiver)
 
 
@@ -211,8 +218,11 @@ def test_an_endless_2xx_body_is_read_only_as_far_as_needed_and_the_payload_count
     assert delivered(name) == 2 and failures(name, "timeout") == failures(name, "connection_error") == 0
     assert peak < 50 * MiB
     assert len(sent) == 2 and all(s < max_bytes for s in sent), "the client hung up long before the body ended"
-    record_property("hostile", f"traced peak {peak / MiB:.2f} MiB; the server got {[s // 1024 for s in sent]} KiB "
-                               "out before the bridge hung up; both payloads delivered")
+    record_property(
+        "hostile",
+        f"traced peak {peak / MiB:.2f} MiB; the server got {[s // 1024 for s in sent]} KiB "
+        "out before the bridge hung up; both payloads delivered",
+    )
     if kind == "otlp-http":
         assert caplog.text.count("with a body over 64 KiB or undecodable") == 1, "logged once, not per request"
 

@@ -44,8 +44,9 @@ def counter(metric: Any, *labels: str) -> float:
 
 
 def make_source(url: str, clock: ManualClock, name: str, **extra: Any) -> PrometheusSource:
-    config = parse_config({"sources": {name: {"type": "prometheus", "url": url, **extra}},
-                           "sinks": {"out": {"type": "console"}}})
+    config = parse_config(
+        {"sources": {name: {"type": "prometheus", "url": url, **extra}}, "sinks": {"out": {"type": "console"}}}
+    )
     return PrometheusSource(name, config.sources[name], Context(clock=clock))
 
 
@@ -61,8 +62,9 @@ async def collect_once(source: PrometheusSource, clock: ManualClock, at: float) 
 def start_cli(config: dict[str, Any], tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     path = tmp_path / "bridge.yaml"
     path.write_text(yaml.safe_dump(config))
-    return subprocess.Popen([*CLI, "run", "-c", str(path), *extra], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*CLI, "run", "-c", str(path), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def stop_cli(process: subprocess.Popen[str], within: float) -> tuple[float, str]:
@@ -94,8 +96,9 @@ def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float) -> 
 
 
 # -- 1. nothing that happens inside a collect makes a source spin --------------------------------------
-def test_no_collect_failure_makes_a_source_spin(exposition_server: ExpositionServer, tmp_path: Path,
-                                               record_property: Any) -> None:
+def test_no_collect_failure_makes_a_source_spin(
+    exposition_server: ExpositionServer, tmp_path: Path, record_property: Any
+) -> None:
     """Each of these once made its source re-collect in a tight loop (300 requests/s, 100% CPU)."""
     utf16 = tmp_path / "utf16-token"
     utf16.write_text("csk-utf16-token", encoding="utf-16")
@@ -104,17 +107,29 @@ def test_no_collect_failure_makes_a_source_spin(exposition_server: ExpositionSer
     unavailable = {"Retry-After": "soon"}
     sources = {
         "soon_503": {"url": exposition_server.route("/soon503", Response(503, "busy", unavailable))},
-        "soon_429": {"url": exposition_server.route("/soon429", Response(429, "slow down", unavailable)),
-                     "windowed": True, "rate_limit_per_minute": 6},
-        "year_99999": {"url": exposition_server.route(
-            "/y99999", Response(503, "busy", {"Retry-After": "Fri, 01 Jan 99999 00:00:00 GMT"}))},
-        "utf16_token": {"url": exposition_server.route("/utf16", Response(200, GOOD)),
-                        "auth": {"type": "bearer", "token_file": str(utf16)}},
-        "non_ascii_token": {"url": exposition_server.route("/nonascii", Response(200, GOOD)),
-                            "auth": {"type": "bearer", "token_file": str(non_ascii)}},
+        "soon_429": {
+            "url": exposition_server.route("/soon429", Response(429, "slow down", unavailable)),
+            "windowed": True,
+            "rate_limit_per_minute": 6,
+        },
+        "year_99999": {
+            "url": exposition_server.route(
+                "/y99999", Response(503, "busy", {"Retry-After": "Fri, 01 Jan 99999 00:00:00 GMT"})
+            )
+        },
+        "utf16_token": {
+            "url": exposition_server.route("/utf16", Response(200, GOOD)),
+            "auth": {"type": "bearer", "token_file": str(utf16)},
+        },
+        "non_ascii_token": {
+            "url": exposition_server.route("/nonascii", Response(200, GOOD)),
+            "auth": {"type": "bearer", "token_file": str(non_ascii)},
+        },
     }
     config = {
-        "sources": {name: {"type": "prometheus", "retry_delay_seconds": 30, **extra} for name, extra in sources.items()},
+        "sources": {
+            name: {"type": "prometheus", "retry_delay_seconds": 30, **extra} for name, extra in sources.items()
+        },
         "sinks": {"out": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
     }
     process = start_cli(config, tmp_path)
@@ -125,19 +140,23 @@ def test_no_collect_failure_makes_a_source_spin(exposition_server: ExpositionSer
         assert 1 <= exposition_server.requests_to(path) <= 2, (path, exposition_server.requests_to(path))
         record_property("hostile", f"{path[1:]}: {exposition_server.requests_to(path)} request(s) in 3 s")
     assert exposition_server.requests_to("/utf16") + exposition_server.requests_to("/nonascii") == 0, (
-        "a token that cannot be sent is a credentials problem, not a request")
+        "a token that cannot be sent is a credentials problem, not a request"
+    )
     for name in sources:
         lines = [line for line in log.splitlines() if f"source {name}:" in line]
         assert 1 <= len(lines) <= 2, (name, lines)  # the failure, logged once (plus at most the one retry's)
     assert "Traceback" not in log
     assert "csk-" not in log
-    record_property("hostile", f"UTF-16 and non-ASCII token files: 0 requests, `credentials_unreadable`; "
-                               f"each failure logged once; SIGTERM -> gone in {seconds:.1f} s")
+    record_property(
+        "hostile",
+        f"UTF-16 and non-ASCII token files: 0 requests, `credentials_unreadable`; "
+        f"each failure logged once; SIGTERM -> gone in {seconds:.1f} s",
+    )
 
 
-def test_an_unexpected_error_in_a_collect_is_contained(exposition_server: ExpositionServer,
-                                                       clock: ManualClock,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_error_in_a_collect_is_contained(
+    exposition_server: ExpositionServer, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bug (here: a classifier that raises) is counted and scheduled like a failed scrape."""
     exposition_server.respond(Response(200, GOOD))
     source = make_source(exposition_server.url, clock, "buggy")
@@ -177,8 +196,12 @@ class _StubbornSource:
 
 
 def test_stop_is_bounded_even_when_a_source_ignores_cancellation(tmp_path: Path, record_property: Any) -> None:
-    config = parse_config({"sources": {"ok": {"type": "file", "path": str(tmp_path / "none.prom")}},
-                           "sinks": {"out": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}}})
+    config = parse_config(
+        {
+            "sources": {"ok": {"type": "file", "path": str(tmp_path / "none.prom")}},
+            "sinks": {"out": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
+        }
+    )
 
     async def go() -> tuple[int, float]:
         pipeline = Pipeline(config)
@@ -202,14 +225,17 @@ def test_stop_is_bounded_even_when_a_source_ignores_cancellation(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_thousand_source_pipeline_in_time(exposition_server: ExpositionServer,
-                                                          tmp_path: Path, record_property: Any) -> None:
+def test_sigterm_stops_a_thousand_source_pipeline_in_time(
+    exposition_server: ExpositionServer, tmp_path: Path, record_property: Any
+) -> None:
     """1,000 windowed sources, a jsonl sink, telemetry on; SIGTERM while scrapes are in flight."""
     exposition_server.respond(Response(200, GOOD, delay=0.5))
     port = _free_port()
     config = {
-        "sources": {f"s{i:04d}": {"type": "prometheus", "url": f"{exposition_server.url}?i={i}", "windowed": True}
-                    for i in range(1000)},
+        "sources": {
+            f"s{i:04d}": {"type": "prometheus", "url": f"{exposition_server.url}?i={i}", "windowed": True}
+            for i in range(1000)
+        },
         "sinks": {"out": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
         "telemetry": {"listen": f"127.0.0.1:{port}"},
     }
@@ -223,8 +249,10 @@ def test_sigterm_stops_a_thousand_source_pipeline_in_time(exposition_server: Exp
     seconds, log = stop_cli(process, within=5 + 2 * STOP_MARGIN_SECONDS + 20)
     assert process.returncode == 0, log[-2000:]
     assert "Traceback" not in log
-    record_property("hostile", f"started in {start_seconds:.1f} s; SIGTERM mid-scrape -> gone in {seconds:.1f} s "
-                               "(grace 5 s), exit 0")
+    record_property(
+        "hostile",
+        f"started in {start_seconds:.1f} s; SIGTERM mid-scrape -> gone in {seconds:.1f} s (grace 5 s), exit 0",
+    )
 
 
 def _free_port() -> int:
@@ -244,9 +272,9 @@ FAR_FUTURE = [
 
 @pytest.mark.parametrize("headers", FAR_FUTURE, ids=lambda h: "=".join(next(iter(h.items()))))
 @pytest.mark.parametrize("status", [429, 503])
-def test_a_far_future_wait_is_capped_for_a_windowed_source(exposition_server: ExpositionServer,
-                                                           clock: ManualClock, status: int,
-                                                           headers: dict[str, str], record_property: Any) -> None:
+def test_a_far_future_wait_is_capped_for_a_windowed_source(
+    exposition_server: ExpositionServer, clock: ManualClock, status: int, headers: dict[str, str], record_property: Any
+) -> None:
     exposition_server.respond(Response(status, "later", headers))
     source = make_source(exposition_server.url, clock, "far", windowed=True, rate_limit_per_minute=6)
     assert run(collect_once(source, clock, T0 + 65)) is None
@@ -258,9 +286,9 @@ def test_a_far_future_wait_is_capped_for_a_windowed_source(exposition_server: Ex
 
 
 @pytest.mark.parametrize("headers", FAR_FUTURE, ids=lambda h: "=".join(next(iter(h.items()))))
-def test_a_far_future_wait_is_capped_for_an_exporter(exposition_server: ExpositionServer,
-                                                     clock: ManualClock, headers: dict[str, str],
-                                                     record_property: Any) -> None:
+def test_a_far_future_wait_is_capped_for_an_exporter(
+    exposition_server: ExpositionServer, clock: ManualClock, headers: dict[str, str], record_property: Any
+) -> None:
     exposition_server.respond(Response(429, "later", headers))
     source = make_source(exposition_server.url, clock, "far_exporter", interval_seconds=15)
     assert run(collect_once(source, clock, T0 + 5)) is None
@@ -270,8 +298,9 @@ def test_a_far_future_wait_is_capped_for_an_exporter(exposition_server: Expositi
 
 
 # -- 4. error bodies are read only as far as the log needs ---------------------------------------------------
-def test_a_gzip_bomb_in_an_error_body_is_not_expanded(exposition_server: ExpositionServer,
-                                                      clock: ManualClock, record_property: Any) -> None:
+def test_a_gzip_bomb_in_an_error_body_is_not_expanded(
+    exposition_server: ExpositionServer, clock: ManualClock, record_property: Any
+) -> None:
     bomb = gzip.compress(b"\0" * (256 << 20), compresslevel=9)  # 256 MiB of zeros in about 256 KB
     exposition_server.respond(Response(503, bomb, {"Content-Encoding": "gzip"}))
     source = make_source(exposition_server.url, clock, "bomb")
@@ -286,10 +315,12 @@ def test_a_gzip_bomb_in_an_error_body_is_not_expanded(exposition_server: Exposit
     record_property("hostile", f"256 MiB expanded: traced peak {peak / 2**20:.1f} MiB, counted `http_503`")
 
 
-def test_a_gzip_bomb_in_a_200_stops_at_max_body_bytes(exposition_server: ExpositionServer,
-                                                      clock: ManualClock, record_property: Any) -> None:
-    exposition_server.respond(Response(200, gzip.compress(b"#" * (256 << 20), compresslevel=9),
-                                       {"Content-Encoding": "gzip"}))
+def test_a_gzip_bomb_in_a_200_stops_at_max_body_bytes(
+    exposition_server: ExpositionServer, clock: ManualClock, record_property: Any
+) -> None:
+    exposition_server.respond(
+        Response(200, gzip.compress(b"#" * (256 << 20), compresslevel=9), {"Content-Encoding": "gzip"})
+    )
     source = make_source(exposition_server.url, clock, "bomb200", max_body_bytes=1 << 20)
     tracemalloc.start()
     try:
@@ -328,9 +359,9 @@ up 1
 """
 
 
-def test_odd_samples_are_skipped_and_counted_and_the_rest_is_forwarded(exposition_server: ExpositionServer,
-                                                                      clock: ManualClock,
-                                                                      record_property: Any) -> None:
+def test_odd_samples_are_skipped_and_counted_and_the_rest_is_forwarded(
+    exposition_server: ExpositionServer, clock: ManualClock, record_property: Any
+) -> None:
     exposition_server.respond(Response(200, ODD))
     source = make_source(exposition_server.url, clock, "odd")
     skipped_before = counter(telemetry.PARSE_ERRORS, "odd")
@@ -349,24 +380,29 @@ def test_odd_samples_are_skipped_and_counted_and_the_rest_is_forwarded(expositio
     record_property("hostile", "5 samples skipped and counted in bridge_parse_errors_total, 5 families forwarded")
 
 
-def test_out_of_range_timestamps_never_reach_the_otlp_encoder(exposition_server: ExpositionServer,
-                                                              clock: ManualClock) -> None:
+def test_out_of_range_timestamps_never_reach_the_otlp_encoder(
+    exposition_server: ExpositionServer, clock: ManualClock
+) -> None:
     """The batch above once failed as a whole in the OTLP encoder ("value out of range")."""
     exposition_server.respond(Response(200, ODD))
     source = make_source(exposition_server.url, clock, "odd_otlp")
     batch = run(collect_once(source, clock, T0 + 5))
     assert batch is not None
-    config = parse_config({"sources": {"x": {"type": "file", "path": "x"}},
-                           "sinks": {"otlp": {"type": "otlp", "endpoint": "http://127.0.0.1:1",
-                                              "protocol": "http/protobuf"}}})
+    config = parse_config(
+        {
+            "sources": {"x": {"type": "file", "path": "x"}},
+            "sinks": {"otlp": {"type": "otlp", "endpoint": "http://127.0.0.1:1", "protocol": "http/protobuf"}},
+        }
+    )
     sink = OTLPSink("otlp", config.sinks["otlp"], Context(clock=clock))
     payloads = sink.prepare(batch)
     assert sum(p.points for p in payloads) == batch.point_count()
 
 
 # -- 7. a target with huge label values cannot pin memory; log lines stay short -------------------------------
-def test_huge_label_values_do_not_accumulate(exposition_server: ExpositionServer, clock: ManualClock,
-                                             caplog: pytest.LogCaptureFixture, record_property: Any) -> None:
+def test_huge_label_values_do_not_accumulate(
+    exposition_server: ExpositionServer, clock: ManualClock, caplog: pytest.LogCaptureFixture, record_property: Any
+) -> None:
     source = make_source(exposition_server.url, clock, "huge")
 
     async def go() -> None:
@@ -384,16 +420,20 @@ def test_huge_label_values_do_not_accumulate(exposition_server: ExpositionServer
     run(go())
     longest = max(len(r.getMessage()) for r in caplog.records)
     assert longest < 1000
-    record_property("hostile", f"15 scrapes of 4 distinct 1 MiB label values: label cache at most "
-                               f"{parser._LABEL_CACHE_MAX_BYTES >> 20} MiB; a 5 MiB bad line logged in {longest} chars")
+    record_property(
+        "hostile",
+        f"15 scrapes of 4 distinct 1 MiB label values: label cache at most "
+        f"{parser._LABEL_CACHE_MAX_BYTES >> 20} MiB; a 5 MiB bad line logged in {longest} chars",
+    )
 
 
 # -- 8. a 200 that is not an exposition is a failed scrape ------------------------------------------------------
-def test_an_html_200_is_a_failed_scrape_and_the_window_a_gap(exposition_server: ExpositionServer,
-                                                             clock: ManualClock, caplog: pytest.LogCaptureFixture,
-                                                             record_property: Any) -> None:
-    exposition_server.respond(Response(200, "<html><body>Please log in</body></html>",
-                                       {"Content-Type": "text/html; charset=utf-8"}))
+def test_an_html_200_is_a_failed_scrape_and_the_window_a_gap(
+    exposition_server: ExpositionServer, clock: ManualClock, caplog: pytest.LogCaptureFixture, record_property: Any
+) -> None:
+    exposition_server.respond(
+        Response(200, "<html><body>Please log in</body></html>", {"Content-Type": "text/html; charset=utf-8"})
+    )
     source = make_source(exposition_server.url, clock, "login_page", windowed=True)
     assert run(collect_once(source, clock, T0 + 5)) is None
     assert source.last_error == "not_prometheus"
@@ -403,8 +443,9 @@ def test_an_html_200_is_a_failed_scrape_and_the_window_a_gap(exposition_server: 
     record_property("hostile", "failed scrape `not_prometheus`, window counted as a gap, not marked forwarded")
 
 
-def test_an_empty_200_from_an_exporter_is_still_a_scrape(exposition_server: ExpositionServer,
-                                                         clock: ManualClock) -> None:
+def test_an_empty_200_from_an_exporter_is_still_a_scrape(
+    exposition_server: ExpositionServer, clock: ManualClock
+) -> None:
     """An exporter with nothing to expose yet is fine; only a windowed source needs samples."""
     exposition_server.respond(Response(200, ""))
     source = make_source(exposition_server.url, clock, "empty_exporter")

@@ -69,8 +69,11 @@ class Bridge:
 
     def __enter__(self) -> Self:
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "-c", str(self.config),
-                                             "--grace", "2"], stdout=subprocess.DEVNULL, stderr=log)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bridge.cli", "run", "-c", str(self.config), "--grace", "2"],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         wait_for(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log()), "the health port in the log")
         self.port = int(re.findall(r"listening on 127\.0\.0\.1:(\d+)", self.log())[0])
         return self
@@ -183,8 +186,11 @@ def test_a_damaged_spool_is_moved_aside_and_the_sink_starts_on_an_empty_one(
         assert bridge.metric("bridge_delivery_spool_failures_total", sink="durable", reason="damaged") == 1
         readyz = bridge.get("/readyz")
         assert readyz.status_code == 200, "the sink is durable again: a note, not a reason to be unready"
-        assert re.search(r"^sink durable: spool \S+ was damaged \(.+\); moved aside to \S+, started empty$",
-                         readyz.text, re.MULTILINE), readyz.text
+        assert re.search(
+            r"^sink durable: spool \S+ was damaged \(.+\); moved aside to \S+, started empty$",
+            readyz.text,
+            re.MULTILINE,
+        ), readyz.text
         assert bridge.stop() == 0
     [copy] = moved_aside(spool)
     moved = {suffix: copy.with_name(copy.name + suffix).read_bytes() for suffix in original}
@@ -226,8 +232,11 @@ def test_a_spool_that_cannot_be_opened_leaves_its_sink_delivering_memory_only_an
         assert readyz.text == f"sink durable: spool unusable ({problem}), running memory-only\n"
         assert bridge.stop() == 0
     assert bridge.points("durable") == bridge.points("plain")
-    after = sorted((p.name, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".jsonl"
-                   and p.name not in ("bridge.yaml", "bridge.log"))
+    after = sorted(
+        (p.name, p.read_bytes())
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.suffix != ".jsonl" and p.name not in ("bridge.yaml", "bridge.log")
+    )
     assert after == before, "nothing of the operator's was moved or written"
     log = bridge.log()
     assert memory_only_lines(log) == [f"sink durable: {problem}"] and "Traceback" not in log
@@ -241,8 +250,10 @@ def unwritable_directory(tmp_path: Path) -> Iterator[Path]:
     (directory / "durable.db").write_bytes(b"not a database" * 400)
     if os.geteuid() != 0:
         directory.chmod(0o555)
-    elif shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(directory)],
-                                                          capture_output=True, check=False).returncode != 0:
+    elif (
+        shutil.which("chattr") is None
+        or subprocess.run(["chattr", "+i", str(directory)], capture_output=True, check=False).returncode != 0
+    ):
         pytest.skip("root, and no chattr +i here: nothing makes a directory unwritable")
     try:
         yield directory
@@ -261,8 +272,12 @@ def test_a_damaged_spool_that_cannot_be_moved_aside_is_left_alone_and_the_sink_r
         assert bridge.metric("bridge_delivery_spool_failures_total", sink="durable", reason="damaged") == 1
         readyz = bridge.get("/readyz")
         assert readyz.status_code == 503
-        assert re.search(r"^sink durable: spool unusable \(spool \S+ is damaged \(file is not a database\) and could "
-                         r"not be moved aside \(.+\)\), running memory-only$", readyz.text, re.MULTILINE), readyz.text
+        assert re.search(
+            r"^sink durable: spool unusable \(spool \S+ is damaged \(file is not a database\) and could "
+            r"not be moved aside \(.+\)\), running memory-only$",
+            readyz.text,
+            re.MULTILINE,
+        ), readyz.text
         assert bridge.stop() == 0
     assert [p.name for p in unwritable_directory.iterdir()] == ["durable.db"]
     assert spool.read_bytes() == b"not a database" * 400
@@ -283,8 +298,12 @@ def test_another_sinks_spool_is_left_untouched_and_this_sink_runs_memory_only(tm
         assert bridge.stop() == 0
     assert rows(spool) == before and not moved_aside(spool)
     assert bridge.points("durable") == bridge.points("plain")
-    assert memory_only_lines(bridge.log()) == [(f"sink durable: spool {spool} holds payloads of sink 'datadog' "
-                                               "(datadog), not of 'durable' (jsonl): give each sink its own spool_path")]
+    assert memory_only_lines(bridge.log()) == [
+        (
+            f"sink durable: spool {spool} holds payloads of sink 'datadog' "
+            "(datadog), not of 'durable' (jsonl): give each sink its own spool_path"
+        )
+    ]
 
 
 def test_unreadable_rows_are_dropped_and_counted_once_each_and_later_payloads_still_use_the_spool(
@@ -295,8 +314,10 @@ def test_unreadable_rows_are_dropped_and_counted_once_each_and_later_payloads_st
     with sqlite3.connect(spool) as db:
         assert db.execute("UPDATE payloads SET meta = 'not json' WHERE body != ?", (MARKER,)).rowcount == 2
     with Bridge(tmp_path, spool_path=spool) as bridge:
-        wait_for(lambda: bridge.metric("bridge_delivery_spool_failures_total", sink="durable",
-                                       reason="corrupt_row") == 2, "both unreadable rows")
+        wait_for(
+            lambda: bridge.metric("bridge_delivery_spool_failures_total", sink="durable", reason="corrupt_row") == 2,
+            "both unreadable rows",
+        )
         wait_for(lambda: MARKER in (tmp_path / "durable.jsonl").read_bytes(), "the readable recovered payload")
         assert bridge.metric("bridge_delivery_evicted_payloads_total", sink="durable", reason="spool_error") == 2
         assert bridge.metric("bridge_delivery_spool_failures_total", sink="durable", reason="write_error") is None
@@ -356,8 +377,11 @@ def test_each_bad_entry_is_ignored_on_its_own_and_the_rest_of_the_file_counts(
         assert f"of {key!r} is not a time; ignored" in caplog.text
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe not text", b"{not json", b"[1, 2]", b'{"delivered_window_ends": 5}',
-                                     b"{}"], ids=["binary", "not_json", "a_list", "not_a_mapping", "empty"])
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe not text", b"{not json", b"[1, 2]", b'{"delivered_window_ends": 5}', b"{}"],
+    ids=["binary", "not_json", "a_list", "not_a_mapping", "empty"],
+)
 def test_a_state_file_that_is_not_a_window_history_is_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
 ) -> None:
@@ -387,10 +411,12 @@ def sample(name: str, **labels: str) -> float:
 
 # ------------------------------------------------------------------ readiness when windows are all duplicates
 def simulator_pipeline(tmp_path: Path, clock: ManualClock, sources: list[str]) -> Pipeline:
-    config = parse_config({
-        "sources": {name: {"type": "simulator", "organization_id": ORG} for name in sources},
-        "sinks": {"file": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
-    })
+    config = parse_config(
+        {
+            "sources": {name: {"type": "simulator", "organization_id": ORG} for name in sources},
+            "sinks": {"file": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
+        }
+    )
     context = Context(clock=clock)
     context.health = HealthState(clock)
     return Pipeline(config, context)
@@ -418,8 +444,12 @@ def test_a_source_whose_windows_are_all_duplicates_makes_the_bridge_unready(tmp_
 
     states = run(go())
     assert [ready for ready, _ in states] == [True, True, True, False, True]
-    assert states[3][1] == [("source muted: its last 3 windows were all dropped as already forwarded, and no source "
-                            "forwarded one meanwhile (is the window history in state_path ahead of the clock?)")]
+    assert states[3][1] == [
+        (
+            "source muted: its last 3 windows were all dropped as already forwarded, and no source "
+            "forwarded one meanwhile (is the window history in state_path ahead of the clock?)"
+        )
+    ]
 
 
 def test_two_sources_on_one_organization_share_its_windows_without_looking_muted(tmp_path: Path) -> None:

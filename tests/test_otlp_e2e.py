@@ -53,9 +53,15 @@ def received_gauges(receiver: GrpcReceiver | HttpReceiver) -> dict[GaugeKey, flo
         for point in metric.gauge.data_points:
             attributes = {kv.key: kv.value.string_value for kv in point.attributes}
             assert point.time_unix_nano - point.start_time_unix_nano == 60 * NS_PER_S
-            assert bool(point.flags & DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK) == math.isnan(point.as_double)
-            key = (point.start_time_unix_nano // NS_PER_S, metric.name, attributes["endpoint"],
-                   attributes.get("statistic", ""))
+            assert bool(point.flags & DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK) == math.isnan(
+                point.as_double
+            )
+            key = (
+                point.start_time_unix_nano // NS_PER_S,
+                metric.name,
+                attributes["endpoint"],
+                attributes.get("statistic", ""),
+            )
             gauges[key] = point.as_double
     return gauges
 
@@ -65,7 +71,7 @@ def test_a_simulated_hour_arrives_with_every_count(
     simulator: CerebrasSimulator, clock: ManualClock, protocol: str, temporality: str
 ) -> None:
     async def go() -> GrpcReceiver | HttpReceiver:
-        async with (GrpcReceiver() if protocol == "grpc" else HttpReceiver()) as receiver:
+        async with GrpcReceiver() if protocol == "grpc" else HttpReceiver() as receiver:
             config = parse_config({
                 "sources": {"cb": {"type": "cerebras", "organization_id": simulator.organization_id,
                                    "api_key": "test-key-123", "base_url": simulator.url.rsplit("/", 1)[0]}},

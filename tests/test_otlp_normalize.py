@@ -54,7 +54,9 @@ def test_running_totals_keep_the_first_window_start_per_series() -> None:
     assert out.metrics[0].temporality is Temporality.CUMULATIVE
     # a missed window (gap) is lost upstream; the total just carries on
     assert series(norm.normalize(delta_batch(3, {"a": 1}))) == [
-        ("a", 13, T0_NS, T0_NS + 4 * MINUTE), ("b", 1, T0_NS + MINUTE, T0_NS + 4 * MINUTE)]
+        ("a", 13, T0_NS, T0_NS + 4 * MINUTE),
+        ("b", 1, T0_NS + MINUTE, T0_NS + 4 * MINUTE),
+    ]
 
 
 def test_series_of_different_resources_never_mix() -> None:
@@ -69,9 +71,12 @@ def test_a_replayed_window_is_dropped_not_counted_twice() -> None:
     norm.normalize(delta_batch(0, {"a": 5}))
     assert norm.normalize(delta_batch(0, {"a": 5})).metrics == []
     assert series(norm.normalize(delta_batch(1, {"a": 1})))[0][1] == 6
-    assert telemetry.REGISTRY.get_sample_value(
-        "bridge_dropped_points_total", {"sink": "norm-replay", "reason": "out_of_order"}
-    ) == 1
+    assert (
+        telemetry.REGISTRY.get_sample_value(
+            "bridge_dropped_points_total", {"sink": "norm-replay", "reason": "out_of_order"}
+        )
+        == 1
+    )
 
 
 def test_nan_is_sent_as_no_value_and_never_poisons_the_total() -> None:
@@ -139,9 +144,15 @@ def test_an_absent_series_keeps_its_running_total_until_it_goes_idle() -> None:
     norm.normalize(delta_batch(0, {"a": 5, "http_500": 2}))
     # minute 1: no 500s this minute, so the source does not print that series
     assert series(norm.normalize(delta_batch(1, {"a": 1}))) == [
-        ("a", 6, T0_NS, T0_NS + 2 * MINUTE), ("http_500", 2, T0_NS, T0_NS + 2 * MINUTE)]
+        ("a", 6, T0_NS, T0_NS + 2 * MINUTE),
+        ("http_500", 2, T0_NS, T0_NS + 2 * MINUTE),
+    ]
     assert series(norm.normalize(delta_batch(2, {"a": 1, "http_500": 3})))[1] == (
-        "http_500", 5, T0_NS, T0_NS + 3 * MINUTE)
+        "http_500",
+        5,
+        T0_NS,
+        T0_NS + 3 * MINUTE,
+    )
     for minute in range(3, 7):
         out = norm.normalize(delta_batch(minute, {"a": 1}))
     assert [p[0] for p in series(out)] == ["a"], "idle for longer than series_idle_seconds: no longer repeated"

@@ -79,9 +79,13 @@ def test_fixture_matches_prometheus_client(path: Path) -> None:
 def test_fixtures_present() -> None:
     """The cases the fixtures README promises, each in a file of its own."""
     names = {f"{p.parent.name}/{p.name}" for p in FIXTURES}
-    assert {"cerebras/single-endpoint-all-families.prom", "cerebras/two-endpoints-mixed-labels.prom",
-            "cerebras/idle-down-unknown.prom", "cerebras/crlf-windows-capture.prom",
-            "exporter/http-service.prom"} <= names
+    assert {
+        "cerebras/single-endpoint-all-families.prom",
+        "cerebras/two-endpoints-mixed-labels.prom",
+        "cerebras/idle-down-unknown.prom",
+        "cerebras/crlf-windows-capture.prom",
+        "exporter/http-service.prom",
+    } <= names
     assert b"\r\n" in (FIXTURE_DIR / "cerebras" / "crlf-windows-capture.prom").read_bytes()
 
 
@@ -313,7 +317,7 @@ def test_counter_naming() -> None:
 
 
 def test_samples_outside_their_family_become_untyped_singletons() -> None:
-    text = "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_count 1\nh_created 5\nh_sum 2\nx 1\nx 2\n"
+    text = '# TYPE h histogram\nh_bucket{le="+Inf"} 1\nh_count 1\nh_created 5\nh_sum 2\nx 1\nx 2\n'
     assert _shape(text) == [
         ("h", "histogram", ["h_bucket", "h_count"]),
         ("h_created", "untyped", ["h_created"]),

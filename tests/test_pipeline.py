@@ -20,8 +20,14 @@ from tests.simulated_gauges import assert_same_gauges, expected_gauges
 
 def hour_config(sim: CerebrasSimulator, out: Path, **sink_extra: object) -> dict:
     return {
-        "sources": {"cb": {"type": "cerebras", "organization_id": sim.organization_id, "api_key": "test-key-123",
-                           "base_url": sim.url.rsplit("/", 1)[0]}},
+        "sources": {
+            "cb": {
+                "type": "cerebras",
+                "organization_id": sim.organization_id,
+                "api_key": "test-key-123",
+                "base_url": sim.url.rsplit("/", 1)[0],
+            }
+        },
         "sinks": {"file": {"type": "jsonl", "path": str(out), **sink_extra}},
     }
 
@@ -36,8 +42,9 @@ def samples_served(simulator: CerebrasSimulator, window_start: float) -> list[st
     return [line for line in text.splitlines() if line and not line.startswith("#")]
 
 
-def test_a_simulated_hour_forwards_every_window_once(simulator: CerebrasSimulator, clock: ManualClock,
-                                                     tmp_path: Path) -> None:
+def test_a_simulated_hour_forwards_every_window_once(
+    simulator: CerebrasSimulator, clock: ManualClock, tmp_path: Path
+) -> None:
     out = tmp_path / "points.jsonl"
     config = parse_config(hour_config(simulator, out))
 
@@ -74,19 +81,28 @@ def test_a_simulated_hour_forwards_every_window_once(simulator: CerebrasSimulato
     expected = simulator.count_totals()
     for key, value in expected.items():
         assert sums[key] == value, key
-    gauges = {(p["start_ns"] // 10**9, p["name"], p["attributes"]["endpoint"], p["attributes"].get("statistic", "")):
-              float(p["value"]) for p in points if p["kind"] == "gauge"}
+    gauges = {
+        (p["start_ns"] // 10**9, p["name"], p["attributes"]["endpoint"], p["attributes"].get("statistic", "")): float(
+            p["value"]
+        )
+        for p in points
+        if p["kind"] == "gauge"
+    }
     assert_same_gauges(gauges, expected_gauges(simulator, simulator.served_windows), nan_sent=True)
 
 
-def test_sink_transforms_apply_to_that_sink_only(simulator: CerebrasSimulator, clock: ManualClock,
-                                                 tmp_path: Path) -> None:
+def test_sink_transforms_apply_to_that_sink_only(
+    simulator: CerebrasSimulator, clock: ManualClock, tmp_path: Path
+) -> None:
     data = hour_config(simulator, tmp_path / "all.jsonl")
     data["transforms"] = [{"type": "labels", "add": {"env": "test"}}]
     data["sinks"]["filtered"] = {
-        "type": "jsonl", "path": str(tmp_path / "filtered.jsonl"),
-        "transforms": [{"type": "filter", "keep_names": ["requests_.*"], "drop_points": {"endpoint": ".*idle.*"}},
-                       {"type": "rename", "prefix": "cerebras_"}],
+        "type": "jsonl",
+        "path": str(tmp_path / "filtered.jsonl"),
+        "transforms": [
+            {"type": "filter", "keep_names": ["requests_.*"], "drop_points": {"endpoint": ".*idle.*"}},
+            {"type": "rename", "prefix": "cerebras_"},
+        ],
     }
     config = parse_config(data)
 
@@ -102,8 +118,11 @@ def test_sink_transforms_apply_to_that_sink_only(simulator: CerebrasSimulator, c
     everything = read_jsonl(tmp_path / "all.jsonl")
     filtered = read_jsonl(tmp_path / "filtered.jsonl")
     assert {p["name"] for p in everything} >= {"ttft_seconds", "requests_count_total"}
-    assert {p["name"] for p in filtered} == {"cerebras_requests_count_total", "cerebras_requests_success_total",
-                                              "cerebras_requests_failure_total"}
+    assert {p["name"] for p in filtered} == {
+        "cerebras_requests_count_total",
+        "cerebras_requests_success_total",
+        "cerebras_requests_failure_total",
+    }
     assert all("idle" not in p["attributes"]["endpoint"] for p in filtered)
     assert all(p["attributes"]["env"] == "test" for p in everything + filtered)
 
@@ -116,8 +135,9 @@ class FailingSink(Sink):
         raise AssertionError("never reached")
 
 
-def test_a_failing_sink_never_stops_the_others(simulator: CerebrasSimulator, clock: ManualClock,
-                                               tmp_path: Path) -> None:
+def test_a_failing_sink_never_stops_the_others(
+    simulator: CerebrasSimulator, clock: ManualClock, tmp_path: Path
+) -> None:
     from bridge import registry
 
     registry.sinks.register("test_failing")(FailingSink)
@@ -171,11 +191,18 @@ def test_a_finished_file_source_does_not_make_the_bridge_unready(clock: ManualCl
     from bridge.health import HealthState
     from tests.conftest import CEREBRAS_FIXTURES
 
-    config = parse_config({
-        "sources": {"replay": {"type": "file", "path": str(CEREBRAS_FIXTURES / "single-endpoint-all-families.prom"),
-                               "preset": "cerebras"}},
-        "sinks": {"file": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
-    })
+    config = parse_config(
+        {
+            "sources": {
+                "replay": {
+                    "type": "file",
+                    "path": str(CEREBRAS_FIXTURES / "single-endpoint-all-families.prom"),
+                    "preset": "cerebras",
+                }
+            },
+            "sinks": {"file": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
+        }
+    )
     context = Context(clock=clock, health=HealthState(clock))
 
     async def go() -> tuple[bool, list[str]]:
@@ -192,8 +219,9 @@ def test_a_finished_file_source_does_not_make_the_bridge_unready(clock: ManualCl
     assert read_jsonl(tmp_path / "out.jsonl")
 
 
-def test_a_restart_within_the_minute_does_not_forward_the_window_again(simulator: CerebrasSimulator,
-                                                                        clock: ManualClock, tmp_path: Path) -> None:
+def test_a_restart_within_the_minute_does_not_forward_the_window_again(
+    simulator: CerebrasSimulator, clock: ManualClock, tmp_path: Path
+) -> None:
     from bridge.context import WindowLedger
 
     out = tmp_path / "points.jsonl"
@@ -211,8 +239,8 @@ def test_a_restart_within_the_minute_does_not_forward_the_window_again(simulator
         finally:
             await pipeline.stop()
 
-    run(one_life(20))   # forwards the window that ended at T0
-    run(one_life(40))   # restarted at T0+25: same window, not forwarded again; at T0+65 the next one
+    run(one_life(20))  # forwards the window that ended at T0
+    run(one_life(40))  # restarted at T0+25: same window, not forwarded again; at T0+65 the next one
     assert sorted({p["end_ns"] for p in read_jsonl(out)}) == [int(T0 * 1e9), int((T0 + 60) * 1e9)]
     assert len(read_jsonl(out)) == 2 * len([p for p in read_jsonl(out) if p["end_ns"] == int(T0 * 1e9)])
 

@@ -50,24 +50,37 @@ def test_an_entry_point_sink_is_used_by_type(tmp_path: Path) -> None:
     install_plugin(tmp_path / "site")
     out = tmp_path / "lines.txt"
     config = tmp_path / "bridge.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         sources:
           replay:
             type: file
-            path: {CEREBRAS_FIXTURES / 'single-endpoint-all-families.prom'}
+            path: {CEREBRAS_FIXTURES / "single-endpoint-all-families.prom"}
             preset: cerebras
         sinks:
           mine:
             type: lines
             path: {out}
-    """))
+    """)
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    result = subprocess.run([sys.executable, "-m", "bridge.cli", "once", "-c", str(config)],
-                            capture_output=True, check=False, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "once", "-c", str(config)],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     lines = out.read_text().splitlines()
     assert "requests_count_total 37.0" in lines
     assert "input_tokens_total 58904.0" in lines
-    unknown = subprocess.run([sys.executable, "-m", "bridge.cli", "validate", "-c", str(config)],
-                             capture_output=True, check=False, text=True, timeout=60)  # without the plug-in on the path
+    unknown = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "validate", "-c", str(config)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )  # without the plug-in on the path
     assert unknown.returncode == 1 and "sinks.mine.type: unknown sink type 'lines'" in unknown.stderr

@@ -52,14 +52,23 @@ def _payload_bodies(batch: Batch, clock: ManualClock) -> dict[str, list[bytes]]:
     return bodies
 
 
-def test_a_replayed_scrape_sends_what_the_live_source_sends(simulator: CerebrasSimulator, clock: ManualClock,
-                                                            tmp_path: Path) -> None:
+def test_a_replayed_scrape_sends_what_the_live_source_sends(
+    simulator: CerebrasSimulator, clock: ManualClock, tmp_path: Path
+) -> None:
     saved = tmp_path / "scrape.prom"
     at = T0 + 65
 
     async def live() -> Batch | None:
-        config = _sources({"cerebras": {"type": "cerebras", "organization_id": simulator.organization_id,
-                                        "api_key": "test-key-123", "base_url": simulator.url.rsplit("/", 1)[0]}})
+        config = _sources(
+            {
+                "cerebras": {
+                    "type": "cerebras",
+                    "organization_id": simulator.organization_id,
+                    "api_key": "test-key-123",
+                    "base_url": simulator.url.rsplit("/", 1)[0],
+                }
+            }
+        )
         source = CerebrasSource("cerebras", config.sources["cerebras"], Context(clock=clock))
         await source.start()
         try:
@@ -97,12 +106,20 @@ decode_speed{endpoint="llama",organization_id="org_new"} 950
 """
 
 
-def test_an_unknown_total_family_is_a_per_minute_count_with_one_warning(exposition_server: ExpositionServer,
-                                                                       clock: ManualClock,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unknown_total_family_is_a_per_minute_count_with_one_warning(
+    exposition_server: ExpositionServer, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     exposition_server.respond(Response(200, CEREBRAS_SHAPED))
-    config = _sources({"cb": {"type": "cerebras", "organization_id": "org_new", "api_key": "k-new-1234",
-                              "base_url": exposition_server.url.rsplit("/", 1)[0]}})
+    config = _sources(
+        {
+            "cb": {
+                "type": "cerebras",
+                "organization_id": "org_new",
+                "api_key": "k-new-1234",
+                "base_url": exposition_server.url.rsplit("/", 1)[0],
+            }
+        }
+    )
     source = CerebrasSource("cb", config.sources["cb"], Context(clock=clock))
 
     async def two_minutes() -> list[Batch | None]:
@@ -129,8 +146,9 @@ def test_an_unknown_total_family_is_a_per_minute_count_with_one_warning(expositi
     assert any("'cache_hit_tokens_total'" in w and "delta counter" in w for w in warnings)
 
 
-def test_a_plain_exporter_gets_no_namespace_and_no_service_check(exposition_server: ExpositionServer,
-                                                                 clock: ManualClock) -> None:
+def test_a_plain_exporter_gets_no_namespace_and_no_service_check(
+    exposition_server: ExpositionServer, clock: ManualClock
+) -> None:
     """Only a preset's hint makes a check: an exporter's own `inference_endpoint_status` stays a gauge."""
     exposition_server.respond(Response(200, "# TYPE inference_endpoint_status gauge\ninference_endpoint_status 1\n"))
     config = _sources({"exp": {"type": "prometheus", "url": exposition_server.url}})

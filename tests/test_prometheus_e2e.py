@@ -44,7 +44,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def query_until(client: httpx.Client, promql: str, deadline: float, processes: list[subprocess.Popen[bytes]]) -> list[dict]:
+def query_until(
+    client: httpx.Client, promql: str, deadline: float, processes: list[subprocess.Popen[bytes]]
+) -> list[dict]:
     """Poll the instant-query API until the expression returns a series."""
     last = ""
     while time.monotonic() < deadline:
@@ -76,13 +78,24 @@ def test_prometheus_scrapes_a_running_bridge(tmp_path: Path) -> None:
     )
     logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("bridge", "prometheus")}
     processes = [
-        subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "-c", str(tmp_path / "bridge.yaml")],
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
-                         stdout=subprocess.DEVNULL, stderr=logs["bridge"]),
-        subprocess.Popen([str(PROMETHEUS), f"--config.file={tmp_path / 'prometheus.yml'}",
-                          f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                          f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn"],
-                         stdout=subprocess.DEVNULL, stderr=logs["prometheus"]),
+        subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "run", "-c", str(tmp_path / "bridge.yaml")],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=logs["bridge"],
+        ),
+        subprocess.Popen(
+            [
+                str(PROMETHEUS),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=logs["prometheus"],
+        ),
     ]
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{prometheus_port}", timeout=5) as client:

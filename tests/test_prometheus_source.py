@@ -42,8 +42,9 @@ temperature_celsius 21.5
 
 
 def make_source(url: str, clock: ManualClock, name: str = "exp", **extra: object) -> PrometheusSource:
-    config = parse_config({"sources": {name: {"type": "prometheus", "url": url, **extra}},
-                           "sinks": {"out": {"type": "console"}}})
+    config = parse_config(
+        {"sources": {name: {"type": "prometheus", "url": url, **extra}}, "sinks": {"out": {"type": "console"}}}
+    )
     return PrometheusSource(name, config.sources[name], Context(clock=clock))
 
 
@@ -76,11 +77,13 @@ def test_every_exposition_type_is_classified(exposition_server: ExpositionServer
     assert metrics["rpc_seconds"].unit == "s"
 
 
-def test_cumulative_start_time_is_stable_and_resets_are_detected(exposition_server: ExpositionServer,
-                                                                 clock: ManualClock) -> None:
+def test_cumulative_start_time_is_stable_and_resets_are_detected(
+    exposition_server: ExpositionServer, clock: ManualClock
+) -> None:
     counter = "# TYPE jobs_total counter\njobs_total {}\n"
-    exposition_server.respond(Response(body=counter.format(10)), Response(body=counter.format(25)),
-                              Response(body=counter.format(4)))
+    exposition_server.respond(
+        Response(body=counter.format(10)), Response(body=counter.format(25)), Response(body=counter.format(4))
+    )
     batches = run(scrape(make_source(exposition_server.url, clock), clock, T0 + 5, T0 + 65, T0 + 125))
     starts = [b.metrics[0].points[0].start_ns for b in batches]
     assert starts[0] == starts[1], "a cumulative series keeps its start time"
@@ -88,15 +91,26 @@ def test_cumulative_start_time_is_stable_and_resets_are_detected(exposition_serv
     assert batches[1].window_start_ns == int((T0 + 5) * NS_PER_S), "each scrape covers the time since the last"
 
 
-def test_bearer_and_basic_auth_reach_the_server(exposition_server: ExpositionServer, clock: ManualClock,
-                                                tmp_path) -> None:
+def test_bearer_and_basic_auth_reach_the_server(
+    exposition_server: ExpositionServer, clock: ManualClock, tmp_path
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("file-token-789\n")
     exposition_server.respond(Response(body=EXPORTER))
-    run(scrape(make_source(exposition_server.url, clock, auth={"type": "bearer", "token_file": str(token_file)}),
-               clock, T0 + 5))
-    run(scrape(make_source(exposition_server.url, clock, auth={"type": "basic", "username": "u", "password": "pw"}),
-               clock, T0 + 5))
+    run(
+        scrape(
+            make_source(exposition_server.url, clock, auth={"type": "bearer", "token_file": str(token_file)}),
+            clock,
+            T0 + 5,
+        )
+    )
+    run(
+        scrape(
+            make_source(exposition_server.url, clock, auth={"type": "basic", "username": "u", "password": "pw"}),
+            clock,
+            T0 + 5,
+        )
+    )
     bearer, basic = (r.headers["authorization"] for r in exposition_server.requests)
     assert bearer == "Bearer file-token-789"
     assert basic == "Basic " + base64.b64encode(b"u:pw").decode()
@@ -109,15 +123,19 @@ def test_gzip_bodies_are_decoded(exposition_server: ExpositionServer, clock: Man
     assert "gzip" in exposition_server.requests[0].headers["accept-encoding"]
 
 
-@pytest.mark.parametrize("response, outcome", [
-    (Response(body=b"\x1f\x8b garbage", headers={"Content-Encoding": "gzip"}), "bad_encoding"),
-    (Response(body="x 1\n" * 1000), "body_too_large"),
-    (Response(status=500, body="boom"), "http_500"),
-    (Response(body=EXPORTER, delay=2.0), "timeout"),
-    (Response(body=EXPORTER[:900], trickle=0.05), "timeout"),  # each read is quick, the whole body is not
-])
-def test_bad_upstreams_are_counted_not_raised(exposition_server: ExpositionServer, clock: ManualClock,
-                                              response: Response, outcome: str) -> None:
+@pytest.mark.parametrize(
+    "response, outcome",
+    [
+        (Response(body=b"\x1f\x8b garbage", headers={"Content-Encoding": "gzip"}), "bad_encoding"),
+        (Response(body="x 1\n" * 1000), "body_too_large"),
+        (Response(status=500, body="boom"), "http_500"),
+        (Response(body=EXPORTER, delay=2.0), "timeout"),
+        (Response(body=EXPORTER[:900], trickle=0.05), "timeout"),  # each read is quick, the whole body is not
+    ],
+)
+def test_bad_upstreams_are_counted_not_raised(
+    exposition_server: ExpositionServer, clock: ManualClock, response: Response, outcome: str
+) -> None:
     exposition_server.respond(response)
     before = telemetry.SCRAPES.labels("bad", outcome)._value.get()
     source = make_source(exposition_server.url, clock, "bad", max_body_bytes=1000, timeout_seconds=0.5)
@@ -137,15 +155,17 @@ def test_malformed_lines_are_skipped_and_counted(exposition_server: ExpositionSe
 
 def test_openmetrics_content_type_is_honoured(exposition_server: ExpositionServer, clock: ManualClock) -> None:
     body = "# TYPE jobs counter\njobs_total 3\njobs_created 1700000000.0\n# EOF\n"
-    exposition_server.respond(Response(body=body, headers={
-        "Content-Type": "application/openmetrics-text; version=1.0.0; charset=utf-8"}))
+    exposition_server.respond(
+        Response(body=body, headers={"Content-Type": "application/openmetrics-text; version=1.0.0; charset=utf-8"})
+    )
     (batch,) = run(scrape(make_source(exposition_server.url, clock), clock, T0 + 5))
     (point,) = batch.metrics[0].points
     assert point.start_ns == 1_700_000_000 * NS_PER_S, "_created gives the start time"
 
 
-def test_schedule_is_aligned_to_the_boundary_plus_offset(exposition_server: ExpositionServer,
-                                                         clock: ManualClock) -> None:
+def test_schedule_is_aligned_to_the_boundary_plus_offset(
+    exposition_server: ExpositionServer, clock: ManualClock
+) -> None:
     exposition_server.respond(Response(body=EXPORTER))
     source = make_source(exposition_server.url, clock, offset_seconds=7)
 

@@ -65,8 +65,7 @@ SCRAPE_USER = "scraper"
 # what a request with basic auth really carries: the base64 of user:password, as secret as the password
 ENCODED = {
     "grafana basic-auth credentials": base64.b64encode(f"{GRAFANA_INSTANCE}:{CANARIES['file_ref']}".encode()).decode(),
-    "exporter basic-auth credentials":
-        base64.b64encode(f"{SCRAPE_USER}:{CANARIES['password_file']}".encode()).decode(),
+    "exporter basic-auth credentials": base64.b64encode(f"{SCRAPE_USER}:{CANARIES['password_file']}".encode()).decode(),
 }
 EVERY_CANARY = (*CANARIES, *ENCODED)
 TYPO_ENTRY = f"x-tenant-token:{CANARIES['env_otel_typo']}"  # ":" for "=": OpenTelemetry logs the entry verbatim
@@ -84,7 +83,9 @@ def check_output(text: str, where: str, *, redaction: bool, reachable: Collectio
         assert not found, f"{where} leaked {found}:\n{text[-3000:]}"
     else:
         missing = sorted(set(reachable) - set(found))
-        assert not missing, f"{where}: canaries {missing} never reach this output, so it checks nothing:\n{text[-3000:]}"
+        assert not missing, (
+            f"{where}: canaries {missing} never reach this output, so it checks nothing:\n{text[-3000:]}"
+        )
 
 
 def assert_no_canary(text: str, where: str) -> None:
@@ -192,20 +193,20 @@ sources:
     url: {echo_url}/metrics
     interval_seconds: 5
     offset_seconds: 0
-    auth: {{type: bearer, token_file: {tmp_path / 'bearer-token'}}}
+    auth: {{type: bearer, token_file: {tmp_path / "bearer-token"}}}
   basic:
     type: prometheus
     url: {echo_url}/basic
     interval_seconds: 5
     offset_seconds: 0
-    auth: {{type: basic, username: {SCRAPE_USER}, password_file: {tmp_path / 'password'}}}
+    auth: {{type: basic, username: {SCRAPE_USER}, password_file: {tmp_path / "password"}}}
 sinks:
   console:
     type: console
   datadog:
     type: datadog
     url: {echo_url}
-    api_key: {CANARIES['config']}
+    api_key: {CANARIES["config"]}
   datadog_env:
     type: datadog
     url: {echo_url}
@@ -218,7 +219,7 @@ sinks:
   grafana:
     type: grafana_cloud
     instance_id: "{GRAFANA_INSTANCE}"
-    token: ${{file:{tmp_path / 'grafana-token'}}}
+    token: ${{file:{tmp_path / "grafana-token"}}}
     endpoint: {echo_url}/otlp
 """)
     env = {
@@ -231,8 +232,9 @@ sinks:
 
 
 # ---------------------------------------------------------------- in process: loader, logging, /metrics
-def test_loading_and_scrape_auth_register_every_planted_secret(planted: tuple[Path, dict[str, str]],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loading_and_scrape_auth_register_every_planted_secret(
+    planted: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     config, env = planted
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -245,8 +247,9 @@ def test_loading_and_scrape_auth_register_every_planted_secret(planted: tuple[Pa
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
-def test_logs_and_tracebacks_are_redacted(planted: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch,
-                                          fmt: str, redaction: bool) -> None:
+def test_logs_and_tracebacks_are_redacted(
+    planted: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch, fmt: str, redaction: bool
+) -> None:
     config, env = planted
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -272,8 +275,12 @@ def test_logs_and_tracebacks_are_redacted(planted: tuple[Path, dict[str, str]], 
         log.debug("chained", exc_info=True)
     output = stream.getvalue()
     assert "RuntimeError" in output and "Traceback" in output
-    check_output(output, f"{fmt} logs", redaction=redaction,
-                 reachable=("config", "env_ref", "env_otel_headers", "env_cerebras", "file_ref", "env_datadog"))
+    check_output(
+        output,
+        f"{fmt} logs",
+        redaction=redaction,
+        reachable=("config", "env_ref", "env_otel_headers", "env_cerebras", "file_ref", "env_datadog"),
+    )
     if redaction:
         assert output.count(secrets.REDACTED) >= 6
     if fmt == "json":
@@ -288,10 +295,10 @@ def test_config_errors_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 sources:
   demo: {{type: simulator, organization_id: "org with spaces"}}
 sinks:
-  datadog: {{type: datadog, api_key: {CANARIES['config']}, timeout_seconds: -1}}
+  datadog: {{type: datadog, api_key: {CANARIES["config"]}, timeout_seconds: -1}}
   otlp: {{type: otlp, endpoint: "ftp://${{OTLP_AUTH}}"}}
-  otlp_list_header: {{type: otlp, headers: {{authorization: [{CANARIES['env_ref']}]}}}}
-  grafana: {{type: grafana_cloud, instance_id: 1, token: {CANARIES['file_ref']}, zone: "Not A Zone"}}
+  otlp_list_header: {{type: otlp, headers: {{authorization: [{CANARIES["env_ref"]}]}}}}
+  grafana: {{type: grafana_cloud, instance_id: 1, token: {CANARIES["file_ref"]}, zone: "Not A Zone"}}
 """)
     with pytest.raises(ConfigError) as caught:
         load_config(bad)
@@ -318,9 +325,12 @@ def test_metrics_endpoint_is_redacted(redaction: bool) -> None:
     check_output(text, "/metrics", redaction=redaction, reachable=("config",))
 
 
-def test_an_unexpected_error_in_the_cli_is_redacted(planted: tuple[Path, dict[str, str]],
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    capfd: pytest.CaptureFixture[str], redaction: bool) -> None:
+def test_an_unexpected_error_in_the_cli_is_redacted(
+    planted: tuple[Path, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    redaction: bool,
+) -> None:
     """The CLI's last-resort handler: a crash whose message carries a key prints and logs it redacted."""
     config, env = planted
     for name, value in env.items():
@@ -334,8 +344,9 @@ def test_an_unexpected_error_in_the_cli_is_redacted(planted: tuple[Path, dict[st
         assert cli.main(["once", "-c", str(config), "--log-level", "debug", "--log-format", fmt]) == 2
         out, err = capfd.readouterr()
         assert "boom while using" in err and "RuntimeError" in err, "the traceback is logged at debug"
-        check_output(out + err, f"crash output ({fmt})", redaction=redaction,
-                     reachable=("config", "env_ref", "env_otel_typo"))
+        check_output(
+            out + err, f"crash output ({fmt})", redaction=redaction, reachable=("config", "env_ref", "env_otel_typo")
+        )
 
 
 # ---------------------------------------------------------------- credentials that cannot go in a header
@@ -384,28 +395,35 @@ def test_values_shorter_than_four_characters_are_not_secrets() -> None:
     assert secrets.redact("Zq7 Xq7w") == "Zq7 ***"
 
 
-@pytest.mark.parametrize("value, problem", [
-    ("csk-canary\nnext", "contains a line break"),
-    ("csk-canary\rnext", "contains a line break"),
-    ("csk\tcanary", "contains a control character"),
-    ("csk-canary\x00", "contains a control character"),
-    ("csk-canary\x1f", "contains a control character"),
-    ("csk-canary\x7f", "contains a control character"),
-    ("csk-canary\x80", "contains a non-ASCII character (HTTP headers are ASCII)"),
-    ("csk-canary-é", "contains a non-ASCII character (HTTP headers are ASCII)"),
-    (" csk-canary~!", None),
-])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("csk-canary\nnext", "contains a line break"),
+        ("csk-canary\rnext", "contains a line break"),
+        ("csk\tcanary", "contains a control character"),
+        ("csk-canary\x00", "contains a control character"),
+        ("csk-canary\x1f", "contains a control character"),
+        ("csk-canary\x7f", "contains a control character"),
+        ("csk-canary\x80", "contains a non-ASCII character (HTTP headers are ASCII)"),
+        ("csk-canary-é", "contains a non-ASCII character (HTTP headers are ASCII)"),
+        (" csk-canary~!", None),
+    ],
+)
 def test_what_cannot_go_in_a_header(value: str, problem: str | None) -> None:
     assert secrets.problem(value) == problem
 
 
-@pytest.mark.parametrize("contents, problem", [
-    ("csk-canary-first-line\nrotated-second-line", "contains a line break"),
-    ("csk-canary-with-a-bell\a", "contains a control character"),
-    ("csk-canary-café", "contains a non-ASCII character (HTTP headers are ASCII)"),
-])
+@pytest.mark.parametrize(
+    "contents, problem",
+    [
+        ("csk-canary-first-line\nrotated-second-line", "contains a line break"),
+        ("csk-canary-with-a-bell\a", "contains a control character"),
+        ("csk-canary-café", "contains a non-ASCII character (HTTP headers are ASCII)"),
+    ],
+)
 def test_a_config_secret_that_cannot_go_in_a_header_is_refused_naming_where(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, contents: str, problem: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, contents: str, problem: str
+) -> None:
     """Inline, ${VAR} and ${file:} values at load time: the error names the YAML path or the file, never the value."""
     secrets._disable_for_tests()  # so the message itself is shown not to carry the value
     try:
@@ -422,32 +440,46 @@ def test_a_config_secret_that_cannot_go_in_a_header_is_refused_naming_where(
             parse_config({"sources": {"demo": {"type": "simulator"}}, "sinks": sinks})
     finally:
         secrets._enable()
-    assert sorted(caught.value.problems) == sorted([
-        f"sinks.inline.api_key: {problem}",
-        f"sinks.from_env.headers.x-key: {problem}",
-        f"sinks.from_file.token: {key_file}: {problem}",
-        f"sinks.key_file: {key_file}: {problem}",
-    ])
+    assert sorted(caught.value.problems) == sorted(
+        [
+            f"sinks.inline.api_key: {problem}",
+            f"sinks.from_env.headers.x-key: {problem}",
+            f"sinks.from_file.token: {key_file}: {problem}",
+            f"sinks.key_file: {key_file}: {problem}",
+        ]
+    )
     assert "csk-canary" not in str(caught.value)
 
 
-@pytest.mark.parametrize("contents, problem", [
-    (b"csk-canary-first-line\nrotated-second-line", "contains a line break"),
-    (b"csk-canary-with-a-nul\0", "contains a control character"),
-    ("csk-canary-café".encode(), "contains a non-ASCII character (HTTP headers are ASCII)"),
-    (b"csk-canary-\xff\xfe", "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "contents, problem",
+    [
+        (b"csk-canary-first-line\nrotated-second-line", "contains a line break"),
+        (b"csk-canary-with-a-nul\0", "contains a control character"),
+        ("csk-canary-café".encode(), "contains a non-ASCII character (HTTP headers are ASCII)"),
+        (b"csk-canary-\xff\xfe", "is not UTF-8 text"),
+    ],
+)
 def test_a_key_file_that_cannot_go_in_a_header_fails_the_scrape_naming_the_file(
-        tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture, contents: bytes, problem: str) -> None:
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture, contents: bytes, problem: str
+) -> None:
     """Re-read at each scrape: refused before any request, logged naming the file; a fixed file scrapes again."""
     key_file = tmp_path / "cerebras-key"
     key_file.write_bytes(contents)
     with CerebrasSimulator(organization_id="org_test", api_key="csk-the-right-key", clock=clock) as sim:
-        config = parse_config({
-            "sources": {"cb": {"type": "cerebras", "organization_id": "org_test", "api_key_file": str(key_file),
-                               "base_url": sim.url.rsplit("/", 1)[0]}},
-            "sinks": {"out": {"type": "console"}},
-        })
+        config = parse_config(
+            {
+                "sources": {
+                    "cb": {
+                        "type": "cerebras",
+                        "organization_id": "org_test",
+                        "api_key_file": str(key_file),
+                        "base_url": sim.url.rsplit("/", 1)[0],
+                    }
+                },
+                "sinks": {"out": {"type": "console"}},
+            }
+        )
         source = CerebrasSource("cb_bad_key", config.sources["cb"], Context(clock=clock))  # type: ignore[arg-type]
 
         async def scrape_twice() -> tuple[object, int, object]:
@@ -479,8 +511,13 @@ def test_a_key_file_that_cannot_go_in_a_header_fails_the_scrape_naming_the_file(
 # ---------------------------------------------------------------- the real command, as a subprocess
 def bridge(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", *args], env={**os.environ, "PYTHONPATH": str(ROOT), **env}, check=False,
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "bridge.cli", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -497,24 +534,36 @@ def test_validate_output(planted: tuple[Path, dict[str, str]], tmp_path: Path, f
     broken.write_text(config.read_text().replace("type: console", "type: console\n    colour: always"))
     result = bridge(["validate", "-c", str(broken), "--log-format", fmt], env, tmp_path)
     assert result.returncode == 1 and "sinks.console.colour: unknown key" in result.stderr
-    check_output(result.stdout + result.stderr, "validate of an invalid config", redaction=redaction,
-                 reachable=("env_otel_typo",))
+    check_output(
+        result.stdout + result.stderr,
+        "validate of an invalid config",
+        redaction=redaction,
+        reachable=("env_otel_typo",),
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt, redaction", [("json", True), ("console", True), ("console", False)],
-                         ids=["json-redacted", "console-redacted", "console-unredacted"])
-def test_once_dry_run_output(planted: tuple[Path, dict[str, str]], tmp_path: Path, fmt: str,
-                             redaction: bool) -> None:
+@pytest.mark.parametrize(
+    "fmt, redaction",
+    [("json", True), ("console", True), ("console", False)],
+    ids=["json-redacted", "console-redacted", "console-unredacted"],
+)
+def test_once_dry_run_output(planted: tuple[Path, dict[str, str]], tmp_path: Path, fmt: str, redaction: bool) -> None:
     """One scrape of every source (the echo answers each with its credentials) and every sink's payload printed."""
     config, env = planted
-    result = bridge(["once", "-c", str(config), "--dry-run", "--log-level", "debug", "--log-format", fmt],
-                    {**env, **redaction_env(redaction)}, tmp_path)
+    result = bridge(
+        ["once", "-c", str(config), "--dry-run", "--log-level", "debug", "--log-format", fmt],
+        {**env, **redaction_env(redaction)},
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "=== sink datadog" in result.stdout and "=== sink grafana" in result.stdout
-    check_output(result.stdout + result.stderr, "once --dry-run", redaction=redaction,
-                 reachable=("env_cerebras", "token_file", "password_file", "exporter basic-auth credentials",
-                            "env_otel_typo"))
+    check_output(
+        result.stdout + result.stderr,
+        "once --dry-run",
+        redaction=redaction,
+        reachable=("env_cerebras", "token_file", "password_file", "exporter basic-auth credentials", "env_otel_typo"),
+    )
 
 
 def free_port() -> int:
@@ -533,10 +582,14 @@ def wait_for(predicate: object, timeout: float) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt, redaction", [("json", True), ("console", True), ("console", False)],
-                         ids=["json-redacted", "console-redacted", "console-unredacted"])
-def test_run_logs_metrics_and_readyz(planted: tuple[Path, dict[str, str]], tmp_path: Path, fmt: str,
-                                     redaction: bool) -> None:
+@pytest.mark.parametrize(
+    "fmt, redaction",
+    [("json", True), ("console", True), ("console", False)],
+    ids=["json-redacted", "console-redacted", "console-unredacted"],
+)
+def test_run_logs_metrics_and_readyz(
+    planted: tuple[Path, dict[str, str]], tmp_path: Path, fmt: str, redaction: bool
+) -> None:
     """A running bridge whose upstreams and backends all echo the keys back, reloaded once (SIGHUP).
 
     Unredacted, every canary shows up in the logs; redacted, none anywhere.
@@ -546,8 +599,16 @@ def test_run_logs_metrics_and_readyz(planted: tuple[Path, dict[str, str]], tmp_p
     config.write_text(config.read_text() + f"telemetry: {{listen: '127.0.0.1:{port}', log_level: debug}}\n")
     out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
     pages: list[str] = []
-    wanted = ('bridge_scrapes_total{outcome="ok",source="demo"}', 'source="cerebras"', 'source="exporter"',
-              'source="basic"', 'sink="datadog"', 'sink="datadog_env"', 'sink="otlp"', 'sink="grafana"')
+    wanted = (
+        'bridge_scrapes_total{outcome="ok",source="demo"}',
+        'source="cerebras"',
+        'source="exporter"',
+        'source="basic"',
+        'sink="datadog"',
+        'sink="datadog_env"',
+        'sink="otlp"',
+        'sink="grafana"',
+    )
 
     def all_components_seen() -> bool:
         try:
@@ -560,8 +621,11 @@ def test_run_logs_metrics_and_readyz(planted: tuple[Path, dict[str, str]], tmp_p
     with out_path.open("w") as out_file, err_path.open("w") as err_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "bridge.cli", "run", "-c", str(config), "--log-format", fmt, "--grace", "2"],
-            env={**os.environ, "PYTHONPATH": str(ROOT), **env, **redaction_env(redaction)}, cwd=tmp_path,
-            stdout=out_file, stderr=err_file, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env, **redaction_env(redaction)},
+            cwd=tmp_path,
+            stdout=out_file,
+            stderr=err_file,
+            text=True,
         )
         try:
             started = wait_for(all_components_seen, 45)

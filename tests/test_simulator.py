@@ -156,7 +156,12 @@ def test_missing_or_wrong_key_is_401_without_echoing_it(make_sim: MakeSim) -> No
         response = get(sim.url, key)
         assert response.status_code == 401
         body = response.json()
-        assert body == {"message": body["message"], "type": "invalid_request_error", "param": None, "code": "wrong_api_key"}
+        assert body == {
+            "message": body["message"],
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "wrong_api_key",
+        }
         raw = response.text + str(response.headers)
         assert KEY not in raw and "sk-wrong-secret-123" not in raw
     assert [status for _, status in sim.requests_received] == [401, 401]

@@ -16,9 +16,7 @@ import random
 _MAX_DOUBLINGS = 62  # a day-long outage counts thousands of failures; 2.0 ** 1024 would overflow
 
 
-def retry_delay(
-    failures: int, initial: float, cap: float, retry_after: float | None, rng: random.Random
-) -> float:
+def retry_delay(failures: int, initial: float, cap: float, retry_after: float | None, rng: random.Random) -> float:
     """Seconds to wait after the `failures`-th consecutive failure (1 for the first); never more than `cap`."""
     ceiling = min(cap, initial * 2.0 ** min(failures - 1, _MAX_DOUBLINGS))
     return max(rng.uniform(0.0, ceiling), min(retry_after or 0.0, cap))

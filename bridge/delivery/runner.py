@@ -110,8 +110,12 @@ class SinkRunner:
         except SpoolError as exc:
             await self.spool.close()
             self.spool = None
-            log.error("sink %s: %s; running memory-only: queued payloads do not survive a restart until this is "
-                      "fixed and the bridge restarted", self.name, exc)
+            log.error(
+                "sink %s: %s; running memory-only: queued payloads do not survive a restart until this is "
+                "fixed and the bridge restarted",
+                self.name,
+                exc,
+            )
             self._report_spool(f"spool unusable ({exc}), running memory-only", durable=False)
             return
         self._recover(stored)
@@ -151,8 +155,12 @@ class SinkRunner:
             await self.spool.flush()
             self._discard([e for e in self._pending if e.payload is not None], "spool_error", evicted=True)
             if self._pending:
-                log.info("sink %s: %d undelivered payload(s) kept in %s for the next start", self.name,
-                         len(self._pending), self.spool.path)
+                log.info(
+                    "sink %s: %d undelivered payload(s) kept in %s for the next start",
+                    self.name,
+                    len(self._pending),
+                    self.spool.path,
+                )
             await self.spool.close()
             self._spool_open = False
             telemetry.DELIVERY_SPOOL_BYTES.remove(self.name)
@@ -245,8 +253,13 @@ class SinkRunner:
             telemetry.DELIVERY_EVICTIONS.labels(self.name, reason).inc(len(entries))
             if reason not in self._reported_evictions:
                 self._reported_evictions.add(reason)
-                log.warning("sink %s: %d undelivered payload(s) evicted (%s); all such evictions are counted in "
-                            "bridge_delivery_evicted_payloads_total", self.name, len(entries), reason)
+                log.warning(
+                    "sink %s: %d undelivered payload(s) evicted (%s); all such evictions are counted in "
+                    "bridge_delivery_evicted_payloads_total",
+                    self.name,
+                    len(entries),
+                    reason,
+                )
 
     def _publish(self) -> None:
         telemetry.QUEUE_DEPTH.labels(self.name).set(len(self._pending))
@@ -307,8 +320,12 @@ class SinkRunner:
     def _failed(self, entry: Entry, exc: DeliveryError) -> float | None:
         telemetry.SEND_FAILURES.labels(self.name, exc.reason).inc()
         if exc.reason != self._last_failure_reason:  # one log line per state change
-            log.warning("sink %s: %s; %s", self.name, exc,
-                        f"retrying ({len(self._pending)} queued)" if exc.retryable else "payload dropped")
+            log.warning(
+                "sink %s: %s; %s",
+                self.name,
+                exc,
+                f"retrying ({len(self._pending)} queued)" if exc.retryable else "payload dropped",
+            )
             self._last_failure_reason = exc.reason
         if not exc.retryable:
             self._failures = 0

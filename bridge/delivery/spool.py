@@ -154,8 +154,9 @@ class Spool:
         try:
             moved_to = self._move_aside()
         except OSError as exc:
-            raise SpoolError("damaged", f"spool {self.path} is damaged ({detail}) and could not be moved aside "
-                                        f"({_describe(exc)})") from None
+            raise SpoolError(
+                "damaged", f"spool {self.path} is damaged ({detail}) and could not be moved aside ({_describe(exc)})"
+            ) from None
         self.damage = f"spool {self.path} was damaged ({detail}); moved aside to {moved_to}, started empty"
         self._count("damaged")
         log.error("sink %s: %s", self._owner[0], self.damage)
@@ -170,7 +171,9 @@ class Spool:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each statement is a transaction
         except FileExistsError:
-            raise SpoolError("unusable", f"spool {self.path} cannot be created ({self.path.parent} is a file)") from None
+            raise SpoolError(
+                "unusable", f"spool {self.path} cannot be created ({self.path.parent} is a file)"
+            ) from None
         except OSError as exc:
             raise SpoolError("unusable", f"spool {self.path} cannot be created ({_describe(exc)})") from None
         except sqlite3.Error as exc:
@@ -286,8 +289,12 @@ class Spool:
         self._count(reason)
         if reason not in self._reported:
             self._reported.add(reason)
-            log.error("sink %s: spool %s: %s (all counted in bridge_delivery_spool_failures_total)", self._owner[0],
-                      self.path, problem)
+            log.error(
+                "sink %s: spool %s: %s (all counted in bridge_delivery_spool_failures_total)",
+                self._owner[0],
+                self.path,
+                problem,
+            )
 
     def _recovered(self, reason: str, news: str) -> None:
         if reason in self._reported:

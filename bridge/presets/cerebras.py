@@ -42,9 +42,16 @@ _SERVICE_CHECKS = {"inference_endpoint_status": ENDPOINT_STATUS_CHECK}
 def rules(statistic_labels: list[str]) -> list[FamilyRule]:
     out = []
     for name, (kind, temporality, unit) in FAMILIES.items():
-        out.append(FamilyRule(match=name, kind=kind, temporality=temporality, unit=unit,
-                              statistic_labels=statistic_labels if unit == "s" else [],
-                              service_check=_SERVICE_CHECKS.get(name)))
+        out.append(
+            FamilyRule(
+                match=name,
+                kind=kind,
+                temporality=temporality,
+                unit=unit,
+                statistic_labels=statistic_labels if unit == "s" else [],
+                service_check=_SERVICE_CHECKS.get(name),
+            )
+        )
     # Families the docs do not name yet: a `_total` is a per-minute count; the rest are gauges.
     out.append(FamilyRule(match=".*_total", kind="counter", temporality="delta", statistic_labels=statistic_labels))
     out.append(FamilyRule(match=".*_seconds", kind="gauge", unit="s", statistic_labels=statistic_labels))
@@ -62,9 +69,9 @@ CEREBRAS = Preset(
     explanations={
         401: "the API key was rejected (401) for {target}: check CEREBRAS_API_KEY or api_key; retrying each minute",
         403: "metrics are not available for {target} (403): the feature may not be enabled for this organization "
-             "(dedicated endpoints, private preview) or the organization id is wrong; retrying each minute",
+        "(dedicated endpoints, private preview) or the organization id is wrong; retrying each minute",
         404: "metrics are not available for {target} (404): the feature may not be enabled for this organization "
-             "(dedicated endpoints, private preview) or the organization id is wrong; retrying each minute",
+        "(dedicated endpoints, private preview) or the organization id is wrong; retrying each minute",
         429: "rate limited by the API for {target} (429); backing off to the next minute",
     },
 )

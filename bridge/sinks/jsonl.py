@@ -33,11 +33,17 @@ def _number(value: float) -> float | str:
 
 def encode_value(value: Value) -> Any:
     if isinstance(value, HistogramValue):
-        return {"count": value.count, "sum": _number(value.sum),
-                "buckets": [[_number(le), c] for le, c in value.buckets]}
+        return {
+            "count": value.count,
+            "sum": _number(value.sum),
+            "buckets": [[_number(le), c] for le, c in value.buckets],
+        }
     if isinstance(value, SummaryValue):
-        return {"count": value.count, "sum": _number(value.sum),
-                "quantiles": [[q, _number(v)] for q, v in value.quantiles]}
+        return {
+            "count": value.count,
+            "sum": _number(value.sum),
+            "quantiles": [[q, _number(v)] for q, v in value.quantiles],
+        }
     return _number(value)
 
 
@@ -45,18 +51,23 @@ def encode_batch(batch: Batch) -> bytes:
     resource = dict(batch.resource)
     lines = []
     for metric, point in batch.iter_points():
-        lines.append(json.dumps({
-            "source": batch.source,
-            "resource": resource,
-            "name": metric.name,
-            "kind": metric.kind.value,
-            "temporality": metric.temporality.value if metric.temporality else None,
-            "unit": metric.unit,
-            "attributes": dict(point.attributes),
-            "value": encode_value(point.value),
-            "start_ns": point.start_ns,
-            "end_ns": point.end_ns,
-        }, separators=(",", ":")))
+        lines.append(
+            json.dumps(
+                {
+                    "source": batch.source,
+                    "resource": resource,
+                    "name": metric.name,
+                    "kind": metric.kind.value,
+                    "temporality": metric.temporality.value if metric.temporality else None,
+                    "unit": metric.unit,
+                    "attributes": dict(point.attributes),
+                    "value": encode_value(point.value),
+                    "start_ns": point.start_ns,
+                    "end_ns": point.end_ns,
+                },
+                separators=(",", ":"),
+            )
+        )
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 

@@ -207,8 +207,9 @@ class Classifier:
         return metric
 
 
-def _plain_points(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window,
-                  samples: list[Sample]) -> list[Point]:
+def _plain_points(
+    classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window, samples: list[Sample]
+) -> list[Point]:
     points = []
     for s in samples:
         end = classifier._point_end(family, s, window)
@@ -255,14 +256,15 @@ def _grouped(
     groups: dict[Attrs, dict[str, list[Sample]]] = {}
     exclude = frozenset((group_label,))
     for s in family.samples:
-        suffix = s.name[len(family.name):]
+        suffix = s.name[len(family.name) :]
         attrs = classifier._attrs(s.labels, rule, exclude)
         groups.setdefault(attrs, {}).setdefault(suffix, []).append(s)
     return groups
 
 
-def _series_start(classifier: Classifier, family: Family, attrs: Attrs, parts: dict[str, list[Sample]],
-                  count: float, window: Window) -> int:
+def _series_start(
+    classifier: Classifier, family: Family, attrs: Attrs, parts: dict[str, list[Sample]], count: float, window: Window
+) -> int:
     created = parts.get("_created")
     start = _created_ns(created[0].value) if created else None
     if start is not None:
@@ -275,8 +277,9 @@ def _first_value(parts: dict[str, list[Sample]], suffix: str) -> float:
     return samples[0].value if samples else math.nan
 
 
-def _bounds(classifier: Classifier, family: Family, samples: list[Sample], label: str,
-            default: str | None) -> list[tuple[float, float]]:
+def _bounds(
+    classifier: Classifier, family: Family, samples: list[Sample], label: str, default: str | None
+) -> list[tuple[float, float]]:
     """(bound, value) pairs read from the `le` or `quantile` label, ascending; unreadable bounds skipped."""
     pairs = []
     for s in samples:

@@ -51,14 +51,17 @@ class PrometheusSourceConfig(SourceConfig):
     windowed: bool = Field(False, description="values describe the last complete interval (Cerebras-style)")
     lag_seconds: float = Field(0.0, ge=0, description="windowed: the upstream publishes a window this late")
     retry_delay_seconds: float = Field(10.0, gt=0, description="delay before the one retry after a 5xx or timeout")
-    rate_limit_per_minute: int | None = Field(None, ge=1, description="request budget shared by sources with the same rate_limit_key")
+    rate_limit_per_minute: int | None = Field(
+        None, ge=1, description="request budget shared by sources with the same rate_limit_key"
+    )
     rate_limit_key: str | None = Field(None, description="defaults to the url")
     families: list[FamilyRule] = Field(default_factory=list, description="per-family kind/temporality/unit overrides")
     resource: dict[str, str] = Field(default_factory=dict, description="extra resource attributes")
     honor_timestamps: bool = True
     preset: Literal["cerebras"] | None = Field(
-        None, description="what an upstream is known to mean: family rules (after `families`), resource labels, "
-        "namespace, error explanations (bridge/presets)"
+        None,
+        description="what an upstream is known to mean: family rules (after `families`), resource labels, "
+        "namespace, error explanations (bridge/presets)",
     )
 
 
@@ -118,8 +121,15 @@ class PrometheusSource(Source):
         rule = self.classifier.rule_for(family.name)
         kind = (rule.kind if rule and rule.kind else family.type) or "gauge"
         temporality = f"{rule.temporality} " if rule and rule.temporality else ""
-        log.warning("source %s: unknown %s family %r (declared %s); forwarding it as a %s%s", self.name,
-                    self.preset.name, family.name, family.type, temporality, kind)
+        log.warning(
+            "source %s: unknown %s family %r (declared %s); forwarding it as a %s%s",
+            self.name,
+            self.preset.name,
+            family.name,
+            family.type,
+            temporality,
+            kind,
+        )
 
     async def fetch(self, now: float) -> ScrapeResult:
         assert self.scraper is not None, "start() first"
@@ -201,15 +211,21 @@ class PrometheusSource(Source):
             raise ScrapeError("not_prometheus", _not_prometheus(result))
         if parsed.errors:
             line, reason = parsed.error_samples[0]
-            log.warning("source %s: skipped %d malformed lines (first: line %d: %s)", self.name, parsed.errors, line,
-                        excerpt(reason))
+            log.warning(
+                "source %s: skipped %d malformed lines (first: line %d: %s)",
+                self.name,
+                parsed.errors,
+                line,
+                excerpt(reason),
+            )
         families = parsed.families if self.config.honor_timestamps else _without_timestamps(parsed.families)
         metrics = self.classifier.classify(families, window)
         skipped = self.classifier.skipped
         if skipped.count:
             telemetry.PARSE_ERRORS.labels(self.name).inc(skipped.count)
-            log.warning("source %s: skipped %d unusable samples (first: %s)", self.name, skipped.count,
-                        excerpt(skipped.first))
+            log.warning(
+                "source %s: skipped %d unusable samples (first: %s)", self.name, skipped.count, excerpt(skipped.first)
+            )
         telemetry.SCRAPE_DURATION.labels(self.name).observe(max(0.0, self.context.clock.now() - now))
         telemetry.SCRAPES.labels(self.name, "ok").inc()
         telemetry.SAMPLES_IN.labels(self.name).inc(samples)
@@ -218,8 +234,14 @@ class PrometheusSource(Source):
             assert self.preset is not None
             lifted = {self.preset.resource_labels[k]: v for k, v in self.classifier.lifted.items()}
             resource = {**resource, **lifted}
-        return Batch(self.name, attrs_from(resource), window.start_ns, window.end_ns, metrics,
-                     namespace=self.preset.namespace if self.preset else "")
+        return Batch(
+            self.name,
+            attrs_from(resource),
+            window.start_ns,
+            window.end_ns,
+            metrics,
+            namespace=self.preset.namespace if self.preset else "",
+        )
 
     def _admit(self, batch: Batch, now: float) -> Batch | None:
         """Windowed sources forward each window once and count the windows that were lost."""
@@ -277,8 +299,9 @@ class PrometheusSource(Source):
             retry_at = now + (error.retry_after or self.config.retry_delay_seconds)
         self._reschedule_after_failure(now, window, retry_at, retry_in_window=retry_at is not None)
 
-    def _reschedule_after_failure(self, now: float, window: Window, retry_at: float | None, *,
-                                  retry_in_window: bool) -> None:
+    def _reschedule_after_failure(
+        self, now: float, window: Window, retry_at: float | None, *, retry_in_window: bool
+    ) -> None:
         """Retry once inside the window if allowed, else give the window up as a gap."""
         self._attempts_this_window += 1
         next_aligned = self._aligned_after(now)

@@ -64,8 +64,9 @@ class TLSConfig(StrictModel):
 
 
 class ScrapeError(Exception):
-    def __init__(self, outcome: str, detail: str = "", *, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, outcome: str, detail: str = "", *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(secrets.redact(f"{outcome}: {detail}" if detail else outcome))
         self.outcome = outcome
         self.status = status
@@ -84,8 +85,10 @@ def auth_header(auth: NoAuth | BearerAuth | BasicAuth) -> dict[str, str]:
         token = auth.token.get_secret_value() if auth.token else secrets.read_file(auth.token_file or "")
         return {"Authorization": f"Bearer {token}"}
     if isinstance(auth, BasicAuth):
-        password = auth.password.get_secret_value() if auth.password else (
-            secrets.read_file(auth.password_file) if auth.password_file else ""
+        password = (
+            auth.password.get_secret_value()
+            if auth.password
+            else (secrets.read_file(auth.password_file) if auth.password_file else "")
         )
         basic = httpx.BasicAuth(auth.username, password)
         header = next(basic.auth_flow(httpx.Request("GET", "http://x"))).headers["Authorization"]
@@ -101,8 +104,9 @@ def ssl_context(tls: TLSConfig) -> ssl.SSLContext | bool:
 
 
 class Scraper:
-    def __init__(self, *, auth: NoAuth | BearerAuth | BasicAuth, tls: TLSConfig, timeout: float,
-                 max_body_bytes: int) -> None:
+    def __init__(
+        self, *, auth: NoAuth | BearerAuth | BasicAuth, tls: TLSConfig, timeout: float, max_body_bytes: int
+    ) -> None:
         self.auth = auth
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
@@ -142,7 +146,8 @@ class Scraper:
                 if response.status_code != 200:
                     body = await read_bounded(response, ERROR_BODY_LIMIT, truncate=True)
                     raise ScrapeError(
-                        f"http_{response.status_code}", _error_text(body.decode("utf-8", "replace")),
+                        f"http_{response.status_code}",
+                        _error_text(body.decode("utf-8", "replace")),
                         status=response.status_code,
                         retry_after=retry_after(response.headers, now, ceiling=max_delay),
                     )

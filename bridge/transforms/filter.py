@@ -51,7 +51,8 @@ class Filter(Transform):
                 continue
             if self.keep_points or self.drop_points:
                 points = [
-                    p for p in metric.points
+                    p
+                    for p in metric.points
                     if (not self.keep_points or _matches(self.keep_points, p.attributes))
                     and not (self.drop_points and _matches(self.drop_points, p.attributes))
                 ]

@@ -23,6 +23,4 @@ class Rename(Transform):
 
     def apply(self, batch: Batch) -> Batch:
         names, prefix = self.config.names, self.config.prefix
-        return batch.with_metrics(
-            [replace(m, name=prefix + names.get(m.name, m.name)) for m in batch.metrics]
-        )
+        return batch.with_metrics([replace(m, name=prefix + names.get(m.name, m.name)) for m in batch.metrics])

@@ -26,7 +26,10 @@ DATADOG_API_KEY = "fault-suite-key"
 #: (family, endpoint, http_code or "")
 CountKey = tuple[str, str, str]
 COUNT_FAMILIES = (
-    "requests_count_total", "requests_success_total", "requests_failure_total", "input_tokens_total",
+    "requests_count_total",
+    "requests_success_total",
+    "requests_failure_total",
+    "input_tokens_total",
     "output_tokens_total",
 )
 
@@ -92,8 +95,13 @@ class DatadogBackend(Backend):
         self.clock = clock
 
     def sink_config(self) -> dict[str, Any]:
-        return {"type": "datadog", "url": self.proxy.url, "api_key": DATADOG_API_KEY, "service_checks": False,
-                "timeout_seconds": 30}
+        return {
+            "type": "datadog",
+            "url": self.proxy.url,
+            "api_key": DATADOG_API_KEY,
+            "service_checks": False,
+            "timeout_seconds": 30,
+        }
 
     async def start(self) -> None:
         self.intake.start()
@@ -110,8 +118,12 @@ class DatadogBackend(Backend):
             if request.path != SERIES_PATH or request.status != 202:
                 continue
             series = request.json["series"]
-            windows = [point["timestamp"] + s["interval"] for s in series if s["metric"] == "cerebras.requests_count"
-                       for point in s["points"]]
+            windows = [
+                point["timestamp"] + s["interval"]
+                for s in series
+                if s["metric"] == "cerebras.requests_count"
+                for point in s["points"]
+            ]
             arrivals.add(windows, json.dumps(request.json, sort_keys=True).encode())
         for point in self.intake.points():  # what Datadog stores: one value per series and timestamp
             family = point.metric.removeprefix("cerebras.") + "_total"
@@ -133,8 +145,13 @@ class OtlpBackend(Backend):
 
     def sink_config(self) -> dict[str, Any]:
         endpoint = self.proxy.endpoint if isinstance(self.proxy, TcpFaultProxy) else self.proxy.url
-        return {"type": "otlp", "protocol": self.protocol, "endpoint": endpoint, "temporality": self.temporality,
-                "timeout_seconds": 30}
+        return {
+            "type": "otlp",
+            "protocol": self.protocol,
+            "endpoint": endpoint,
+            "temporality": self.temporality,
+            "timeout_seconds": 30,
+        }
 
     async def start(self) -> None:
         if isinstance(self.receiver, GrpcReceiver):

@@ -36,8 +36,17 @@ from bridge.clock import Clock
 
 HOST = "127.0.0.1"
 _POLL_SECONDS = 0.005  # how quickly a `refuse` window opens or closes the listening socket
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length", "host", "te",
-               "upgrade", "trailer"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "te",
+    "upgrade",
+    "trailer",
+}
 _JUNK_LINES = b'\nthis line is { not an exposition\nrequests_count_total{endpoint="x" 12\n# TYPE\n\xff\xfe bytes\n'
 
 
@@ -297,8 +306,9 @@ class HttpFaultProxy(_FaultFront):
             if exchange.status is None:
                 return
 
-    def _apply(self, connection: socket.socket, fault: Fault, method: str, path: str, headers: dict[str, str],
-               body: bytes) -> int | None:
+    def _apply(
+        self, connection: socket.socket, fault: Fault, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> int | None:
         """Carry out one fault; the status the client got, or None when the connection must go."""
         kind = fault.kind
         if kind in ("forward", "junk_lines"):
@@ -341,12 +351,17 @@ class HttpFaultProxy(_FaultFront):
         assert kind == "reset", kind
         return None
 
-    def _forward(self, method: str, path: str, headers: dict[str, str],
-                 body: bytes) -> tuple[int, str, dict[str, str], bytes]:
+    def _forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, dict[str, str], bytes]:
         upstream = http.client.HTTPConnection(*self.target, timeout=30)
         try:
-            upstream.request(method, path, body=body or None,
-                             headers={k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP})
+            upstream.request(
+                method,
+                path,
+                body=body or None,
+                headers={k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP},
+            )
             response = upstream.getresponse()
             reply = response.read()
             reply_headers = {k: v for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP}
@@ -370,7 +385,8 @@ def _read_request(reader: BinaryIO) -> tuple[str, str, dict[str, str], bytes] | 
 
 def _head(code: int, headers: dict[str, str], reason: str = "OK") -> bytes:
     return (f"HTTP/1.1 {code} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode(
-        "latin-1")
+        "latin-1"
+    )
 
 
 def _send_head(connection: socket.socket, code: int, headers: dict[str, str]) -> None:

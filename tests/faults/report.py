@@ -66,8 +66,14 @@ def _evicted(sink: SinkFigures) -> str:
 
 def _row(sink: SinkFigures) -> str:
     cells = [
-        sink.sink, str(sink.scraped), str(sink.delivered), _evicted(sink), str(sink.queued), str(sink.lost),
-        str(sink.duplicated), f"{sink.peak_queue} ({sink.peak_queue_bytes / 1024:.0f} KiB)",
+        sink.sink,
+        str(sink.scraped),
+        str(sink.delivered),
+        _evicted(sink),
+        str(sink.queued),
+        str(sink.lost),
+        str(sink.duplicated),
+        f"{sink.peak_queue} ({sink.peak_queue_bytes / 1024:.0f} KiB)",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -80,14 +86,20 @@ _TABLE_HEAD = (
 
 def render(figures: list[Figures], wall_seconds: float) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [_INTRODUCTION,
-             (f"Last run: {when}, Python {platform.python_version()} on {platform.system()}, {wall_seconds:.0f} s "
-              "for all scenarios (memory tracing slows the in-process ones about threefold).\n"),
-             "## Summary\n",
-             "| # | scenario | lost | duplicates | peak memory |\n|---|---|---:|---:|---:|"]
+    parts = [
+        _INTRODUCTION,
+        (
+            f"Last run: {when}, Python {platform.python_version()} on {platform.system()}, {wall_seconds:.0f} s "
+            "for all scenarios (memory tracing slows the in-process ones about threefold).\n"
+        ),
+        "## Summary\n",
+        "| # | scenario | lost | duplicates | peak memory |\n|---|---|---:|---:|---:|",
+    ]
     for f in figures:
-        parts.append(f"| {f.number} | [{f.title}](#{_anchor(f)}) | {sum(s.lost for s in f.sinks)} | "
-                     f"{sum(s.duplicated for s in f.sinks)} | {_mib(f.peak_memory_bytes)} |")
+        parts.append(
+            f"| {f.number} | [{f.title}](#{_anchor(f)}) | {sum(s.lost for s in f.sinks)} | "
+            f"{sum(s.duplicated for s in f.sinks)} | {_mib(f.peak_memory_bytes)} |"
+        )
     for f in figures:
         parts += [
             f"\n## {f.number}. {f.title}\n",
@@ -160,10 +172,12 @@ def render_hostile(sections: dict[str, list[HostileRow]], fuzzed: FuzzFigures) -
     for title, rows in sections.items():
         parts += [f"\n### {title}\n", "| case | measured |", "|---|---|"]
         parts += [f"| {_case(row.test)} | {'; '.join(row.figures) or 'passed'} |" for row in rows]
-    parts.append(f"\n### Fuzzing\n\n{fuzzed.rounds:,} mutated expositions ({fuzzed.mutated_families:,} families "
-                 f"mutated) in {fuzzed.seconds:.0f} s: **{fuzzed.crashes} crashes, {fuzzed.lost_families} "
-                 "well-formed families lost** (a family counts as lost if any of its points differs from the "
-                 "unmutated scrape's).")
+    parts.append(
+        f"\n### Fuzzing\n\n{fuzzed.rounds:,} mutated expositions ({fuzzed.mutated_families:,} families "
+        f"mutated) in {fuzzed.seconds:.0f} s: **{fuzzed.crashes} crashes, {fuzzed.lost_families} "
+        "well-formed families lost** (a family counts as lost if any of its points differs from the "
+        "unmutated scrape's)."
+    )
     return "\n".join(parts) + "\n"
 
 

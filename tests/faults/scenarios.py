@@ -127,7 +127,9 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 
 
 
 def assert_totals(name: str, arrivals: Arrivals, expected: dict[Any, float]) -> None:
-    wrong = {key: (arrivals.totals.get(key), value) for key, value in expected.items() if arrivals.totals.get(key) != value}
+    wrong = {
+        key: (arrivals.totals.get(key), value) for key, value in expected.items() if arrivals.totals.get(key) != value
+    }
     extra = set(arrivals.totals) - set(expected)
     assert not wrong and not extra, f"{name}: totals differ from the simulator's: {wrong} extra {extra}"
 
@@ -142,14 +144,22 @@ def assert_newest_first(name: str, arrivals: Arrivals, start: float, end: float)
 class SimulatedBridge:
     """The Cerebras simulator behind a fault front -> the bridge's pipeline -> fault fronts -> receivers."""
 
-    def __init__(self, clock: ManualClock, backends: Sequence[Backend], *, delivery: dict[str, dict[str, Any]] | None = None,
-                 endpoints: Sequence[EndpointProfile] = DEFAULT_ENDPOINTS, source_timeout: float = 15.0,
-                 trace_memory: bool = False) -> None:
+    def __init__(
+        self,
+        clock: ManualClock,
+        backends: Sequence[Backend],
+        *,
+        delivery: dict[str, dict[str, Any]] | None = None,
+        endpoints: Sequence[EndpointProfile] = DEFAULT_ENDPOINTS,
+        source_timeout: float = 15.0,
+        trace_memory: bool = False,
+    ) -> None:
         self.clock = clock
         self.backends = list(backends)
         self.delivery = delivery or {}
-        self.simulator = CerebrasSimulator(organization_id=ORGANIZATION, api_key=CEREBRAS_KEY, clock=clock, seed=SEED,
-                                           endpoints=endpoints)
+        self.simulator = CerebrasSimulator(
+            organization_id=ORGANIZATION, api_key=CEREBRAS_KEY, clock=clock, seed=SEED, endpoints=endpoints
+        )
         self.source_timeout = source_timeout
         self.health = HealthState(clock)
         self.peak_queue: dict[str, tuple[int, int]] = {b.name: (0, 0) for b in backends}  # (payloads, bytes)
@@ -166,9 +176,15 @@ class SimulatedBridge:
         for backend in self.backends:
             await backend.start()
         config = {
-            "sources": {"cerebras": {"type": "cerebras", "organization_id": ORGANIZATION, "api_key": CEREBRAS_KEY,
-                                     "base_url": self.source_front.url + urlsplit(base).path,
-                                     "timeout_seconds": self.source_timeout}},
+            "sources": {
+                "cerebras": {
+                    "type": "cerebras",
+                    "organization_id": ORGANIZATION,
+                    "api_key": CEREBRAS_KEY,
+                    "base_url": self.source_front.url + urlsplit(base).path,
+                    "timeout_seconds": self.source_timeout,
+                }
+            },
             "sinks": {b.name: {**b.sink_config(), "delivery": self.delivery.get(b.name, {})} for b in self.backends},
         }
         self.pipeline = Pipeline(parse_config(config), Context(clock=self.clock, health=self.health))
@@ -226,7 +242,9 @@ class SimulatedBridge:
         """
         deadline = time.monotonic() + REAL_TIME_LIMIT
         while any(self.queued(b.name) for b in self.backends):
-            assert time.monotonic() < deadline, f"sinks did not drain: {[(b.name, self.queued(b.name)) for b in self.backends]}"
+            assert time.monotonic() < deadline, (
+                f"sinks did not drain: {[(b.name, self.queued(b.name)) for b in self.backends]}"
+            )
             await self.clock.advance(STEP)
             await self.settle()
             await asyncio.sleep(0.01)
@@ -234,9 +252,15 @@ class SimulatedBridge:
     def figures(self, backend: Backend, arrivals: Arrivals) -> SinkFigures:
         before = self._evictions_before[backend.name]
         evicted = {reason: int(count - before.get(reason, 0)) for reason, count in evictions(backend.name).items()}
-        return SinkFigures(backend.name, len(self.simulator.served_windows), len(arrivals.windows), arrivals.duplicated,
-                           {reason: n for reason, n in evicted.items() if n}, self.queued(backend.name),
-                           *self.peak_queue[backend.name])
+        return SinkFigures(
+            backend.name,
+            len(self.simulator.served_windows),
+            len(arrivals.windows),
+            arrivals.duplicated,
+            {reason: n for reason, n in evicted.items() if n},
+            self.queued(backend.name),
+            *self.peak_queue[backend.name],
+        )
 
     def check_every_window_once(self, backend: Backend) -> SinkFigures:
         """Every window the simulator served arrived exactly once, and the count totals are the simulator's."""
@@ -280,27 +304,35 @@ async def backend_outage(workdir: Path, trace_memory: bool = False) -> Figures:
             assert_newest_first(backend.name, backend.arrivals(), down, up)
         retries = {b.name: int(value(telemetry.DELIVERY_RETRIES, sink=b.name)) for b in backends}
         return Figures(
-            1, "Backend down for 30 minutes, then back",
+            1,
+            "Backend down for 30 minutes, then back",
             "Cerebras simulator, 60 simulated minutes and the drain. Three sinks, each behind its own fault front, "
             "down from minute 10 to 40: Datadog (spool) answers 503 + Retry-After 30 s, then 429 + Retry-After "
             "120 s, then resets mid-answer; OTLP/HTTP cumulative (memory queue) refuses connections, then "
             "answers 503; OTLP/gRPC delta (spool) refuses connections.",
-            figures, bridge.peak_memory, "traced Python heap of the whole process",
-            facts=["every window arrived exactly once at all three receivers; count totals equal the simulator's",
-                   "windows scraped during the outage arrived newest first",
-                   "failed attempts, each followed by a backoff (one request per backoff, however many payloads "
-                   "wait): " + ", ".join(f"{name} {n}" for name, n in retries.items())],
+            figures,
+            bridge.peak_memory,
+            "traced Python heap of the whole process",
+            facts=[
+                "every window arrived exactly once at all three receivers; count totals equal the simulator's",
+                "windows scraped during the outage arrived newest first",
+                "failed attempts, each followed by a backoff (one request per backoff, however many payloads "
+                "wait): " + ", ".join(f"{name} {n}" for name, n in retries.items()),
+            ],
         )
 
 
 # ---------------------------------------------------------------- 2. SIGKILL mid-delivery, restart on the spool
 def serials_in(requests: Sequence[ExportMetricsServiceRequest]) -> list[int]:
-    return [int(point.as_double)
-            for request in requests
-            for resource_metrics in request.resource_metrics
-            for scope_metrics in resource_metrics.scope_metrics
-            for metric in scope_metrics.metrics if metric.name == SERIAL_METRIC
-            for point in metric.gauge.data_points]
+    return [
+        int(point.as_double)
+        for request in requests
+        for resource_metrics in request.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        if metric.name == SERIAL_METRIC
+        for point in metric.gauge.data_points
+    ]
 
 
 def spooled_serials(path: Path) -> set[int]:
@@ -327,8 +359,12 @@ def rss_high_water(pid: int) -> int:
 def start_bridge(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with log.open("ab") as output:
-        return subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "-c", str(config)], stdout=output,
-                                stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "run", "-c", str(config)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 async def sigkill_mid_delivery(workdir: Path, trace_memory: bool = False) -> Figures:
@@ -344,14 +380,34 @@ async def sigkill_mid_delivery(workdir: Path, trace_memory: bool = False) -> Fig
     try:
         with SerialExporter() as exporter:
             config = workdir / "bridge.yaml"
-            config.write_text(yaml.safe_dump({
-                "sources": {"serial": {"type": "prometheus", "url": exporter.url, "interval_seconds": 0.2,
-                                       "offset_seconds": 0}},
-                "sinks": {"otlp": {"type": "otlp", "protocol": "http/protobuf", "endpoint": proxy.url,
-                                   "temporality": "delta", "timeout_seconds": 30,
-                                   "delivery": {"spool_path": str(spool), "retry_initial_seconds": 0.05,
-                                                "retry_max_seconds": 0.2}}},
-            }))
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "sources": {
+                            "serial": {
+                                "type": "prometheus",
+                                "url": exporter.url,
+                                "interval_seconds": 0.2,
+                                "offset_seconds": 0,
+                            }
+                        },
+                        "sinks": {
+                            "otlp": {
+                                "type": "otlp",
+                                "protocol": "http/protobuf",
+                                "endpoint": proxy.url,
+                                "temporality": "delta",
+                                "timeout_seconds": 30,
+                                "delivery": {
+                                    "spool_path": str(spool),
+                                    "retry_initial_seconds": 0.05,
+                                    "retry_max_seconds": 0.2,
+                                },
+                            }
+                        },
+                    }
+                )
+            )
 
             def received() -> set[int]:
                 return set(serials_in(receiver.accepted))
@@ -369,7 +425,7 @@ async def sigkill_mid_delivery(workdir: Path, trace_memory: bool = False) -> Fig
             # acknowledged: what the receiver took and whose answer reached the bridge (the front records both)
             answered = [exchange.status for exchange in proxy.exchanges if exchange.status is not None]
             assert all(code == 200 for code in answered) and requests_before_kill == len(answered) + 1
-            unacknowledged = set(exporter.served) - set(serials_in(receiver.accepted[:len(answered)]))
+            unacknowledged = set(exporter.served) - set(serials_in(receiver.accepted[: len(answered)]))
             unacknowledged_bytes = spooled_bytes(spool)
             first_rss = rss_high_water(processes[0].pid)
             processes[0].send_signal(signal.SIGKILL)
@@ -399,19 +455,32 @@ async def sigkill_mid_delivery(workdir: Path, trace_memory: bool = False) -> Fig
         assert not arrivals.differing_copies(), "a re-sent payload must carry identical points"
         assert arrivals.duplicated == 1, "only the delivery in flight at the kill may arrive twice"
         assert spooled_serials(spool) == set(), "a clean stop with an empty queue leaves an empty spool"
-        figures = SinkFigures("otlp (http, spool)", len(exporter.served), len(arrivals.windows), arrivals.duplicated,
-                              {}, 0, len(unacknowledged), unacknowledged_bytes)
+        figures = SinkFigures(
+            "otlp (http, spool)",
+            len(exporter.served),
+            len(arrivals.windows),
+            arrivals.duplicated,
+            {},
+            0,
+            len(unacknowledged),
+            unacknowledged_bytes,
+        )
         assert figures.lost == 0
         return Figures(
-            2, "SIGKILL mid-delivery, restart on the same spool",
+            2,
+            "SIGKILL mid-delivery, restart on the same spool",
             "`metrics-bridge run` as a real subprocess (real time): a Prometheus exporter scraped every 0.2 s -> "
             "OTLP/HTTP sink with a spool -> fault front -> OTLP receiver. After 3 deliveries the front forwards "
             "each request to the receiver but never answers; 5 more scrapes pile up in the spool; SIGKILL while "
             "a delivery is in flight; the front heals; a new process starts on the same spool, then gets SIGTERM.",
-            [figures], max(first_rss, second_rss), "RSS high-water mark of the bridge process",
-            facts=[f"the restarted process re-sent exactly the {len(unacknowledged)} unacknowledged payloads",
-                   "the one duplicate is the delivery in flight at the kill, byte-identical",
-                   "SIGTERM: exit code 0, spool empty"],
+            [figures],
+            max(first_rss, second_rss),
+            "RSS high-water mark of the bridge process",
+            facts=[
+                f"the restarted process re-sent exactly the {len(unacknowledged)} unacknowledged payloads",
+                "the one duplicate is the delivery in flight at the kill, byte-identical",
+                "SIGTERM: exit code 0, spool empty",
+            ],
         )
     finally:
         for process in processes:
@@ -453,7 +522,9 @@ async def backend_down_for_good(workdir: Path, trace_memory: bool = True) -> Fig
         otlp_grpc.name: {**spooled(otlp_grpc.name, workdir), "spool_max_bytes": spool_cap},
     }  # Datadog: the defaults
     hours = 2
-    async with SimulatedBridge(clock, backends, delivery=delivery, endpoints=MANY_ENDPOINTS, trace_memory=True) as bridge:
+    async with SimulatedBridge(
+        clock, backends, delivery=delivery, endpoints=MANY_ENDPOINTS, trace_memory=True
+    ) as bridge:
         otlp_http.proxy.during(T0, math.inf, status(503))
         otlp_grpc.proxy.during(T0, math.inf, refuse())
         datadog.proxy.during(T0, math.inf, reset())
@@ -482,17 +553,26 @@ async def backend_down_for_good(workdir: Path, trace_memory: bool = True) -> Fig
             f"(the memory queues received {produced_since_hour_1} bytes meanwhile)"
         )
         return Figures(
-            3, "Backend down for good",
+            3,
+            "Backend down for good",
             f"{hours} simulated hours, a simulator with {len(MANY_ENDPOINTS)} endpoints (larger payloads), every "
             "backend down from the start: OTLP/HTTP answers 503 (memory queue, max_batches 30), OTLP/gRPC refuses "
             f"connections (spool capped at {spool_cap // 1024} KiB), Datadog resets every connection (memory "
             "queue, 1 h age limit).",
-            figures, bridge.peak_memory, "traced Python heap of the whole process",
-            facts=[(f"traced memory from hour 1 to hour {hours}: {growth / 1024:+.0f} KiB, while the two memory "
-                    f"queues were handed {produced_since_hour_1 / 1024:.0f} KiB of new payloads"),
-                   (f"spool: {spool_payload_bytes} payload bytes at the end (cap {spool_cap}), "
-                    f"{spool_file_bytes / 1024:.0f} KiB on disk with the WAL"),
-                   "every window is accounted for: evicted (counted by reason) or still queued"],
+            figures,
+            bridge.peak_memory,
+            "traced Python heap of the whole process",
+            facts=[
+                (
+                    f"traced memory from hour 1 to hour {hours}: {growth / 1024:+.0f} KiB, while the two memory "
+                    f"queues were handed {produced_since_hour_1 / 1024:.0f} KiB of new payloads"
+                ),
+                (
+                    f"spool: {spool_payload_bytes} payload bytes at the end (cap {spool_cap}), "
+                    f"{spool_file_bytes / 1024:.0f} KiB on disk with the WAL"
+                ),
+                "every window is accounted for: evicted (counted by reason) or still queued",
+            ],
         )
 
 
@@ -544,18 +624,29 @@ async def source_faults(workdir: Path, trace_memory: bool = False) -> Figures:
         parse_errors = value(telemetry.PARSE_ERRORS, source="cerebras") - parse_errors_before
         assert parse_errors > 0
         return Figures(
-            4, "Source faults",
+            4,
+            "Source faults",
             "30 simulated minutes; a fault front between the bridge and the Cerebras simulator answers: "
-            + "; ".join(f"minute {a}-{b - 1}: {label}" if b - a > 1 else f"minute {a}: {label}"
-                        for a, b, label, _ in SOURCE_FAULTS)
+            + "; ".join(
+                f"minute {a}-{b - 1}: {label}" if b - a > 1 else f"minute {a}: {label}"
+                for a, b, label, _ in SOURCE_FAULTS
+            )
             + ". Sink: Datadog, healthy.",
-            [figures], bridge.peak_memory, "traced Python heap of the whole process",
-            facts=[f"no crash: the source's schedule ran through every fault ({len(requests)} requests)",
-                   f"at most {busiest} requests in any rolling minute to the organization (limit 6)",
-                   (f"{int(gaps)} windows never fetched, all counted in bridge_gaps_total; "
-                    f"{int(parse_errors)} malformed lines skipped and counted, the valid ones forwarded"),
-                   (f"/readyz was unready for {readiness.count(False)} of the 30 minutes (no successful scrape "
-                    "within two intervals) and ready again at the end")],
+            [figures],
+            bridge.peak_memory,
+            "traced Python heap of the whole process",
+            facts=[
+                f"no crash: the source's schedule ran through every fault ({len(requests)} requests)",
+                f"at most {busiest} requests in any rolling minute to the organization (limit 6)",
+                (
+                    f"{int(gaps)} windows never fetched, all counted in bridge_gaps_total; "
+                    f"{int(parse_errors)} malformed lines skipped and counted, the valid ones forwarded"
+                ),
+                (
+                    f"/readyz was unready for {readiness.count(False)} of the 30 minutes (no successful scrape "
+                    "within two intervals) and ready again at the end"
+                ),
+            ],
         )
 
 
@@ -577,15 +668,22 @@ async def one_sink_down(workdir: Path, trace_memory: bool = False) -> Figures:
         figures = [bridge.check_every_window_once(b) for b in (healthy, failing)]
         assert figures[0].peak_queue == 0, "the healthy sink must never have a window waiting after a 5 s step"
         return Figures(
-            5, "One sink down, one up",
+            5,
+            "One sink down, one up",
             "60 simulated minutes; OTLP/gRPC (cumulative) healthy; Datadog behind a fault front: 503 from minute "
             "10, then from minute 30 to 50 every request hangs unanswered (the sink's 30 s timeout never fires "
             f"within the phase). Simulated time moves in {STEP:g} s steps; after each one the healthy sink must "
             "have nothing left to send.",
-            figures, bridge.peak_memory, "traced Python heap of the whole process",
-            facts=[(f"the healthy sink delivered every window within the {STEP:g} s step it was scraped in "
-                    "(its queue was empty after every step), also while the other sink was stuck in a request"),
-                   "the failing sink caught up after the outage: every window exactly once"],
+            figures,
+            bridge.peak_memory,
+            "traced Python heap of the whole process",
+            facts=[
+                (
+                    f"the healthy sink delivered every window within the {STEP:g} s step it was scraped in "
+                    "(its queue was empty after every step), also while the other sink was stuck in a request"
+                ),
+                "the failing sink caught up after the outage: every window exactly once",
+            ],
         )
 
 

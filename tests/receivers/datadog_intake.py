@@ -130,7 +130,7 @@ class StoredPoint:
 
     def tag(self, key: str) -> str | None:
         prefix = key + ":"
-        return next((t[len(prefix):] for t in self.tags if t.startswith(prefix)), None)
+        return next((t[len(prefix) :] for t in self.tags if t.startswith(prefix)), None)
 
 
 @dataclass
@@ -279,7 +279,8 @@ class DatadogIntake(ServerThread):
             stored = list(self._state.points.values())
         return sorted(
             (
-                p for p in stored
+                p
+                for p in stored
                 if (metric is None or p.metric == metric) and all(p.tag(k) == v for k, v in tags.items())
             ),
             key=lambda p: (p.timestamp, p.metric, sorted(p.tags)),
@@ -376,6 +377,12 @@ class DatadogIntake(ServerThread):
                     self._state.out_of_range += 1
                     continue
                 self._state.points[(series["metric"], tags, resources, timestamp)] = StoredPoint(
-                    series["metric"], series.get("type", 0), series.get("interval"), series.get("unit"),
-                    tags, resources, timestamp, float(point["value"]),
+                    series["metric"],
+                    series.get("type", 0),
+                    series.get("interval"),
+                    series.get("unit"),
+                    tags,
+                    resources,
+                    timestamp,
+                    float(point["value"]),
                 )

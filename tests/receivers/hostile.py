@@ -68,7 +68,7 @@ def _trickle(handler: BaseHTTPRequestHandler, data: bytes, at_once: int, interva
         sent = at_once
         while sent < len(data) and time.monotonic() < give_up:
             time.sleep(interval)
-            handler.wfile.write(data[sent:sent + 1])
+            handler.wfile.write(data[sent : sent + 1])
             sent += 1
     except OSError:  # the client gave up
         pass

@@ -47,7 +47,9 @@ class DatadogSinkConfig(SinkConfig):
     statistic_mode: Literal["tag", "suffix"] = Field(
         "tag", description="statistic-labelled gauges: one metric tagged statistic:p95, or one metric per statistic"
     )
-    service_checks: bool = Field(True, description="send state gauges a preset marks (inference_endpoint_status) as service checks too")
+    service_checks: bool = Field(
+        True, description="send state gauges a preset marks (inference_endpoint_status) as service checks too"
+    )
     flush_first_value: bool = Field(
         False, description="send a cumulative counter's first value as a count instead of only remembering it"
     )

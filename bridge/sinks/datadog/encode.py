@@ -145,9 +145,7 @@ def _chunks_by_size(fragments: Sequence[str], max_uncompressed: int) -> Iterable
         yield fragments[start:]
 
 
-def pack_series(
-    fragments: Sequence[str], codec: str, level: int | None = None, limits: Limits = Limits()
-) -> Packed:
+def pack_series(fragments: Sequence[str], codec: str, level: int | None = None, limits: Limits = Limits()) -> Packed:
     """Frame and compress fragments into as few bodies as the size limits allow.
 
     Runs are cut at the uncompressed limit; a run that still compresses above
@@ -183,10 +181,7 @@ def split_series_body(body: bytes, codec: str, level: int | None = None) -> list
         return None
     middle = len(series) // 2
     halves = (series[:middle], series[middle:])
-    return [
-        EncodedBody(compress(_to_json({"series": half}).encode(), codec, level), len(half))
-        for half in halves
-    ]
+    return [EncodedBody(compress(_to_json({"series": half}).encode(), codec, level), len(half)) for half in halves]
 
 
 def service_check(check: str, status: int, timestamp: int, tags: Sequence[str], host: str | None) -> dict[str, Any]:
@@ -201,4 +196,3 @@ def service_checks_body(checks: Sequence[dict[str, Any]]) -> bytes:
 def decode_body(body: bytes, codec: str) -> Any:
     """The JSON a body carries, for dry-run output and billing counts."""
     return json.loads(decompress(body, codec))
-

@@ -236,8 +236,16 @@ class Normalizer:
         return cached
 
     def _plan(self, resource: Attrs, batch_namespace: str, metric: Metric) -> _Plan:
-        key = (resource, batch_namespace, metric.name, metric.kind, metric.temporality, metric.unit, metric.monotonic,
-               metric.service_check)
+        key = (
+            resource,
+            batch_namespace,
+            metric.name,
+            metric.kind,
+            metric.temporality,
+            metric.unit,
+            metric.monotonic,
+            metric.service_check,
+        )
         plan = self._plans.get(key)
         if plan is None:
             tags = self._resource(resource)
@@ -331,8 +339,17 @@ class Normalizer:
             else:
                 self._gauge(run, series, point.end_ns, point.value)  # type: ignore[arg-type]
 
-    def _count_and_sum(self, plan: _Plan, run: _Run, cumulative: bool, attrs: Attrs, start_ns: int, end_ns: int,
-                       count: float, total: float) -> None:
+    def _count_and_sum(
+        self,
+        plan: _Plan,
+        run: _Run,
+        cumulative: bool,
+        attrs: Attrs,
+        start_ns: int,
+        end_ns: int,
+        count: float,
+        total: float,
+    ) -> None:
         for part, value, unit in (("count", count, ""), ("sum", total, plan.unit)):
             series = plan.get((attrs, part), attrs, part, encode.COUNT, unit, ())
             self._part(run, series, cumulative, start_ns, end_ns, value)

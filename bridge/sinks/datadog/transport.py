@@ -86,8 +86,9 @@ class Transport:
         client = self._ensure_client()
         headers = {"Content-Encoding": content_encoding} if content_encoding else None
         try:
-            reply = await post_bounded(client, path, body, headers=headers, deadline=self._timeout,
-                                       success_limit=ERROR_BODY_LIMIT)
+            reply = await post_bounded(
+                client, path, body, headers=headers, deadline=self._timeout, success_limit=ERROR_BODY_LIMIT
+            )
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise RetryableError("timeout", str(exc) or type(exc).__name__) from None
         except httpx.TransportError as exc:

@@ -90,11 +90,20 @@ class OTLPSink(Sink):
         if outcome != self._last_partial:
             self._last_partial = outcome
             if reported < 0:
-                log.warning("sink %s: backend accepted the request reporting %d rejected points, counted as 0: %s",
-                            self.name, reported, message or "(no message)")
+                log.warning(
+                    "sink %s: backend accepted the request reporting %d rejected points, counted as 0: %s",
+                    self.name,
+                    reported,
+                    message or "(no message)",
+                )
             elif reported:
-                log.warning("sink %s: backend rejected %d of %d points: %s", self.name, reported, payload.points,
-                            message or "(no message)")
+                log.warning(
+                    "sink %s: backend rejected %d of %d points: %s",
+                    self.name,
+                    reported,
+                    payload.points,
+                    message or "(no message)",
+                )
             elif message:
                 log.warning("sink %s: backend accepted the request with a warning: %s", self.name, message)
         return rejected

@@ -166,8 +166,12 @@ class OTLPSinkConfig(OTLPCommonConfig):
             register_credentials(value.get_secret_value())
         connection = self.connection()  # reject an unusable endpoint now, not at the first send
         if not (connection.protocol == "grpc" and connection.plaintext):  # the transport will load these files
-            check_tls_files(self.certificate, self.client_certificate, self.client_key,
-                            keys=("certificate", "client_certificate", "client_key"))
+            check_tls_files(
+                self.certificate,
+                self.client_certificate,
+                self.client_key,
+                keys=("certificate", "client_certificate", "client_key"),
+            )
         return self
 
     def connection(self) -> Connection:

@@ -200,8 +200,14 @@ class HttpTransport(Transport):
             body = gzip.compress(body, compresslevel=6)
             headers["content-encoding"] = "gzip"
         try:
-            reply = await post_bounded(self._client, self.connection.url, body, headers=headers,
-                                       deadline=self.connection.timeout_seconds, success_limit=PARTIAL_SUCCESS_LIMIT)
+            reply = await post_bounded(
+                self._client,
+                self.connection.url,
+                body,
+                headers=headers,
+                deadline=self.connection.timeout_seconds,
+                success_limit=PARTIAL_SUCCESS_LIMIT,
+            )
         except (TimeoutError, httpx.TimeoutException) as error:
             raise failure("timeout", str(error) or type(error).__name__, retryable=True) from None
         except httpx.TransportError as error:
@@ -219,8 +225,12 @@ class HttpTransport(Transport):
     def _report_unread(self) -> None:
         if not self._reported_unread:
             self._reported_unread = True
-            log.warning("%s answered 2xx with a body over %d KiB or undecodable; its requests count as accepted, "
-                        "without partial-success details", self.connection.url, PARTIAL_SUCCESS_LIMIT // 1024)
+            log.warning(
+                "%s answered 2xx with a body over %d KiB or undecodable; its requests count as accepted, "
+                "without partial-success details",
+                self.connection.url,
+                PARTIAL_SUCCESS_LIMIT // 1024,
+            )
 
     def _failure(self, reply: Reply) -> DeliveryError:
         message, delay = reply.text, None
