@@ -17,13 +17,14 @@ anything, and none of it may stall, bloat or mute the bridge.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import math
 import os
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -179,6 +180,36 @@ class Reply:
         return self.body.decode("utf-8", "replace")
 
 
+class ExchangeError(Exception):
+    """A request that got no usable answer. `reason` is short and safe for a log line and a metric label."""
+
+    def __init__(self, reason: str, detail: str, *, retryable: bool) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.retryable = retryable
+
+
+@contextlib.contextmanager
+def exchange_errors() -> Iterator[None]:
+    """httpx's exceptions as ExchangeError, with the reasons every source and sink reports.
+
+    timeout and connection_error are worth a retry; bad_encoding (a body that does
+    not decode) is too, the next answer may be whole; bad_request (a URL or header
+    httpx cannot send, e.g. a non-ASCII token) never is.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ExchangeError("timeout", type(exc).__name__, retryable=True) from None
+    except httpx.DecodingError as exc:
+        raise ExchangeError("bad_encoding", str(exc), retryable=True) from None
+    except httpx.TransportError as exc:
+        raise ExchangeError("connection_error", str(exc) or type(exc).__name__, retryable=True) from None
+    except (httpx.InvalidURL, UnicodeEncodeError) as exc:  # never str(exc): it may quote the header value
+        raise ExchangeError("bad_request", type(exc).__name__, retryable=False) from None
+
+
 async def post_bounded(
     client: httpx.AsyncClient,
     url: str,
@@ -188,7 +219,7 @@ async def post_bounded(
     deadline: float,
     success_limit: int,
 ) -> Reply:
-    """POST and read the answer, the whole exchange within `deadline` seconds (TimeoutError past it).
+    """POST and read the answer, the whole exchange within `deadline` seconds; ExchangeError when there is none.
 
     httpx's timeouts bound each read, so a server sending a byte every few
     seconds never trips them; the deadline bounds the lot. Of the body, at most
@@ -199,14 +230,15 @@ async def post_bounded(
     """
     try:
         async with asyncio.timeout(deadline):
-            async with client.stream("POST", url, content=content, headers=headers) as response:
-                limit = success_limit if response.is_success else ERROR_BODY_LIMIT
-                try:
-                    body = await read_bounded(response, limit + 1, truncate=True)
-                except httpx.DecodingError:
-                    body = None
+            with exchange_errors():
+                async with client.stream("POST", url, content=content, headers=headers) as response:
+                    limit = success_limit if response.is_success else ERROR_BODY_LIMIT
+                    try:
+                        body = await read_bounded(response, limit + 1, truncate=True)
+                    except httpx.DecodingError:
+                        body = None
     except TimeoutError:
-        raise TimeoutError(f"no complete answer within {deadline:g} s") from None
+        raise ExchangeError("timeout", f"no complete answer within {deadline:g} s", retryable=True) from None
     if body is None:
         return Reply(response.status_code, response.headers, b"", complete=False)
     return Reply(response.status_code, response.headers, body[:limit], complete=len(body) <= limit)

@@ -94,7 +94,7 @@ class Pipeline:
     async def _start_source(self, name: str, entry: SourceTask, schedule: bool) -> None:
         await entry.source.start()
         if self.health is not None:
-            self.health.expect_source(name, getattr(entry.source.config, "interval_seconds", 60.0))
+            self.health.expect_source(name, entry.source.interval_seconds)
         if schedule:
             entry.task = asyncio.create_task(self._source_loop(entry), name=f"source:{name}")
 
@@ -139,7 +139,7 @@ class Pipeline:
                     self.health.forget(entry.source.name)
                 return
             if last_due is not None and due <= last_due:  # the source did not move its schedule: never spin
-                due = last_due + getattr(entry.config, "interval_seconds", 60.0)
+                due = last_due + entry.source.interval_seconds
                 log.warning(
                     "source %s did not schedule its next collect; next one at the next interval", entry.source.name
                 )
@@ -171,10 +171,10 @@ class Pipeline:
         if self.health is None:
             return
         source = entry.source
-        error = getattr(source, "last_error", None)
+        error = source.last_error
         if error:
             self.health.source_failed(source.name, error)
-        elif getattr(source, "last_success", None) == now:
+        elif source.last_success == now:
             self.health.source_succeeded(source.name, now)
 
     def dispatch(self, batch: Batch) -> None:
@@ -363,7 +363,7 @@ class Pipeline:
     def _schedule(self, name: str, entry: SourceTask) -> None:
         """Run a started source on its schedule, watched by /readyz."""
         if self.health is not None:
-            self.health.expect_source(name, getattr(entry.source.config, "interval_seconds", 60.0))
+            self.health.expect_source(name, entry.source.interval_seconds)
         entry.task = asyncio.create_task(self._source_loop(entry), name=f"source:{name}")
 
 

@@ -189,6 +189,18 @@ def test_a_trickled_answer_fails_at_the_sink_timeout_and_is_retried(
     record_property("hostile", f"gave up after {gave_up_after:.2f} s (timeout_seconds {TIMEOUT:g}), retried, delivered")
 
 
+async def refusal(target: Any) -> RetryableError:
+    """Deliver one batch straight through the sink (no runner): the retryable error it must end in."""
+    await target.sink.start()
+    try:
+        with pytest.raises(RetryableError) as caught:
+            for payload in target.sink.prepare(batch()):
+                await target.sink.deliver(payload)
+    finally:
+        await target.sink.close()
+    return caught.value
+
+
 # ---------------------------------------------------------------- 10. an endless body
 @pytest.mark.parametrize("kind", ["otlp-http", "datadog"])
 def test_an_endless_2xx_body_is_read_only_as_far_as_needed_and_the_payload_counts_as_delivered(
@@ -234,14 +246,7 @@ def test_an_endless_error_body_is_cut_at_the_error_limit(kind: str) -> None:
     async def go() -> tuple[RetryableError, list[int]]:
         async with backend(kind, ManualClock(T0 + 65), f"endless-error-{kind}") as target:
             target.answer_next(status=503, manner=endless(seconds=HOSTILE_END_SECONDS, max_bytes=max_bytes))
-            await target.sink.start()
-            try:
-                with pytest.raises(RetryableError) as caught:
-                    for payload in target.sink.prepare(batch()):
-                        await target.sink.deliver(payload)
-            finally:
-                await target.sink.close()
-            return caught.value, await target.hostile_answers_ended()
+            return await refusal(target), await target.hostile_answers_ended()
 
     error, sent = run(go())
     assert error.reason == "http_503" and error.retryable
@@ -264,14 +269,7 @@ def test_a_transport_never_passes_on_an_absurd_delay(kind: str, delay: float | s
     async def go() -> RetryableError:
         async with backend(kind, ManualClock(T0 + 65), f"absurd-{kind}") as target:
             target.answer_next(status=503, retry_after=delay)
-            await target.sink.start()
-            try:
-                with pytest.raises(RetryableError) as caught:
-                    for payload in target.sink.prepare(batch()):
-                        await target.sink.deliver(payload)
-            finally:
-                await target.sink.close()
-            return caught.value
+            return await refusal(target)
 
     error = run(go())
     assert error.reason in ("grpc_unavailable", "http_503")

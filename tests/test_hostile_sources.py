@@ -30,10 +30,12 @@ from bridge.context import Context
 from bridge.model import Batch
 from bridge.pipeline import STOP_MARGIN_SECONDS, Pipeline
 from bridge.sinks.otlp import OTLPSink
-from bridge.sources.prometheus import MAX_SERVER_DELAY_SECONDS, PrometheusSource
+from bridge.sources.prometheus import PrometheusSource
+from bridge.sources.schedule import MAX_SERVER_DELAY_SECONDS
 from tests.conftest import T0, run
 from tests.fuzz_sources import fuzz
 from tests.servers import ExpositionServer, Response
+from tests.test_prometheus_source import make_source
 
 CLI = [sys.executable, "-m", "bridge.cli"]
 GOOD = "# TYPE up gauge\nup 1\n# TYPE jobs_total counter\njobs_total 7\n"
@@ -42,13 +44,6 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 def counter(metric: Any, *labels: str) -> float:
     return float(metric.labels(*labels)._value.get())
-
-
-def make_source(url: str, clock: ManualClock, name: str, **extra: Any) -> PrometheusSource:
-    config = parse_config(
-        {"sources": {name: {"type": "prometheus", "url": url, **extra}}, "sinks": {"out": {"type": "console"}}}
-    )
-    return PrometheusSource(name, config.sources[name], Context(clock=clock))
 
 
 async def collect_once(source: PrometheusSource, clock: ManualClock, at: float) -> Batch | None:
@@ -178,6 +173,8 @@ class _StubbornSource:
 
     name = "stubborn"
     config = None
+    interval_seconds = 60.0
+    last_success = last_error = None
     released = False  # set by the test once it has measured, so the event loop can end
 
     async def start(self) -> None: ...
@@ -299,18 +296,23 @@ def test_a_far_future_wait_is_capped_for_an_exporter(
 
 
 # -- 4. error bodies are read only as far as the log needs ---------------------------------------------------
+def failed_scrape_peak(source: PrometheusSource, clock: ManualClock) -> int:
+    """The traced Python heap peak of one collect, which must fail."""
+    tracemalloc.start()
+    try:
+        assert run(collect_once(source, clock, T0 + 5)) is None
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_gzip_bomb_in_an_error_body_is_not_expanded(
     exposition_server: ExpositionServer, clock: ManualClock, record_property: Any
 ) -> None:
     bomb = gzip.compress(b"\0" * (256 << 20), compresslevel=9)  # 256 MiB of zeros in about 256 KB
     exposition_server.respond(Response(503, bomb, {"Content-Encoding": "gzip"}))
     source = make_source(exposition_server.url, clock, "bomb")
-    tracemalloc.start()
-    try:
-        assert run(collect_once(source, clock, T0 + 5)) is None
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = failed_scrape_peak(source, clock)
     assert counter(telemetry.SCRAPES, "bomb", "http_503") >= 1
     assert peak < 16 << 20, f"peak {peak >> 20} MiB while reading a 503"
     record_property("hostile", f"256 MiB expanded: traced peak {peak / 2**20:.1f} MiB, counted `http_503`")
@@ -323,12 +325,7 @@ def test_a_gzip_bomb_in_a_200_stops_at_max_body_bytes(
         Response(200, gzip.compress(b"#" * (256 << 20), compresslevel=9), {"Content-Encoding": "gzip"})
     )
     source = make_source(exposition_server.url, clock, "bomb200", max_body_bytes=1 << 20)
-    tracemalloc.start()
-    try:
-        assert run(collect_once(source, clock, T0 + 5)) is None
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = failed_scrape_peak(source, clock)
     assert source.last_error == "body_too_large"
     assert peak < 16 << 20, f"peak {peak >> 20} MiB for a 1 MiB limit"
     record_property("hostile", f"traced peak {peak / 2**20:.1f} MiB, `body_too_large`")

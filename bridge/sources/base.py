@@ -18,6 +18,14 @@ class Source(abc.ABC):
         self.name = name
         self.config = config
         self.context = context
+        #: status the pipeline reports to /readyz: when the last collect succeeded, and why the last one failed
+        self.last_success: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def interval_seconds(self) -> float:
+        """How often it collects: readiness allows two intervals without a success."""
+        return 60.0
 
     async def start(self) -> None:  # noqa: B027  # an optional hook: nothing to do by default
         """Open clients or servers; called once before the first collect."""

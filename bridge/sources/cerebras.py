@@ -20,7 +20,7 @@ from bridge import registry
 from bridge.config import SourceConfig
 from bridge.context import Context
 from bridge.presets.cerebras import STATISTIC_LABELS, rules
-from bridge.sources.prometheus import PrometheusSource, PrometheusSourceConfig
+from bridge.sources.prometheus import PrometheusSourceConfig, ScrapeSource
 from bridge.sources.scrape import BearerAuth, TLSConfig
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,9 @@ class CerebrasSourceConfig(SourceConfig):
 
 
 @registry.sources.register("cerebras")
-class CerebrasSource(PrometheusSource):
+class CerebrasSource(ScrapeSource):
     Config: ClassVar[type[SourceConfig]] = CerebrasSourceConfig
 
     def __init__(self, name: str, config: CerebrasSourceConfig, context: Context) -> None:
         self.cerebras = config
-        super().__init__(name, config.as_prometheus(self.type_name), context)
-
-    @property
-    def target(self) -> str:
-        return self.cerebras.organization_id
+        super().__init__(name, config.as_prometheus(self.type_name), context, target=config.organization_id)

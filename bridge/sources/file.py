@@ -1,14 +1,13 @@
 """The `file` source: read an exposition from disk, once or on a schedule.
 
-For replay, backfill and tests. It is the `prometheus` source with a file for
-an endpoint, so the same family rules and window semantics apply; `preset:
-cerebras` reads a saved Cerebras payload with the Cerebras rules.
+For replay, backfill and tests. It is the scrape source with a file fetcher,
+so the same family rules and window semantics apply; `preset: cerebras` reads a
+saved Cerebras payload into exactly the batch the live source made of it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -16,8 +15,8 @@ from bridge import registry
 from bridge.config import SourceConfig
 from bridge.context import Context
 from bridge.sources.classify import FamilyRule
-from bridge.sources.prometheus import PrometheusSource, PrometheusSourceConfig
-from bridge.sources.scrape import ScrapeError, ScrapeResult
+from bridge.sources.fetch import FileFetcher
+from bridge.sources.prometheus import PrometheusSourceConfig, ScrapeSource
 
 
 class FileSourceConfig(SourceConfig):
@@ -32,40 +31,21 @@ class FileSourceConfig(SourceConfig):
 
 
 @registry.sources.register("file")
-class FileSource(PrometheusSource):
-    Config = FileSourceConfig
+class FileSource(ScrapeSource):
+    Config: ClassVar[type[SourceConfig]] = FileSourceConfig
 
     def __init__(self, name: str, config: FileSourceConfig, context: Context) -> None:
         self.file_config = config
-        super().__init__(
-            name,
-            PrometheusSourceConfig(
-                type=self.type_name,
-                url=Path(config.path).resolve().as_uri(),
-                interval_seconds=config.interval_seconds,
-                offset_seconds=config.offset_seconds,
-                windowed=config.windowed or config.preset == "cerebras",
-                families=config.families,
-                resource=config.resource,
-                preset=config.preset,
-                honor_timestamps=config.preset != "cerebras",  # the API has none; a saved scrape is the same
-            ),
-            context,
+        fetcher = FileFetcher(config.path, once=config.once)
+        prometheus = PrometheusSourceConfig(
+            type=self.type_name,
+            url=fetcher.url,
+            interval_seconds=config.interval_seconds,
+            offset_seconds=config.offset_seconds,
+            windowed=config.windowed or config.preset == "cerebras",
+            families=config.families,
+            resource=config.resource,
+            preset=config.preset,
+            honor_timestamps=config.preset != "cerebras",  # the API has none; a saved scrape is the same
         )
-        self._done = False
-
-    async def start(self) -> None:
-        """No HTTP client to open."""
-
-    def next_due(self, now: float) -> float | None:
-        return None if self._done else super().next_due(now)
-
-    async def fetch(self, now: float) -> ScrapeResult:
-        self._done = self.file_config.once
-        try:
-            data = Path(self.file_config.path).read_bytes()  # noqa: ASYNC240  # a local replay file, read as is
-        except OSError as exc:
-            raise ScrapeError("file_unreadable", f"{self.file_config.path}: {exc.strerror}") from None
-        text = data.decode("utf-8", "replace")
-        is_om = text.rstrip().endswith("# EOF")
-        return ScrapeResult(text, "application/openmetrics-text" if is_om else "text/plain")
+        super().__init__(name, prometheus, context, fetcher=fetcher)

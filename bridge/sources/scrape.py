@@ -22,7 +22,9 @@ from bridge.http import (
     ERROR_BODY_LIMIT,
     USER_AGENT,
     BodyTooLarge,
+    ExchangeError,
     excerpt,
+    exchange_errors,
     read_bounded,
     retry_after,
     tls_context,
@@ -136,34 +138,28 @@ class Scraper:
             raise ScrapeError("credentials_unreadable", str(exc)) from None
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._get(url, headers, now, max_delay)
+                with exchange_errors():
+                    return await self._get(url, headers, now, max_delay)
         except TimeoutError:
             raise ScrapeError("timeout", f"no complete response within {self.timeout:g} s") from None
+        except ExchangeError as exc:
+            raise ScrapeError(exc.reason, exc.detail) from None
 
     async def _get(self, url: str, headers: dict[str, str], now: float, max_delay: float) -> ScrapeResult:
-        try:
-            async with self.client.stream("GET", url, headers=headers) as response:
-                if response.status_code != 200:
-                    body = await read_bounded(response, ERROR_BODY_LIMIT, truncate=True)
-                    raise ScrapeError(
-                        f"http_{response.status_code}",
-                        _error_text(body.decode("utf-8", "replace")),
-                        status=response.status_code,
-                        retry_after=retry_after(response.headers, now, ceiling=max_delay),
-                    )
-                try:
-                    body = await read_bounded(response, self.max_body_bytes)
-                except BodyTooLarge as exc:
-                    raise ScrapeError("body_too_large", str(exc)) from None
-                return ScrapeResult(body.decode("utf-8", "replace"), response.headers.get("content-type", ""))
-        except httpx.TimeoutException:
-            raise ScrapeError("timeout") from None
-        except httpx.DecodingError as exc:
-            raise ScrapeError("bad_encoding", str(exc)) from None
-        except httpx.TransportError as exc:
-            raise ScrapeError("connection_error", str(exc) or type(exc).__name__) from None
-        except (httpx.InvalidURL, UnicodeEncodeError) as exc:  # e.g. a header value httpx cannot encode
-            raise ScrapeError("bad_request", type(exc).__name__) from None
+        async with self.client.stream("GET", url, headers=headers) as response:
+            if response.status_code != 200:
+                body = await read_bounded(response, ERROR_BODY_LIMIT, truncate=True)
+                raise ScrapeError(
+                    f"http_{response.status_code}",
+                    _error_text(body.decode("utf-8", "replace")),
+                    status=response.status_code,
+                    retry_after=retry_after(response.headers, now, ceiling=max_delay),
+                )
+            try:
+                body = await read_bounded(response, self.max_body_bytes)
+            except BodyTooLarge as exc:
+                raise ScrapeError("body_too_large", str(exc)) from None
+            return ScrapeResult(body.decode("utf-8", "replace"), response.headers.get("content-type", ""))
 
     async def close(self) -> None:
         await self.client.aclose()

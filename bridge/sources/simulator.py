@@ -1,13 +1,15 @@
 """The `simulator` source: an embedded Cerebras-like endpoint, scraped like the real one.
 
 It starts bridge.simulator's HTTP server on 127.0.0.1 (random port, random
-bearer key) and reads it through the `cerebras` preset, so the demo and the
-tests exercise the real HTTP, auth, window and rate-limit paths.
+bearer key) and reads it as the `cerebras` source reads the API (the same
+config, preset and parts, with a fetcher that owns the server), so the demo and
+the tests exercise the real HTTP, auth, window and rate-limit paths.
 """
 
 from __future__ import annotations
 
 import secrets as pysecrets
+from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
@@ -15,7 +17,10 @@ from bridge import registry
 from bridge.config import SourceConfig
 from bridge.context import Context
 from bridge.simulator import API_PREFIX, CerebrasSimulator
-from bridge.sources.cerebras import CerebrasSource, CerebrasSourceConfig
+from bridge.sources.cerebras import CerebrasSourceConfig
+from bridge.sources.fetch import HttpFetcher
+from bridge.sources.prometheus import ScrapeSource, http_fetcher
+from bridge.sources.scrape import ScrapeResult
 
 
 class SimulatorSourceConfig(SourceConfig):
@@ -25,9 +30,34 @@ class SimulatorSourceConfig(SourceConfig):
     offset_seconds: float = Field(5.0, ge=0, le=55)
 
 
+class _SimulatorFetcher:
+    """Scrapes the embedded server over real HTTP; the server starts and stops with the fetcher."""
+
+    def __init__(self, simulator: CerebrasSimulator, http: HttpFetcher) -> None:
+        self.simulator = simulator
+        self.http = http
+        self.more = True
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    async def start(self) -> None:
+        self.simulator.start()
+        self.http.url = self.simulator.url  # its port is known now
+        await self.http.start()
+
+    async def close(self) -> None:
+        await self.http.close()
+        self.simulator.stop()
+
+    async def fetch(self, now: float, max_delay: float) -> ScrapeResult:
+        return await self.http.fetch(now, max_delay)
+
+
 @registry.sources.register("simulator")
-class SimulatorSource(CerebrasSource):
-    Config = SimulatorSourceConfig
+class SimulatorSource(ScrapeSource):
+    Config: ClassVar[type[SourceConfig]] = SimulatorSourceConfig
 
     def __init__(self, name: str, config: SimulatorSourceConfig, context: Context) -> None:
         key = pysecrets.token_urlsafe(16)
@@ -44,17 +74,6 @@ class SimulatorSource(CerebrasSource):
             api_key=SecretStr(key),
             base_url="http://127.0.0.1/" + API_PREFIX.strip("/"),  # the port is known after start()
             offset_seconds=config.offset_seconds,
-        )
-        super().__init__(name, cerebras, context)
-
-    @property
-    def url(self) -> str:
-        return self.simulator.url
-
-    async def start(self) -> None:
-        self.simulator.start()
-        await super().start()
-
-    async def close(self) -> None:
-        await super().close()
-        self.simulator.stop()
+        ).as_prometheus(self.type_name)
+        fetcher = _SimulatorFetcher(self.simulator, http_fetcher(cerebras))
+        super().__init__(name, cerebras, context, fetcher=fetcher, target=config.organization_id)

@@ -155,8 +155,13 @@ class _HostileOutcomes:
 
 def run_hostile_tests(path: str) -> list[HostileRow]:
     outcomes = _HostileOutcomes()
-    logging.getLogger().setLevel(logging.NOTSET)  # the tests read warnings; the scenarios above silenced them
-    code = pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", str(REPO / path)], plugins=[outcomes])
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.NOTSET)  # the tests read warnings, which the scenarios' ERROR level would hide
+    try:
+        code = pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", str(REPO / path)], plugins=[outcomes])
+    finally:
+        root.setLevel(level)
     if code != 0 or outcomes.failed:
         raise AssertionError(f"{path}: {', '.join(outcomes.failed) or f'pytest exit status {code}'}")
     return outcomes.rows

@@ -19,6 +19,7 @@ from bridge.http import (
     ERROR_BODY_LIMIT,
     MAX_SERVER_DELAY,
     USER_AGENT,
+    ExchangeError,
     Reply,
     excerpt,
     post_bounded,
@@ -89,10 +90,8 @@ class Transport:
             reply = await post_bounded(
                 client, path, body, headers=headers, deadline=self._timeout, success_limit=ERROR_BODY_LIMIT
             )
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise RetryableError("timeout", str(exc) or type(exc).__name__) from None
-        except httpx.TransportError as exc:
-            raise RetryableError("connection_error", str(exc) or type(exc).__name__) from None
+        except ExchangeError as exc:
+            raise (RetryableError if exc.retryable else PermanentError)(exc.reason, exc.detail) from None
         error = classify(reply, self.clock.now())
         if error is not None:
             raise error

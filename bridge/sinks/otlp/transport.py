@@ -39,6 +39,7 @@ from bridge.clock import Clock
 from bridge.http import (
     MAX_SERVER_DELAY,
     USER_AGENT,
+    ExchangeError,
     Reply,
     clamp_delay,
     excerpt,
@@ -208,10 +209,8 @@ class HttpTransport(Transport):
                 deadline=self.connection.timeout_seconds,
                 success_limit=PARTIAL_SUCCESS_LIMIT,
             )
-        except (TimeoutError, httpx.TimeoutException) as error:
-            raise failure("timeout", str(error) or type(error).__name__, retryable=True) from None
-        except httpx.TransportError as error:
-            raise failure("connection_error", str(error) or type(error).__name__, retryable=True) from None
+        except ExchangeError as error:
+            raise failure(error.reason, error.detail, retryable=error.retryable) from None
         if not reply.is_success:
             raise self._failure(reply)
         if not reply.complete:
