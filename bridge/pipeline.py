@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import registry, telemetry
-from bridge.config import BridgeConfig, ConfigError, SinkConfig, TransformConfig
+from bridge.config import BridgeConfig, ConfigError
 from bridge.context import Context
 from bridge.delivery import SinkRunner
 from bridge.model import Batch
+from bridge.schema import SinkConfig, TransformConfig
 from bridge.sinks.base import Payload, Sink
 from bridge.sources.base import Source
 from bridge.transforms.base import Transform

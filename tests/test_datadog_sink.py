@@ -10,10 +10,10 @@ import pytest
 
 from bridge import telemetry
 from bridge.clock import ManualClock
-from bridge.config import DeliveryConfig
 from bridge.context import Context
 from bridge.delivery import SinkRunner
 from bridge.model import Batch, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
+from bridge.schema import DeliveryConfig
 from bridge.sinks.base import PermanentError, RetryableError
 from tests.conftest import T0, run
 from tests.datadog_support import STATISTICS, cerebras_batch, ns, wired

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from bridge import registry, telemetry
 from bridge.clock import ManualClock
-from bridge.config import DeliveryConfig, SinkConfig, parse_config
+from bridge.config import parse_config
 from bridge.context import Context
 from bridge.delivery import SinkRunner
 from bridge.delivery.backoff import retry_delay
@@ -30,6 +30,7 @@ from bridge.delivery.spool import Spool
 from bridge.health import HealthState
 from bridge.model import NS_PER_S, Batch, Kind, Metric, Point
 from bridge.pipeline import Pipeline
+from bridge.schema import DeliveryConfig, SinkConfig
 from bridge.sinks.base import (
     DeliveryError,
     Payload,

@@ -373,7 +373,7 @@ def test_two_sinks_cannot_share_a_spool(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- item 15: a reload that fails changes nothing
 PLUGIN = '''
 """Sources a third party might ship: one whose constructor fails, one whose start fails."""
-from bridge.config import SourceConfig
+from bridge.schema import SourceConfig
 from bridge.sources.base import Source
 
 

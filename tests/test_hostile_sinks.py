@@ -25,11 +25,11 @@ import pytest
 
 from bridge import telemetry
 from bridge.clock import ManualClock
-from bridge.config import DeliveryConfig
 from bridge.context import Context
 from bridge.delivery import SinkRunner
 from bridge.http import ERROR_BODY_LIMIT, MAX_SERVER_DELAY
 from bridge.model import Batch
+from bridge.schema import DeliveryConfig
 from bridge.sinks.base import RetryableError, Sink
 from bridge.sinks.datadog import DatadogSink, DatadogSinkConfig
 from bridge.sinks.otlp import OTLPSink, OTLPSinkConfig

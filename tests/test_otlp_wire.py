@@ -16,10 +16,10 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from bridge import __version__, telemetry
 from bridge.clock import ManualClock
-from bridge.config import DeliveryConfig
 from bridge.context import Context
 from bridge.delivery import SinkRunner
 from bridge.model import NS_PER_S, Batch, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
+from bridge.schema import DeliveryConfig
 from bridge.sinks.base import PermanentError, RetryableError
 from bridge.sinks.otlp import OTLPSink, OTLPSinkConfig
 from tests.conftest import T0, run

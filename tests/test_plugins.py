@@ -14,7 +14,7 @@ PLUGIN = '''
 """A tiny third-party sink: writes `name value` lines to a file."""
 from pydantic import Field
 
-from bridge.config import SinkConfig
+from bridge.schema import SinkConfig
 from bridge.sinks.base import Payload, Sink
 
 

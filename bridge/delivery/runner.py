@@ -32,12 +32,12 @@ import math
 import random
 
 from bridge import telemetry
-from bridge.config import DeliveryConfig
 from bridge.context import Context
 from bridge.delivery.backoff import retry_delay
 from bridge.delivery.pending import Entry, PendingQueue
 from bridge.delivery.spool import Spool, SpoolError, StoredPayload
 from bridge.model import NS_PER_S, Batch
+from bridge.schema import DeliveryConfig
 from bridge.sinks.base import DeliveryError, Payload, Sink
 
 log = logging.getLogger(__name__)

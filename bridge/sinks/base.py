@@ -12,9 +12,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bridge.config import SinkConfig
 from bridge.context import Context
 from bridge.model import Batch
+from bridge.schema import SinkConfig
 
 
 @dataclass(slots=True)

@@ -11,7 +11,6 @@ from typing import Literal
 from pydantic import Field
 
 from bridge import registry
-from bridge.config import SinkConfig
 from bridge.model import (
     NS_PER_S,
     Batch,
@@ -22,6 +21,7 @@ from bridge.model import (
     SummaryValue,
     Value,
 )
+from bridge.schema import SinkConfig
 from bridge.sinks.base import Payload, Sink
 
 _COLUMNS = ("metric", "kind", "endpoint", "statistic", "value", "labels")

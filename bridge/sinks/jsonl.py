@@ -14,8 +14,8 @@ from typing import IO, Any
 from pydantic import Field
 
 from bridge import registry
-from bridge.config import SinkConfig
 from bridge.model import Batch, HistogramValue, SummaryValue, Value
+from bridge.schema import SinkConfig
 from bridge.sinks.base import Payload, RetryableError, Sink
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
-from bridge.config import SourceConfig
 from bridge.context import Context
 from bridge.model import Batch
+from bridge.schema import SourceConfig
 
 
 class Source(abc.ABC):

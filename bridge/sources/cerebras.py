@@ -17,9 +17,9 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, model_validator
 
 from bridge import registry
-from bridge.config import SourceConfig
 from bridge.context import Context
 from bridge.presets.cerebras import STATISTIC_LABELS, rules
+from bridge.schema import SourceConfig
 from bridge.sources.prometheus import PrometheusSourceConfig, ScrapeSource
 from bridge.sources.scrape import BearerAuth, TLSConfig
 

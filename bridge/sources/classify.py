@@ -19,7 +19,6 @@ from typing import Literal
 
 from pydantic import Field
 
-from bridge.config import Regex, StrictModel
 from bridge.http import excerpt
 from bridge.model import (
     NS_PER_S,
@@ -32,6 +31,7 @@ from bridge.model import (
     Temporality,
 )
 from bridge.parser import Family, Sample
+from bridge.schema import Regex, StrictModel
 
 log = logging.getLogger(__name__)
 

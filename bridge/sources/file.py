@@ -12,8 +12,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from bridge import registry
-from bridge.config import SourceConfig
 from bridge.context import Context
+from bridge.schema import SourceConfig
 from bridge.sources.classify import FamilyRule
 from bridge.sources.fetch import FileFetcher
 from bridge.sources.prometheus import PrometheusSourceConfig, ScrapeSource

@@ -21,11 +21,11 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from bridge import presets, registry, telemetry
-from bridge.config import SourceConfig
 from bridge.context import Context, RequestBudget
 from bridge.http import excerpt
 from bridge.model import NS_PER_S, Batch, attrs_from
 from bridge.parser import Family, is_openmetrics, parse
+from bridge.schema import SourceConfig
 from bridge.sources.base import Source
 from bridge.sources.classify import Classifier, FamilyRule, Window
 from bridge.sources.fetch import Fetcher, HttpFetcher

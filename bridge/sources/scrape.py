@@ -17,7 +17,6 @@ import httpx
 from pydantic import Field, SecretStr, model_validator
 
 from bridge import secrets
-from bridge.config import StrictModel, check_tls_files
 from bridge.http import (
     ERROR_BODY_LIMIT,
     USER_AGENT,
@@ -29,6 +28,7 @@ from bridge.http import (
     retry_after,
     tls_context,
 )
+from bridge.schema import StrictModel, check_tls_files
 
 
 class NoAuth(StrictModel):

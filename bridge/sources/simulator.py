@@ -14,8 +14,8 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 
 from bridge import registry
-from bridge.config import SourceConfig
 from bridge.context import Context
+from bridge.schema import SourceConfig
 from bridge.simulator import API_PREFIX, CerebrasSimulator
 from bridge.sources.cerebras import CerebrasSourceConfig
 from bridge.sources.fetch import HttpFetcher

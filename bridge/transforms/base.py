@@ -5,8 +5,8 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
-from bridge.config import TransformConfig
 from bridge.model import Batch
+from bridge.schema import TransformConfig
 
 
 class Transform(abc.ABC):

@@ -7,8 +7,8 @@ import re
 from pydantic import Field
 
 from bridge import registry
-from bridge.config import Regex, TransformConfig
 from bridge.model import Attrs, Batch, Metric
+from bridge.schema import Regex, TransformConfig
 from bridge.transforms.base import Transform
 
 

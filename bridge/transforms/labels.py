@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from bridge import registry
-from bridge.config import TransformConfig
 from bridge.model import Attrs, Batch, Point
+from bridge.schema import TransformConfig
 from bridge.transforms.base import Transform
 
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 from pydantic import Field
 
 from bridge import registry
-from bridge.config import TransformConfig
 from bridge.model import Batch
+from bridge.schema import TransformConfig
 from bridge.transforms.base import Transform
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge import secrets
-from bridge.config import SinkConfig
+from bridge.schema import SinkConfig
 
 API_KEY_ENV = "DD_API_KEY"
 SITE_ENV = "DD_SITE"

@@ -24,7 +24,7 @@ from opentelemetry.util.re import parse_env_headers
 from pydantic import Field, SecretStr, model_validator
 
 from bridge import secrets
-from bridge.config import SinkConfig, check_tls_files
+from bridge.schema import SinkConfig, check_tls_files
 
 Protocol = Literal["grpc", "http/protobuf"]
 PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
