@@ -87,11 +87,9 @@ class SeriesStarts:
         previous = self._state.get(key)
         if previous is None:
             start = first_seen_ns
-        elif value < previous[1]:  # counter reset: a new series life begins
-            start = reset_ns
         else:
-            start = previous[0]
-            self._state.move_to_end(key)
+            start = reset_ns if value < previous[1] else previous[0]  # a drop is a reset: a new series life
+            self._state.move_to_end(key)  # seen now, reset or not: the least recently seen is evicted first
         self._state[key] = (start, value)
         if len(self._state) > self.max_series:
             self._state.popitem(last=False)
