@@ -31,7 +31,7 @@ TEST_SWITCH = "METRICS_BRIDGE_TESTS_ONLY_DISABLE_REDACTION"
 TEST_SWITCH_VALUE = "secrets-will-be-printed"  # a value nobody sets by accident
 _lock = threading.Lock()
 _secrets: set[str] = set()
-_longest_first: tuple[str, ...] = ()  # what `redact` replaces (longest first, so no secret is half-replaced)
+_longest_first: tuple[str, ...] | None = ()  # what `redact` replaces, longest first (None: to be sorted)
 _enabled = os.environ.get(TEST_SWITCH) != TEST_SWITCH_VALUE
 
 
@@ -60,17 +60,27 @@ def register(value: str | None) -> None:
         return
     forms = {form for form in _printed_forms(value) if len(form) >= _MIN_LENGTH}
     with _lock:
-        _secrets.update(forms)
-        _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
+        if not forms <= _secrets:
+            _secrets.update(forms)
+            _longest_first = None  # sorted again by the next redact: loading 100,000 secrets stays linear
 
 
 def redact(text: str) -> str:
     if not _enabled:
         return text
-    for secret in _longest_first:  # one tuple, replaced whole by `register`: no lock needed to read it
+    ordered = _longest_first  # one tuple, replaced whole: no lock needed to read it
+    for secret in ordered if ordered is not None else _sorted_secrets():
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def _sorted_secrets() -> tuple[str, ...]:
+    global _longest_first  # noqa: PLW0603  # see register
+    with _lock:
+        if _longest_first is None:
+            _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
+        return _longest_first
 
 
 def problem(value: str) -> str | None:
