@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench reliability constraints clean
+.PHONY: demo test lint bench reliability mutants constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ lint: $(VENV)/.test-installed
 ## Re-run the fault suite's scenarios and rewrite docs/reliability.md with their figures.
 reliability: $(VENV)/.test-installed
 	$(BIN)/python -m tests.faults.report
+
+## Mutation testing (mutmut) of the modules where a wrong number is silent ([tool.mutmut] in pyproject.toml).
+## Slow, so not in CI; scores and judged-equivalent survivors: docs/mutation.md. One module:
+## make mutants MUTANTS='bridge.context*'. Survivors: .venv/bin/mutmut show <name>.
+mutants: $(VENV)/.test-installed
+	$(BIN)/pip install -q 'mutmut>=3.8,<4'
+	$(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut results
 
 ## Benchmarks; results are recorded by hand in bench/RESULTS.md.
 bench: $(VENV)/.installed
