@@ -23,7 +23,7 @@ from prometheus_client.exposition import choose_encoder
 
 from bridge import secrets
 from bridge.clock import Clock
-from bridge.telemetry import REGISTRY, WINDOWS
+from bridge.telemetry import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class _SourceHealth:
     last_success: float | None = None
     last_error: str | None = None
     duplicates_in_a_row: int = 0
-    windows_seen: tuple[float, float] = (0.0, 0.0)  # at the last success: (forwarded by all, duplicates of this one)
+    forwards_seen: int = 0  # windows forwarded by any source, as of this source's last success
 
 
 class HealthState:
@@ -55,6 +55,7 @@ class HealthState:
         self._sink_failures: dict[str, str | None] = {}  # sink -> permanent failure reason, None if last was ok
         self._sink_spools: dict[str, tuple[str, bool]] = {}  # sink -> (spool problem at start, still durable)
         self._was_ready: bool | None = None
+        self._forwards = 0  # windows forwarded by every source together
 
     def expect_source(self, name: str, interval: float) -> None:
         """Start watching a source; it has two intervals from now to succeed once.
@@ -76,29 +77,22 @@ class HealthState:
         self._sink_failures.pop(name, None)
         self._sink_spools.pop(name, None)
 
-    def source_succeeded(self, name: str, now: float) -> None:
+    def source_succeeded(self, name: str, now: float, window: str | None = None) -> None:
+        """A successful scrape; `window` is what became of its window ("forwarded", "duplicate"; None: unwindowed).
+
+        A run of duplicates while no source forwarded anything means the window history is
+        ahead of the clock: every window is being dropped as already sent.
+        """
         source = self._sources[name]
         source.last_success = now
         source.last_error = None
-        self._count_duplicates(name, source)
-
-    @staticmethod
-    def _count_duplicates(name: str, source: _SourceHealth) -> None:
-        """Read bridge_windows_total, which the windowed sources keep, right after this source's scrape."""
-        forwarded = duplicates = 0.0
-        for metric in WINDOWS.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    if sample.labels["outcome"] == "forwarded":
-                        forwarded += sample.value
-                    elif sample.labels["source"] == name:
-                        duplicates += sample.value
-        seen_forwarded, seen_duplicates = source.windows_seen
-        if forwarded > seen_forwarded:
+        if window == "forwarded":
+            self._forwards += 1
+        if self._forwards > source.forwards_seen:
             source.duplicates_in_a_row = 0
-        elif duplicates > seen_duplicates:
+        elif window == "duplicate":
             source.duplicates_in_a_row += 1
-        source.windows_seen = (forwarded, duplicates)
+        source.forwards_seen = self._forwards
 
     def source_failed(self, name: str, reason: str) -> None:
         """Remember why, for the /readyz text; readiness changes only when successes stop for too long."""

@@ -176,7 +176,7 @@ class Pipeline:
         if error:
             self.health.source_failed(source.name, error)
         elif source.last_success == now:
-            self.health.source_succeeded(source.name, now)
+            self.health.source_succeeded(source.name, now, source.last_window)
 
     def dispatch(self, batch: Batch) -> None:
         try:

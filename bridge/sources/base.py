@@ -21,6 +21,8 @@ class Source(abc.ABC):
         #: status the pipeline reports to /readyz: when the last collect succeeded, and why the last one failed
         self.last_success: float | None = None
         self.last_error: str | None = None
+        #: what became of the last successful collect's window: "forwarded", "duplicate", None if not windowed
+        self.last_window: str | None = None
 
     @property
     def interval_seconds(self) -> float:

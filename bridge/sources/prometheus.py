@@ -168,9 +168,11 @@ class ScrapeSource(Source):
             self._failed(now, window, ScrapeError("internal_error", type(exc).__name__))
             return None
         self._succeeded(now)
-        if self.windows is not None and not self.windows.admit(window.end_ns / NS_PER_S, now):
-            return None
-        return batch
+        if self.windows is None:
+            return batch
+        forwarded = self.windows.admit(window.end_ns / NS_PER_S, now)
+        self.last_window = "forwarded" if forwarded else "duplicate"
+        return batch if forwarded else None
 
     def _batch(self, result: ScrapeResult, window: Window, now: float) -> Batch:
         parsed = parse(result.text, openmetrics=is_openmetrics(result.content_type))
