@@ -126,8 +126,10 @@ _HOSTILE_INTRODUCTION = f"""\
 
 What an unlucky or hostile upstream, backend, file or config does to the bridge. Each row is a
 regression test of `tests/test_hostile_*.py` (the real path: loopback servers, real files, the
-real CLI) that passed in this run, with the figures it measured; every one of them failed on the
-code before the containment work. Last, {FUZZ_COUNT:,} mutated expositions through the whole source
+real CLI) that passed in this run, with the figures it measured ("passed" where the test's asserts
+are the outcome). Run against the code before the containment work, these tests failed, but for the
+few that guard what must not change (an exporter's empty page, aliases that share settings).
+Last, {FUZZ_COUNT:,} mutated expositions through the whole source
 path (`python -m tests.fuzz_sources`).
 """
 
