@@ -10,10 +10,12 @@ held back, once per series.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from bridge.clock import ManualClock
-from bridge.model import NS_PER_S, Batch, Kind, Metric, Point, Temporality
+from bridge.model import NS_PER_S, Batch, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
 from bridge.sources.classify import SeriesStarts
 from tests.conftest import T0, run
 from tests.servers import ExpositionServer, Response
@@ -126,3 +128,39 @@ def test_datadog_counts_each_held_back_first_value_and_each_stale_window() -> No
     ]
     again = counts.normalize(cumulative(T0 + 120, 15))  # the same window once more: never counted twice
     assert (again.samples, dict(again.dropped)) == ([], {"stale": 2})
+
+
+def test_datadog_counts_the_increase_of_every_cumulative_histogram_and_summary_part() -> None:
+    """Each count-like part is diffed like a counter; quantiles are gauges at the point's end, in its unit."""
+    counts = normalizer(ManualClock(T0 + 120))
+    born = ns(T0 - 600)
+
+    def window(end: float, count: float, total: float, below_half: float, median: float, start: int = born) -> Batch:
+        histogram = HistogramValue(count, total, ((0.5, below_half), (math.inf, count)))
+        summary = SummaryValue(count, total, ((0.5, median),))
+        metrics = [
+            Metric("lat_seconds", Kind.HISTOGRAM, [Point((), histogram, start, ns(end))], Temporality.CUMULATIVE, "s"),
+            Metric("rpc_seconds", Kind.SUMMARY, [Point((), summary, start, ns(end))], Temporality.CUMULATIVE, "s"),
+        ]
+        return Batch("p", (), ns(end - 60), ns(end), metrics)
+
+    counts.normalize(window(T0 + 60, 10, 5.0, 4, 0.1))
+    second = counts.normalize(window(T0 + 120, 16, 8.0, 7, 0.2))
+    sent = {head: (timestamp, value, interval) for head, timestamp, value, interval in second.samples}
+    minute = int(T0) + 60
+    assert sent == {
+        '{"metric":"lat_seconds.count","type":1,': (minute, 6, 60),
+        '{"metric":"lat_seconds.sum","type":1,"unit":"second",': (minute, 3.0, 60),
+        '{"metric":"lat_seconds.bucket","type":1,"tags":["upper_bound:0.5"],': (minute, 3, 60),
+        '{"metric":"lat_seconds.bucket","type":1,"tags":["upper_bound:inf"],': (minute, 6, 60),
+        '{"metric":"rpc_seconds.count","type":1,': (minute, 6, 60),
+        '{"metric":"rpc_seconds.sum","type":1,"unit":"second",': (minute, 3.0, 60),
+        '{"metric":"rpc_seconds.quantile","type":3,"unit":"second","tags":["quantile:0.5"],': (minute + 60, 0.2, None),
+    }
+    # The exporter restarted at T0+130 and has counted more since than before: a new start time is a reset,
+    # so each part counts its whole value, from the restart.
+    restarted = counts.normalize(window(T0 + 180, 20, 9.0, 8, 0.3, start=ns(T0 + 130)))
+    counted = {head: (timestamp, value, interval) for head, timestamp, value, interval in restarted.samples}
+    assert counted['{"metric":"lat_seconds.bucket","type":1,"tags":["upper_bound:0.5"],'] == (int(T0) + 130, 8, 50)
+    assert counted['{"metric":"lat_seconds.count","type":1,'] == (int(T0) + 130, 20, 50)
+    assert counted['{"metric":"rpc_seconds.sum","type":1,"unit":"second",'] == (int(T0) + 130, 9.0, 50)
