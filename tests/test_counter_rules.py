@@ -14,8 +14,10 @@ import math
 
 import pytest
 
+from bridge import telemetry
 from bridge.clock import ManualClock
 from bridge.model import NS_PER_S, Batch, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
+from bridge.sinks.otlp.normalize import TemporalityNormalizer
 from bridge.sources.classify import SeriesStarts
 from tests.conftest import T0, run
 from tests.servers import ExpositionServer, Response
@@ -164,3 +166,146 @@ def test_datadog_counts_the_increase_of_every_cumulative_histogram_and_summary_p
     assert counted['{"metric":"lat_seconds.bucket","type":1,"tags":["upper_bound:0.5"],'] == (int(T0) + 130, 8, 50)
     assert counted['{"metric":"lat_seconds.count","type":1,'] == (int(T0) + 130, 20, 50)
     assert counted['{"metric":"rpc_seconds.sum","type":1,"unit":"second",'] == (int(T0) + 130, 9.0, 50)
+
+
+# -- the OTLP normaliser (cumulative -> delta), pinned where mutation testing found it unpinned ------------------
+def _otlp_delta_norm(name: str, **limits: float) -> TemporalityNormalizer:
+    return TemporalityNormalizer(
+        Temporality.DELTA,
+        sink_name=name,
+        series_limit=int(limits.get("series_limit", 1000)),
+        idle_seconds=limits.get("idle_seconds", 3600),
+    )
+
+
+def _cumulative(minute: int, value: float | HistogramValue, kind: Kind = Kind.COUNTER, name: str = "c") -> Batch:
+    end = ns(T0) + (minute + 1) * 60 * NS_PER_S
+    metric = Metric(name, kind, [Point((), value, ns(T0 - 600), end)], Temporality.CUMULATIVE)
+    return Batch("node", (), end - 60 * NS_PER_S, end, [metric])
+
+
+def _otlp_points(batch: Batch) -> list[tuple[object, int, int]]:
+    return [(p.value, p.start_ns, p.end_ns) for _, p in batch.iter_points()]
+
+
+def test_otlp_delta_of_an_unchanged_counter_or_histogram_is_zero_not_a_reset() -> None:
+    norm = _otlp_delta_norm("otlp-unchanged")
+    minute_end = [ns(T0) + (m + 1) * 60 * NS_PER_S for m in range(3)]
+    assert _otlp_points(norm.normalize(_cumulative(0, 10.0))) == []  # a baseline
+    assert _otlp_points(norm.normalize(_cumulative(1, 10.0))) == [(0.0, minute_end[0], minute_end[1])]
+    assert _otlp_points(norm.normalize(_cumulative(2, 15.0))) == [(5.0, minute_end[1], minute_end[2])]
+
+    def histogram(count: float, total: float, below_half: float) -> HistogramValue:
+        return HistogramValue(count, total, ((0.5, below_half), (math.inf, count)))
+
+    norm.normalize(_cumulative(0, histogram(10, 5.0, 4), Kind.HISTOGRAM, "h"))
+    unchanged = norm.normalize(_cumulative(1, histogram(10, 5.0, 4), Kind.HISTOGRAM, "h"))
+    assert _otlp_points(unchanged) == [(histogram(0, 0.0, 0), minute_end[0], minute_end[1])]
+    grown = norm.normalize(_cumulative(2, histogram(16, 8.0, 7), Kind.HISTOGRAM, "h"))
+    assert _otlp_points(grown) == [(histogram(6, 3.0, 3), minute_end[1], minute_end[2])]
+
+
+def test_otlp_delta_of_a_no_value_point_starts_where_the_series_left_off_and_a_resent_window_is_dropped() -> None:
+    norm = _otlp_delta_norm("otlp-nan")
+    norm.normalize(_cumulative(0, 10.0))
+    minute_end = [ns(T0) + (m + 1) * 60 * NS_PER_S for m in range(3)]
+    ((value, start, end),) = _otlp_points(norm.normalize(_cumulative(1, math.nan)))
+    assert math.isnan(value) and (start, end) == (minute_end[0], minute_end[1])  # type: ignore[arg-type]
+    assert _otlp_points(norm.normalize(_cumulative(1, 12.0))) == [(2.0, minute_end[0], minute_end[1])]
+    assert _otlp_points(norm.normalize(_cumulative(1, 12.0))) == [], "the same window again is never counted twice"
+
+
+def test_otlp_idle_series_are_all_forgotten_and_counted_and_one_exactly_at_the_horizon_is_kept() -> None:
+    name = "otlp-idle"
+    norm = _otlp_delta_norm(name, idle_seconds=120)
+    before = telemetry.REGISTRY.get_sample_value("bridge_otlp_series_evicted_total", {"sink": name, "reason": "idle"})
+    for metric in ("a", "b", "d"):
+        norm.normalize(_cumulative(0, 10.0, name=metric))  # all three end at minute 1
+    norm.normalize(_cumulative(2, 1.0, name="c"))  # ends at minute 3: the horizon is minute 1, exactly theirs
+    assert _otlp_points(norm.normalize(_cumulative(2, 11.0, name="d"))), "d is still known: a delta, not a baseline"
+    norm.normalize(_cumulative(3, 1.0, name="c"))  # ends at minute 4: a and b (minute 1) are idle, together
+    after = telemetry.REGISTRY.get_sample_value("bridge_otlp_series_evicted_total", {"sink": name, "reason": "idle"})
+    assert (after or 0) - (before or 0) == 2
+
+
+def _two_series(minute: int, values: dict[str, float], temporality: Temporality) -> Batch:
+    end = ns(T0) + (minute + 1) * 60 * NS_PER_S
+    start = ns(T0 - 600) if temporality is Temporality.CUMULATIVE else end - 60 * NS_PER_S
+    points = [Point((("code", code),), value, start, end) for code, value in values.items()]
+    return Batch("node", (), end - 60 * NS_PER_S, end, [Metric("r", Kind.COUNTER, points, temporality)])
+
+
+def test_otlp_a_first_point_without_a_value_keeps_its_own_start_in_either_direction() -> None:
+    for target in (Temporality.CUMULATIVE, Temporality.DELTA):
+        norm = TemporalityNormalizer(
+            target, sink_name=f"otlp-first-nan-{target.value}", series_limit=10, idle_seconds=3600
+        )
+        source = Temporality.DELTA if target is Temporality.CUMULATIVE else Temporality.CUMULATIVE
+        batch = _two_series(0, {"200": math.nan}, source)
+        ((value, start, _),) = _otlp_points(norm.normalize(batch))
+        assert math.isnan(value) and start == batch.metrics[0].points[0].start_ns  # type: ignore[arg-type]
+
+
+def test_otlp_a_histogram_whose_buckets_changed_is_a_reset_not_a_difference() -> None:
+    norm = _otlp_delta_norm("otlp-rebucketed")
+    first = HistogramValue(10, 5.0, ((0.5, 4), (math.inf, 10)))
+    norm.normalize(_cumulative(0, first, Kind.HISTOGRAM, "h"))
+    rebucketed = HistogramValue(12, 6.0, ((0.25, 5), (math.inf, 12)))  # same length, other bounds, none lower
+    ((value, start, end),) = _otlp_points(norm.normalize(_cumulative(1, rebucketed, Kind.HISTOGRAM, "h")))
+    assert value == rebucketed, "counted from its start as a new life, not subtracted across other bounds"
+    assert (start, end) == (ns(T0) + 60 * NS_PER_S, ns(T0) + 120 * NS_PER_S)
+
+
+def test_otlp_delta_target_never_repeats_an_absent_series() -> None:
+    norm = _otlp_delta_norm("otlp-absent")
+    norm.normalize(_two_series(0, {"200": 10.0, "500": 1.0}, Temporality.CUMULATIVE))  # baselines
+    out = norm.normalize(_two_series(1, {"200": 15.0}, Temporality.CUMULATIVE))
+    assert [(dict(p.attributes)["code"], p.value) for _, p in out.iter_points()] == [("200", 5.0)]
+
+
+def test_otlp_a_series_evicted_by_the_limit_is_forgotten_and_its_siblings_still_carry_forward() -> None:
+    norm = TemporalityNormalizer(Temporality.CUMULATIVE, sink_name="otlp-evict", series_limit=2, idle_seconds=3600)
+    norm.normalize(_two_series(0, {"200": 5.0, "500": 1.0}, Temporality.DELTA))
+    norm.normalize(_two_series(1, {"429": 2.0}, Temporality.DELTA))  # a third series: "200" (oldest) is evicted
+    out = norm.normalize(_two_series(2, {"429": 3.0}, Temporality.DELTA))
+    assert sorted((dict(p.attributes)["code"], p.value) for _, p in out.iter_points()) == [("429", 5.0), ("500", 1.0)]
+    assert norm._by_metric == {((), "r"): {(("code", "500"),): None, (("code", "429"),): None}}, "state stays bounded"
+
+
+def test_otlp_carried_forward_totals_never_go_back_in_time_or_repeat_a_window() -> None:
+    norm = TemporalityNormalizer(Temporality.CUMULATIVE, sink_name="otlp-carry", series_limit=10, idle_seconds=3600)
+    norm.normalize(_two_series(1, {"200": 5.0, "500": 1.0}, Temporality.DELTA))
+    assert _otlp_points(norm.normalize(_two_series(1, {"200": 5.0}, Temporality.DELTA))) == [], "a re-sent window"
+    assert _otlp_points(norm.normalize(_two_series(0, {"200": 2.0}, Temporality.DELTA))) == [], "an older window"
+    # One batch whose points end at different times: each point once, nothing carried for a present series.
+    mixed = _two_series(2, {"200": 1.0, "500": 1.0}, Temporality.DELTA)
+    early = mixed.metrics[0].points[0]
+    mixed.metrics[0].points[0] = Point(
+        early.attributes, 1.0, early.start_ns - 30 * NS_PER_S, early.end_ns - 30 * NS_PER_S
+    )
+    assert sorted(_otlp_points(norm.normalize(mixed)), key=str) == sorted(
+        [(6.0, ns(T0) + 60 * NS_PER_S, early.end_ns - 30 * NS_PER_S), (2.0, ns(T0) + 60 * NS_PER_S, early.end_ns)],
+        key=str,
+    )
+
+
+def test_otlp_a_family_that_changes_its_type_starts_a_new_life_in_either_direction() -> None:
+    histogram = HistogramValue(4, 2.0, ((0.5, 3), (math.inf, 4)))
+    to_delta = _otlp_delta_norm("otlp-retyped-delta")
+    to_delta.normalize(_cumulative(0, 10.0, Kind.COUNTER, "x"))
+    assert [v for v, _, _ in _otlp_points(to_delta.normalize(_cumulative(1, histogram, Kind.HISTOGRAM, "x")))] == [
+        histogram
+    ]
+    assert [v for v, _, _ in _otlp_points(to_delta.normalize(_cumulative(2, 20.0, Kind.COUNTER, "x")))] == [20.0]
+
+    def delta(minute: int, value: float | HistogramValue, kind: Kind) -> Batch:
+        end = ns(T0) + (minute + 1) * 60 * NS_PER_S
+        metric = Metric("x", kind, [Point((), value, end - 60 * NS_PER_S, end)], Temporality.DELTA)
+        return Batch("node", (), end - 60 * NS_PER_S, end, [metric])
+
+    to_cumulative = TemporalityNormalizer(
+        Temporality.CUMULATIVE, sink_name="otlp-retyped", series_limit=10, idle_seconds=3600
+    )
+    to_cumulative.normalize(delta(0, 10.0, Kind.COUNTER))
+    assert [v for v, _, _ in _otlp_points(to_cumulative.normalize(delta(1, histogram, Kind.HISTOGRAM)))] == [histogram]
+    assert [v for v, _, _ in _otlp_points(to_cumulative.normalize(delta(2, 20.0, Kind.COUNTER)))] == [20.0]
