@@ -309,3 +309,30 @@ def test_otlp_a_family_that_changes_its_type_starts_a_new_life_in_either_directi
     to_cumulative.normalize(delta(0, 10.0, Kind.COUNTER))
     assert [v for v, _, _ in _otlp_points(to_cumulative.normalize(delta(1, histogram, Kind.HISTOGRAM)))] == [histogram]
     assert [v for v, _, _ in _otlp_points(to_cumulative.normalize(delta(2, 20.0, Kind.COUNTER)))] == [20.0]
+
+
+def test_a_counter_sample_with_an_unusable_timestamp_costs_that_sample_only(
+    exposition_server: ExpositionServer, clock: ManualClock
+) -> None:
+    """Cumulative and delta counters alike: the bad sample is skipped and counted, its neighbours are kept."""
+    exposition_server.respond(
+        Response(
+            200,
+            '# TYPE jobs_total counter\njobs_total{q="a"} 1 NaN\njobs_total{q="b"} 2\n'
+            '# TYPE per_minute_total counter\nper_minute_total{q="a"} 3 -5000\nper_minute_total{q="b"} 4\n',
+        )
+    )
+    source = make_source(
+        exposition_server.url,
+        clock,
+        "odd-counters",
+        families=[{"match": "per_minute", "kind": "counter", "temporality": "delta"}],
+    )
+    (batch,) = run(scrape(source, clock, T0 + 5))
+    assert batch is not None
+    kept = {m.name: (m.temporality, [(p.attributes, p.value) for p in m.points]) for m in batch.metrics}
+    assert kept == {
+        "jobs": (Temporality.CUMULATIVE, [((("q", "b"),), 2.0)]),
+        "per_minute": (Temporality.DELTA, [((("q", "b"),), 4.0)]),
+    }
+    assert source.classifier.skipped.count == 2
