@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import heapq
 import itertools
 import time
@@ -64,6 +65,14 @@ class ManualClock:
             for _ in range(5):  # let the woken task run up to its next await
                 await asyncio.sleep(0)
         self._now = max(self._now, when)
+
+
+def iso_utc(t: float) -> str:
+    """Unix seconds as `2027-01-15T08:00:00Z` for log lines; a time past year 9999 (a hand-edited file) as a number."""
+    try:
+        return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{t:.0f} (unix time)"
 
 
 def minute_floor(t: float, period: float = 60.0) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import math
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge import telemetry
-from bridge.clock import Clock, SystemClock
+from bridge.clock import Clock, SystemClock, iso_utc
 
 if TYPE_CHECKING:
     from bridge.health import HealthState
@@ -107,7 +106,7 @@ class WindowLedger:
                 "window history: %s last forwarded a window ending %s, ahead of the clock (recorded while "
                 "the clock ran ahead?); ignored, so its windows are forwarded again",
                 key,
-                _iso(end),
+                iso_utc(end),
             )
             telemetry.STATE_ENTRIES_IGNORED.labels("future").inc()
             del self._ends[key]
@@ -151,13 +150,6 @@ def _finite_float(value: object) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
-
-
-def _iso(t: float) -> str:
-    try:
-        return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, ValueError, OSError):  # past year 9999: a hand-edited file
-        return f"{t:.0f} (unix time)"
 
 
 @dataclass

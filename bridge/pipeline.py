@@ -94,10 +94,10 @@ class Pipeline:
 
     async def _start_source(self, name: str, entry: SourceTask, schedule: bool) -> None:
         await entry.source.start()
-        if self.health is not None:
-            self.health.expect_source(name, entry.source.interval_seconds)
         if schedule:
-            entry.task = asyncio.create_task(self._source_loop(entry), name=f"source:{name}")
+            self._schedule(name, entry)
+        elif self.health is not None:
+            self.health.expect_source(name, entry.source.interval_seconds)
 
     async def stop(self, grace: float = 10.0) -> int:
         """Stop scraping, give sinks `grace` seconds to flush, release everything.

@@ -8,10 +8,10 @@ gap and logged, never papered over.
 
 from __future__ import annotations
 
-import datetime
 import logging
 
 from bridge import telemetry
+from bridge.clock import iso_utc
 from bridge.context import WindowLedger
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,13 @@ class WindowAccounting:
             return
         self._count_gaps_before(end)
         telemetry.GAPS.labels(self.source).inc()
-        log.info("source %s: window ending %s lost (upstream keeps no history)", self.source, _iso(end))
+        log.info("source %s: window ending %s lost (upstream keeps no history)", self.source, iso_utc(end))
 
     def _count_gaps_before(self, end: float) -> None:
         if self._accounted_end is not None and end > self._accounted_end:
             missed = round((end - self._accounted_end) / self.interval) - 1
             if missed > 0:
                 telemetry.GAPS.labels(self.source).inc(missed)
-                log.warning("source %s: %d window(s) before %s were never fetched", self.source, missed, _iso(end))
+                log.warning("source %s: %d window(s) before %s were never fetched", self.source, missed, iso_utc(end))
         if self._accounted_end is None or end > self._accounted_end:
             self._accounted_end = end
-
-
-def _iso(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
