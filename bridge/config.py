@@ -32,6 +32,7 @@ from pydantic import (
 
 from bridge import registry, secrets
 from bridge.schema import (
+    SeriesConfig,
     SinkConfig,
     SourceConfig,
     StrictModel,
@@ -65,6 +66,7 @@ class BridgeConfig:
     transforms: list[TransformConfig] = field(default_factory=list)
     sink_transforms: dict[str, list[TransformConfig]] = field(default_factory=dict)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    series: SeriesConfig = field(default_factory=SeriesConfig)
     state_path: str | None = None  # where forwarded windows are remembered across restarts
     path: str = "<embedded default>"
 
@@ -79,7 +81,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
-_TOP_KEYS = {"sources", "sinks", "transforms", "telemetry", "state_path"}
+_TOP_KEYS = {"sources", "sinks", "transforms", "telemetry", "series", "state_path"}
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 
 
@@ -342,6 +344,7 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
         name: _transform_list(config.transforms, f"sinks.{name}.transforms", problems) for name, config in sinks.items()
     }
     telemetry = validate_model(TelemetryConfig, data.get("telemetry") or {}, "telemetry", problems)
+    series = validate_model(SeriesConfig, data.get("series") or {}, "series", problems)
     state_path = data.get("state_path")
     if state_path is not None and not isinstance(state_path, str):
         problems.append("state_path: expected a file path")
@@ -354,6 +357,7 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
         transforms=transforms,
         sink_transforms=sink_transforms,
         telemetry=telemetry,
+        series=series,
         state_path=state_path,
         path=origin,
     )

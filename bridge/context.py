@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from bridge import telemetry
 from bridge.clock import Clock, SystemClock, iso_utc
+from bridge.schema import SeriesConfig
+from bridge.series.table import SeriesTable
 
 if TYPE_CHECKING:
     from bridge.health import HealthState
@@ -160,9 +162,15 @@ class Context:
     windows: WindowLedger = field(default_factory=WindowLedger)
     #: readiness bookkeeping (/readyz); None when nothing serves it (tests, `once`)
     health: HealthState | None = None
+    #: the bound every series table keeps (the config's `series:`)
+    series: SeriesConfig = field(default_factory=SeriesConfig)
 
     def __post_init__(self) -> None:
         self.windows.clock = self.clock  # "ahead of the clock" means the clock the sources stamp windows with
+
+    def series_table(self, owner: str) -> SeriesTable:
+        """A new series table for one owner (a source), held to the configured bound."""
+        return SeriesTable(owner, max_series=self.series.max_series, idle_seconds=self.series.idle_seconds)
 
     def budget(self, key: str, limit: int, period: float = 60.0) -> RequestBudget:
         if key not in self.budgets:

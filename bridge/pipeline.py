@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from bridge import registry, telemetry
+from bridge import registry, series, telemetry
 from bridge.config import BridgeConfig, ConfigError
 from bridge.context import Context
 from bridge.delivery import SinkRunner
@@ -65,6 +65,8 @@ class Pipeline:
     def __init__(self, config: BridgeConfig, context: Context | None = None) -> None:
         self.config = config
         self.context = context or Context()
+        self.context.series = config.series
+        series.shared.bound(config.series.max_series, config.series.idle_seconds)
         self.health = self.context.health
         self.transforms = build_transforms(config.transforms)
         self.lanes = {name: self._build_lane(name, sink_config, config) for name, sink_config in config.sinks.items()}
@@ -192,6 +194,7 @@ class Pipeline:
                     "sink %s: a transform failed on a batch from %s; dropped for this sink", name, batch.source
                 )
                 telemetry.DROPPED_POINTS.labels(name, "transform_error").inc(batch.point_count())
+        series.shared.sweep(batch.window_end_ns)  # series built from points (plug-ins, label edits) age out too
 
     # -- one-shot and test helpers ------------------------------------------------------------------
     async def collect_all(self) -> list[Batch]:

@@ -79,6 +79,15 @@ class SinkConfig(ComponentConfig):
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?", re.ASCII)
 
 
+class SeriesConfig(StrictModel):
+    """The one bound on per-series memory (bridge/series/): each source's table, and the shared one."""
+
+    max_series: int = Field(200_000, ge=1, description="series each table keeps (the least recently seen go first)")
+    idle_seconds: float = Field(
+        3600.0, gt=0, description="a series not seen for this long (in window time) is forgotten"
+    )
+
+
 class TelemetryConfig(StrictModel):
     listen: str | None = Field(
         None,

@@ -110,29 +110,29 @@ DELIVERY_SPOOL_FAILURES = Counter(
 )
 # ---- end delivery -------------------------------------------------------------
 
-# ---- OTLP sinks (bridge/sinks/otlp) ------------------------------------------
-# Points a backend rejects in a partial success count as DROPPED_POINTS{reason="partial_success"}.
-OTLP_TRACKED_SERIES = Gauge(
-    "bridge_otlp_tracked_series", "Series whose temporality state an OTLP sink keeps.", ["sink"], registry=REGISTRY
-)
-OTLP_SERIES_EVICTED = Counter(
-    "bridge_otlp_series_evicted",
-    "Series state an OTLP sink forgot (idle: not seen for series_idle_seconds; limit: series_limit reached); "
-    "the series restarts with a new start time.",
-    ["sink", "reason"],
+# ---- series tables (bridge/series) -------------------------------------------
+SERIES_TRACKED = Gauge(
+    "bridge_series_tracked",
+    "Series in a series table (owner: the source, or `shared` for series built from points).",
+    ["owner"],
     registry=REGISTRY,
 )
+SERIES_EVICTED = Counter(
+    "bridge_series_evicted",
+    "Series a table forgot, with everything remembered about them (idle: not seen for series.idle_seconds; "
+    "limit: series.max_series reached); a counter that returns starts a new life.",
+    ["owner", "reason"],
+    registry=REGISTRY,
+)
+# ---- end series tables --------------------------------------------------------
+
+# ---- OTLP sinks (bridge/sinks/otlp) ------------------------------------------
+# Points a backend rejects in a partial success count as DROPPED_POINTS{reason="partial_success"}.
 # ---- end OTLP sinks -----------------------------------------------------------
 
 # ---- Datadog sink (bridge/sinks/datadog) --------------------------------------
 DATADOG_SPLITS = Counter(
     "bridge_datadog_payload_splits", "Series bodies halved after Datadog answered 413.", ["sink"], registry=REGISTRY
-)
-DATADOG_SERIES = Gauge(
-    "bridge_datadog_series",
-    "Series the Datadog sink remembers (encoded name and tags, counter state).",
-    ["sink"],
-    registry=REGISTRY,
 )
 
 

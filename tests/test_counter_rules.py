@@ -3,9 +3,8 @@
 The source side runs the real `prometheus` source against a real exposition
 server: cumulative values, attributes and start times exactly (from `_created`,
 from first sight, and from a reset, where an unchanged value is no reset), for
-counters, histograms and summaries, and the bound of the start-time cache. The
-Datadog side counts every re-sent window as stale and every first value as
-held back, once per series.
+counters, histograms and summaries. The Datadog side counts every re-sent
+window as out of order and every first value as held back, once per series.
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ import math
 
 import pytest
 
-from bridge import telemetry
 from bridge.clock import ManualClock
 from bridge.model import NS_PER_S, Batch, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
 from bridge.sinks.otlp.normalize import TemporalityNormalizer
-from bridge.sources.classify import SeriesStarts
 from tests.conftest import T0, run
 from tests.servers import ExpositionServer, Response
 from tests.test_datadog_normalize import normalizer
@@ -101,17 +98,6 @@ def test_a_counter_rule_normalises_its_statistic_label_and_a_created_sample_is_n
     ]
 
 
-def test_the_start_time_cache_forgets_the_least_recently_updated_series_past_its_bound() -> None:
-    starts = SeriesStarts(max_series=2)
-    assert starts.start_for(("x", (("k", "1"),)), 1.0, 100, 100) == 100
-    assert starts.start_for(("x", (("k", "2"),)), 1.0, 200, 200) == 200
-    assert starts.start_for(("x", (("k", "1"),)), 2.0, 300, 300) == 100  # k=1 updated: k=2 is now the oldest
-    assert starts.start_for(("x", (("k", "3"),)), 1.0, 400, 400) == 400  # a third series: k=2 is forgotten
-    assert starts.start_for(("x", (("k", "3"),)), 2.0, 500, 500) == 400
-    assert starts.start_for(("x", (("k", "1"),)), 3.0, 600, 600) == 100
-    assert starts.start_for(("x", (("k", "2"),)), 2.0, 700, 700) == 700, "forgotten: starts again from first sight"
-
-
 def test_datadog_counts_each_held_back_first_value_and_each_stale_window() -> None:
     clock = ManualClock(T0 + 120)
     counts = normalizer(clock)
@@ -129,7 +115,7 @@ def test_datadog_counts_each_held_back_first_value_and_each_stale_window() -> No
         (int(T0) + 60, 5.0, 60),
     ]
     again = counts.normalize(cumulative(T0 + 120, 15))  # the same window once more: never counted twice
-    assert (again.samples, dict(again.dropped)) == ([], {"stale": 2})
+    assert (again.samples, dict(again.dropped)) == ([], {"out_of_order": 2})
 
 
 def test_datadog_counts_the_increase_of_every_cumulative_histogram_and_summary_part() -> None:
@@ -169,13 +155,8 @@ def test_datadog_counts_the_increase_of_every_cumulative_histogram_and_summary_p
 
 
 # -- the OTLP normaliser (cumulative -> delta), pinned where mutation testing found it unpinned ------------------
-def _otlp_delta_norm(name: str, **limits: float) -> TemporalityNormalizer:
-    return TemporalityNormalizer(
-        Temporality.DELTA,
-        sink_name=name,
-        series_limit=int(limits.get("series_limit", 1000)),
-        idle_seconds=limits.get("idle_seconds", 3600),
-    )
+def _otlp_delta_norm(name: str) -> TemporalityNormalizer:
+    return TemporalityNormalizer(Temporality.DELTA, sink_name=name)
 
 
 def _cumulative(minute: int, value: float | HistogramValue, kind: Kind = Kind.COUNTER, name: str = "c") -> Batch:
@@ -215,19 +196,6 @@ def test_otlp_delta_of_a_no_value_point_starts_where_the_series_left_off_and_a_r
     assert _otlp_points(norm.normalize(_cumulative(1, 12.0))) == [], "the same window again is never counted twice"
 
 
-def test_otlp_idle_series_are_all_forgotten_and_counted_and_one_exactly_at_the_horizon_is_kept() -> None:
-    name = "otlp-idle"
-    norm = _otlp_delta_norm(name, idle_seconds=120)
-    before = telemetry.REGISTRY.get_sample_value("bridge_otlp_series_evicted_total", {"sink": name, "reason": "idle"})
-    for metric in ("a", "b", "d"):
-        norm.normalize(_cumulative(0, 10.0, name=metric))  # all three end at minute 1
-    norm.normalize(_cumulative(2, 1.0, name="c"))  # ends at minute 3: the horizon is minute 1, exactly theirs
-    assert _otlp_points(norm.normalize(_cumulative(2, 11.0, name="d"))), "d is still known: a delta, not a baseline"
-    norm.normalize(_cumulative(3, 1.0, name="c"))  # ends at minute 4: a and b (minute 1) are idle, together
-    after = telemetry.REGISTRY.get_sample_value("bridge_otlp_series_evicted_total", {"sink": name, "reason": "idle"})
-    assert (after or 0) - (before or 0) == 2
-
-
 def _two_series(minute: int, values: dict[str, float], temporality: Temporality) -> Batch:
     end = ns(T0) + (minute + 1) * 60 * NS_PER_S
     start = ns(T0 - 600) if temporality is Temporality.CUMULATIVE else end - 60 * NS_PER_S
@@ -237,9 +205,7 @@ def _two_series(minute: int, values: dict[str, float], temporality: Temporality)
 
 def test_otlp_a_first_point_without_a_value_keeps_its_own_start_in_either_direction() -> None:
     for target in (Temporality.CUMULATIVE, Temporality.DELTA):
-        norm = TemporalityNormalizer(
-            target, sink_name=f"otlp-first-nan-{target.value}", series_limit=10, idle_seconds=3600
-        )
+        norm = TemporalityNormalizer(target, sink_name=f"otlp-first-nan-{target.value}")
         source = Temporality.DELTA if target is Temporality.CUMULATIVE else Temporality.CUMULATIVE
         batch = _two_series(0, {"200": math.nan}, source)
         ((value, start, _),) = _otlp_points(norm.normalize(batch))
@@ -263,26 +229,15 @@ def test_otlp_delta_target_never_repeats_an_absent_series() -> None:
     assert [(dict(p.attributes)["code"], p.value) for _, p in out.iter_points()] == [("200", 5.0)]
 
 
-def test_otlp_a_series_evicted_by_the_limit_is_forgotten_and_its_siblings_still_carry_forward() -> None:
-    norm = TemporalityNormalizer(Temporality.CUMULATIVE, sink_name="otlp-evict", series_limit=2, idle_seconds=3600)
-    norm.normalize(_two_series(0, {"200": 5.0, "500": 1.0}, Temporality.DELTA))
-    norm.normalize(_two_series(1, {"429": 2.0}, Temporality.DELTA))  # a third series: "200" (oldest) is evicted
-    out = norm.normalize(_two_series(2, {"429": 3.0}, Temporality.DELTA))
-    assert sorted((dict(p.attributes)["code"], p.value) for _, p in out.iter_points()) == [("429", 5.0), ("500", 1.0)]
-    assert norm._by_metric == {((), "r"): {(("code", "500"),): None, (("code", "429"),): None}}, "state stays bounded"
-
-
 def test_otlp_carried_forward_totals_never_go_back_in_time_or_repeat_a_window() -> None:
-    norm = TemporalityNormalizer(Temporality.CUMULATIVE, sink_name="otlp-carry", series_limit=10, idle_seconds=3600)
+    norm = TemporalityNormalizer(Temporality.CUMULATIVE, sink_name="otlp-carry")
     norm.normalize(_two_series(1, {"200": 5.0, "500": 1.0}, Temporality.DELTA))
     assert _otlp_points(norm.normalize(_two_series(1, {"200": 5.0}, Temporality.DELTA))) == [], "a re-sent window"
     assert _otlp_points(norm.normalize(_two_series(0, {"200": 2.0}, Temporality.DELTA))) == [], "an older window"
     # One batch whose points end at different times: each point once, nothing carried for a present series.
     mixed = _two_series(2, {"200": 1.0, "500": 1.0}, Temporality.DELTA)
     early = mixed.metrics[0].points[0]
-    mixed.metrics[0].points[0] = Point(
-        early.attributes, 1.0, early.start_ns - 30 * NS_PER_S, early.end_ns - 30 * NS_PER_S
-    )
+    mixed.metrics[0].starts[0], mixed.metrics[0].ends[0] = early.start_ns - 30 * NS_PER_S, early.end_ns - 30 * NS_PER_S
     assert sorted(_otlp_points(norm.normalize(mixed)), key=str) == sorted(
         [(6.0, ns(T0) + 60 * NS_PER_S, early.end_ns - 30 * NS_PER_S), (2.0, ns(T0) + 60 * NS_PER_S, early.end_ns)],
         key=str,
@@ -303,9 +258,7 @@ def test_otlp_a_family_that_changes_its_type_starts_a_new_life_in_either_directi
         metric = Metric("x", kind, [Point((), value, end - 60 * NS_PER_S, end)], Temporality.DELTA)
         return Batch("node", (), end - 60 * NS_PER_S, end, [metric])
 
-    to_cumulative = TemporalityNormalizer(
-        Temporality.CUMULATIVE, sink_name="otlp-retyped", series_limit=10, idle_seconds=3600
-    )
+    to_cumulative = TemporalityNormalizer(Temporality.CUMULATIVE, sink_name="otlp-retyped")
     to_cumulative.normalize(delta(0, 10.0, Kind.COUNTER))
     assert [v for v, _, _ in _otlp_points(to_cumulative.normalize(delta(1, histogram, Kind.HISTOGRAM)))] == [histogram]
     assert [v for v, _, _ in _otlp_points(to_cumulative.normalize(delta(2, 20.0, Kind.COUNTER)))] == [20.0]

@@ -529,22 +529,3 @@ def test_the_delivery_runner_honours_retry_after_and_counts_once() -> None:
             await runner.stop(grace=1)
 
     run(go())
-
-
-def test_series_unseen_for_an_hour_are_forgotten_and_the_cache_is_bounded() -> None:
-    async def go() -> None:
-        clock = ManualClock(T0 + 65)
-        async with wired(clock) as w:
-            normalizer = w.sink.normalizer
-            w.sink.prepare(cerebras_batch(T0, endpoint="gone"))
-            per_endpoint = normalizer.series_count()
-            for minute in range(1, 72):
-                await clock.set(T0 + 60 * minute + 65)
-                w.sink.prepare(cerebras_batch(T0 + 60 * minute, endpoint="stays"))
-            assert normalizer.series_count() == per_endpoint  # "gone" swept, "stays" kept
-            assert telemetry.DATADOG_SERIES.labels("dd")._value.get() == per_endpoint
-        async with wired(max_series=10) as w:
-            w.sink.prepare(cerebras_batch(T0))
-            assert w.sink.normalizer.series_count() == 0
-
-    run(go())

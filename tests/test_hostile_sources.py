@@ -160,7 +160,7 @@ def test_an_unexpected_error_in_a_collect_is_contained(
     def broken(*_: object) -> list[object]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(source.classifier, "classify", broken)  # a planted bug: nothing upstream can cause one
+    monkeypatch.setattr(source.classifier, "ingest", broken)  # a planted bug: nothing upstream can cause one
     errors_before = counter(telemetry.SCRAPES, "buggy", "internal_error")
     assert run(collect_once(source, clock, T0 + 5)) is None
     assert counter(telemetry.SCRAPES, "buggy", "internal_error") == errors_before + 1

@@ -17,11 +17,8 @@ ORG_A = (("cerebras.organization_id", "org_a"),)
 ORG_B = (("cerebras.organization_id", "org_b"),)
 
 
-def normalizer(target: Temporality, name: str = "norm", **limits: float) -> TemporalityNormalizer:
-    return TemporalityNormalizer(
-        target, sink_name=name, series_limit=int(limits.get("series_limit", 1000)),
-        idle_seconds=limits.get("idle_seconds", 3600),
-    )  # fmt: skip
+def normalizer(target: Temporality, name: str = "norm") -> TemporalityNormalizer:
+    return TemporalityNormalizer(target, sink_name=name)
 
 
 def delta_batch(minute: int, values: dict[str, float], resource: tuple = ORG_A) -> Batch:
@@ -39,11 +36,6 @@ def cumulative_batch(minute: int, value: float | HistogramValue, series_start: i
 
 def series(batch: Batch) -> list[tuple[str, float, int, int]]:
     return [(dict(p.attributes).get("endpoint", ""), p.value, p.start_ns, p.end_ns) for _, p in batch.iter_points()]
-
-
-def evicted(sink: str, reason: str) -> float:
-    labels = {"sink": sink, "reason": reason}
-    return telemetry.REGISTRY.get_sample_value("bridge_otlp_series_evicted_total", labels) or 0
 
 
 def test_running_totals_keep_the_first_window_start_per_series() -> None:
@@ -129,42 +121,7 @@ def test_histograms_accumulate_and_restart_when_buckets_change() -> None:
     assert restarted.count == 1 and start == T0_NS + 2 * MINUTE
 
 
-def test_state_is_bounded_by_the_series_limit() -> None:
-    norm = normalizer(Temporality.CUMULATIVE, name="norm-limit", series_limit=2)
-    norm.normalize(delta_batch(0, {"a": 1, "b": 1}))
-    norm.normalize(delta_batch(1, {"a": 1, "c": 1}))  # c pushes out b, the least recently updated
-    assert len(norm) == 2 and evicted("norm-limit", "limit") == 1
-    # b comes back as a new series: a new start time, counting from its own window
-    out = [p for p in series(norm.normalize(delta_batch(2, {"b": 4}))) if p[0] == "b"]
-    assert out == [("b", 4, T0_NS + 2 * MINUTE, T0_NS + 3 * MINUTE)]
-
-
-def test_an_absent_series_keeps_its_running_total_until_it_goes_idle() -> None:
-    norm = normalizer(Temporality.CUMULATIVE, idle_seconds=180)
-    norm.normalize(delta_batch(0, {"a": 5, "http_500": 2}))
-    # minute 1: no 500s this minute, so the source does not print that series
-    assert series(norm.normalize(delta_batch(1, {"a": 1}))) == [
-        ("a", 6, T0_NS, T0_NS + 2 * MINUTE),
-        ("http_500", 2, T0_NS, T0_NS + 2 * MINUTE),
-    ]
-    assert series(norm.normalize(delta_batch(2, {"a": 1, "http_500": 3})))[1] == (
-        "http_500",
-        5,
-        T0_NS,
-        T0_NS + 3 * MINUTE,
-    )
-    for minute in range(3, 7):
-        out = norm.normalize(delta_batch(minute, {"a": 1}))
-    assert [p[0] for p in series(out)] == ["a"], "idle for longer than series_idle_seconds: no longer repeated"
-
-
-def test_idle_series_expire_in_window_time() -> None:
-    norm = normalizer(Temporality.CUMULATIVE, name="norm-idle", idle_seconds=300)
-    norm.normalize(delta_batch(0, {"a": 1, "b": 1}))
-    for minute in range(1, 8):
-        norm.normalize(delta_batch(minute, {"a": 1}))
-    assert len(norm) == 1 and evicted("norm-idle", "idle") == 1
-    assert telemetry.REGISTRY.get_sample_value("bridge_otlp_tracked_series", {"sink": "norm-idle"}) == 1
+# Bounds, idle expiry and carrying an absent series forward: tests/test_series.py (the table owns them).
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=30))

@@ -180,15 +180,3 @@ def test_schedule_is_aligned_to_the_boundary_plus_offset(
             await source.close()
 
     assert run(go()) == [T0 + 31, T0 + 67]
-
-
-def test_a_series_that_just_reset_is_recently_seen_not_first_to_be_forgotten() -> None:
-    """The reset branch once kept the series' old recency, so the next new series evicted it and its start moved."""
-    from bridge.sources.classify import SeriesStarts
-
-    starts = SeriesStarts(max_series=2)
-    starts.start_for(("x", (("k", "1"),)), 5.0, 100, 100)
-    starts.start_for(("x", (("k", "2"),)), 5.0, 200, 200)
-    assert starts.start_for(("x", (("k", "1"),)), 1.0, 300, 300) == 300  # a reset: a new life from 300
-    starts.start_for(("x", (("k", "3"),)), 1.0, 400, 400)  # a third series: k=2 is the least recently seen
-    assert starts.start_for(("x", (("k", "1"),)), 2.0, 500, 500) == 300, "k=1 kept its post-reset start"

@@ -12,8 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
-from bridge.sources.classify import FamilyRule
+from pydantic import Field
+
+from bridge.schema import Regex, StrictModel
+
+
+class FamilyRule(StrictModel):
+    """Overrides for families whose name fully matches `match` (a regex)."""
+
+    match: Regex = Field(description="regular expression matched against the whole family name")
+    kind: Literal["gauge", "counter"] | None = None
+    temporality: Literal["cumulative", "delta"] | None = None
+    unit: str | None = None
+    statistic_labels: list[str] = Field(
+        default_factory=list, description="labels that carry a statistic (p95, avg, ...); renamed to `statistic`"
+    )
+    service_check: str | None = Field(
+        None, description="a gauge that is a state (1 ok, 0 critical, -1 unknown): also sent as this service check"
+    )
 
 
 @dataclass(frozen=True)
@@ -33,9 +51,7 @@ class Preset:
 
 
 def get(name: str) -> Preset:
-    from bridge.presets.cerebras import (
-        CEREBRAS,  # presets import the classifier: import them on first use
-    )
+    from bridge.presets.cerebras import CEREBRAS  # on first use: a preset module may be large
 
     presets = {CEREBRAS.name: CEREBRAS}
     return presets[name]

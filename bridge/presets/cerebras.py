@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from bridge.presets import Preset
-from bridge.sources.classify import FamilyRule
+from bridge.presets import FamilyRule, Preset
 
 STATISTIC_LABELS = ("statistic", "percentile")
 ENDPOINT_STATUS_CHECK = "inference_endpoint.status"

@@ -1,10 +1,19 @@
-"""Turn parsed exposition families into model metrics that know what they mean.
+"""Turn a scrape into model metrics that know what they mean, interning every series once.
 
 One small handler per exposition type (as Datadog's OpenMetrics transformers
-do), plus rules that override a family's declared type: the Cerebras
-`*_total` families are declared gauges but are per-window counts, so a rule
-makes them delta counters. Statistic-labelled gauges keep their kind and get
-one normalised `statistic` attribute.
+do) says which series and which part of it each sample is; rules override a
+family's declared type: the Cerebras `*_total` families are declared gauges
+but are per-window counts, so a rule makes them delta counters.
+Statistic-labelled gauges keep their kind and get one normalised `statistic`
+attribute.
+
+Two ways in, one way out. The first scrape of a target (and any scrape whose
+shape changed) is parsed in full (bridge.parser), each sample is mapped to its
+interned series and part, and the raw text of each sample line up to its value
+is remembered. A later scrape whose every line is a remembered one, under the
+same metadata lines, skips the parser: a sample costs one dict lookup of its
+raw text and one float parse. Both paths hand the same (series, part, value)
+columns to the same assembly, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -12,57 +21,26 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
-
-from pydantic import Field
+from typing import cast
 
 from bridge.http import excerpt
-from bridge.model import (
-    NS_PER_S,
-    Attrs,
-    HistogramValue,
-    Kind,
-    Metric,
-    Point,
-    SummaryValue,
-    Temporality,
-)
-from bridge.parser import Family, Sample
-from bridge.schema import Regex, StrictModel
+from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality, Value
+from bridge.parser import Family, Sample, parse
+from bridge.presets import FamilyRule
+from bridge.series.counter import Change, CounterState, difference, has_no_value
+from bridge.series.table import SeriesTable
 
 log = logging.getLogger(__name__)
 
 STATISTIC = "statistic"
 
 
-class FamilyRule(StrictModel):
-    """Overrides for families whose name fully matches `match` (a regex)."""
-
-    match: Regex = Field(description="regular expression matched against the whole family name")
-    kind: Literal["gauge", "counter"] | None = None
-    temporality: Literal["cumulative", "delta"] | None = None
-    unit: str | None = None
-    statistic_labels: list[str] = Field(
-        default_factory=list, description="labels that carry a statistic (p95, avg, ...); renamed to `statistic`"
-    )
-    service_check: str | None = Field(
-        None, description="a gauge that is a state (1 ok, 0 critical, -1 unknown): also sent as this service check"
-    )
-
-
 @dataclass
 class Window:
     start_ns: int
     end_ns: int
-
-
-@dataclass
-class _CompiledRule:
-    pattern: re.Pattern[str]
-    rule: FamilyRule
 
 
 _UNIT_SUFFIXES = (("_seconds", "s"), ("_bytes", "By"), ("_ratio", "1"), ("_percent", "%"))
@@ -74,26 +52,6 @@ def unit_from_name(name: str) -> str:
         if base.endswith(suffix):
             return unit
     return ""
-
-
-class SeriesStarts:
-    """Stable start times for cumulative series, with reset detection; bounded (LRU)."""
-
-    def __init__(self, max_series: int = 200_000) -> None:
-        self.max_series = max_series
-        self._state: OrderedDict[tuple[str, Attrs], tuple[int, float]] = OrderedDict()
-
-    def start_for(self, key: tuple[str, Attrs], value: float, first_seen_ns: int, reset_ns: int) -> int:
-        previous = self._state.get(key)
-        if previous is None:
-            start = first_seen_ns
-        else:
-            start = reset_ns if value < previous[1] else previous[0]  # a drop is a reset: a new series life
-            self._state.move_to_end(key)  # seen now, reset or not: the least recently seen is evicted first
-        self._state[key] = (start, value)
-        if len(self._state) > self.max_series:
-            self._state.popitem(last=False)
-        return start
 
 
 class Skipped:
@@ -123,221 +81,473 @@ def to_ns(seconds: float) -> int | None:
     return int(seconds * NS_PER_S)
 
 
-@dataclass
-class Classifier:
-    """Stateful only in `starts` (cumulative start times); otherwise a pure mapping.
+#: Which part of its series a sample is: None for the value itself, a suffix ("_count", "_sum",
+#: "_created"), or a bound (the `le` of a bucket, the `quantile` of a summary line).
+Part = str | float | None
 
-    Never raises on what a target sends: a sample it cannot use is skipped and
-    counted in `skipped` (reset by each classify), and the rest of the scrape is kept.
-    Labels in `resource_labels` are lifted off the points into `lifted` (label -> value,
-    reset by each classify) for the batch's resource; a point whose value differs from
-    the first one seen keeps its label, so nothing is lost.
+
+@dataclass(slots=True)
+class Plan:
+    """What one family means (from its declared type, HELP, UNIT and the matching rule); built once per shape."""
+
+    name: str
+    kind: Kind
+    temporality: Temporality | None
+    unit: str
+    description: str
+    service_check: str | None
+    rule: FamilyRule | None
+    handler: str  # "plain", "counter", "histogram" or "summary"
+
+
+@dataclass(slots=True)
+class Columns:
+    """One family's samples in line order: the series, the part and the value of each, and its time if it had one."""
+
+    plan: Plan
+    series: list[Series] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    ends: list[int | None] | None = None  # None: no sample had a time of its own
+
+
+@dataclass
+class Ingested:
+    metrics: list[Metric]
+    samples: int
+    parse_errors: int = 0
+    first_error: tuple[int, str] | None = None
+
+
+@dataclass(slots=True)
+class _Learned:
+    """A scrape's exact shape, so the next scrape of the same shape needs no parser: the body is the same
+    line for line, only the values differ."""
+
+    #: per line of the body: a sample line's text up to its value (the space included) and that length;
+    #: a comment or blank line whole, and -1
+    lines: list[tuple[str, int]]
+    families: list[Columns]  # per family: its plan, and each sample's series and part, in order
+    evictions: int  # the table's eviction count when learned: an evicted series must be interned again
+
+
+class Classifier:
+    """Never raises on what a target sends: a sample it cannot use is skipped and
+    counted in `skipped` (reset by each scrape), and the rest of the scrape is kept.
+
+    Labels in `resource_labels` are lifted off the points into `lifted` (label ->
+    value, reset by each scrape) for the batch's resource; a point whose value
+    differs from the first one seen keeps its label, so nothing is lost.
     """
 
-    rules: list[FamilyRule] = field(default_factory=list)
-    resource_labels: frozenset[str] = frozenset()
-    on_family: Callable[[Family], None] | None = None  # sees each family once per scrape
-    starts: SeriesStarts = field(default_factory=SeriesStarts)
-    skipped: Skipped = field(default_factory=Skipped)
-    lifted: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._compiled = [_CompiledRule(re.compile(r.match), r) for r in self.rules]
+    def __init__(
+        self,
+        *,
+        rules: list[FamilyRule] | None = None,
+        resource_labels: frozenset[str] = frozenset(),
+        on_family: Callable[[Family], None] | None = None,  # sees each family of a full parse
+        table: SeriesTable | None = None,
+    ) -> None:
+        self.rules = rules or []
+        self.resource_labels = resource_labels
+        self.on_family = on_family
+        self.table = table if table is not None else SeriesTable("classifier")
+        self.skipped = Skipped()
+        self.lifted: dict[str, str] = {}
+        self._compiled = [(re.compile(r.match), r) for r in self.rules]
         self._rule_cache: dict[str, FamilyRule | None] = {}
+        self._learned: _Learned | None = None
 
     def rule_for(self, name: str) -> FamilyRule | None:
         if name not in self._rule_cache:
-            found = next((c.rule for c in self._compiled if c.pattern.fullmatch(name)), None)
+            found = next((rule for pattern, rule in self._compiled if pattern.fullmatch(name)), None)
             if len(self._rule_cache) > 10_000:
                 self._rule_cache.clear()
             self._rule_cache[name] = found
         return self._rule_cache[name]
 
-    def classify(self, families: list[Family], window: Window) -> list[Metric]:
+    # -- the two ways in ---------------------------------------------------------------------
+    def ingest(self, text: str, window: Window, *, openmetrics: bool = False, timestamps: bool = True) -> Ingested:
+        """Parse (or recognise) a scrape and classify it; the table is swept for this window."""
         self.skipped = Skipped()
         self.lifted = {}
-        metrics = []
-        for family in families:
-            rule = self.rule_for(family.name)
+        learned = self._learned
+        recognised = None
+        if learned is not None and not openmetrics and learned.evictions == self.table.evictions:
+            recognised = self._recognise(text, learned)
+        if recognised is not None:
+            columns, samples = recognised
+            result = Ingested(self._assemble(columns, window), samples)
+        else:
+            result = self._parse(text, window, openmetrics=openmetrics, timestamps=timestamps)
+        self.table.sweep(window.end_ns)
+        return result
+
+    def _parse(self, text: str, window: Window, *, openmetrics: bool, timestamps: bool) -> Ingested:
+        parsed = parse(text, openmetrics=openmetrics)
+        learner = _Learner() if not openmetrics and not parsed.errors else None
+        columns = []
+        samples = 0
+        for family in parsed.families:
+            samples += len(family.samples)
+            plan = self._plan(family)
             if self.on_family is not None:
                 self.on_family(family)
+            skipped = self.skipped.count
             try:
-                metric = self._classify_family(family, rule, window)
+                family_columns = self._columns(plan, family, timestamps, learner)
             except Exception as exc:  # a shape no handler foresaw: lose this family, not the scrape
                 log.debug("family %s not classified", family.name, exc_info=True)
                 self.skipped.add(family.name, f"unusable family ({type(exc).__name__})", len(family.samples))
+                family_columns = Columns(plan)
+                learner = None
+            if self.skipped.count != skipped:
+                learner = None  # a skip is counted and logged each time: such a shape is always parsed
+            columns.append(family_columns)
+        self._learned = learner.learned(text, columns, self.table.evictions) if learner is not None else None
+        first = parsed.error_samples[0] if parsed.error_samples else None
+        return Ingested(self._assemble(columns, window), samples, parsed.errors, first)
+
+    def _recognise(self, text: str, learned: _Learned) -> tuple[list[Columns], int] | None:
+        """The scrape as columns if it is the remembered body but for its values, else None (then it is parsed).
+
+        What the parser would reject here (an `_` in a value, a timestamp, a line of another shape) falls
+        back to the parser, so both paths always agree.
+        """
+        lines = text.split("\n")
+        if len(lines) != len(learned.lines):
+            return None
+        values: list[float] = []
+        append = values.append
+        try:
+            for line, (prefix, length) in zip(lines, learned.lines, strict=True):
+                if length < 0:
+                    if line != prefix:
+                        return None
+                    continue
+                token = line[length:]
+                if not line.startswith(prefix) or "_" in token:
+                    return None
+                append(float(token))
+        except ValueError:  # not a number: the parser will say what it is
+            return None
+        columns = []
+        taken = 0
+        for family in learned.families:
+            count = len(family.series)
+            columns.append(Columns(family.plan, list(family.series), family.parts, values[taken : taken + count]))
+            taken += count
+        return columns, len(values)
+
+    # -- per family: which series and part each sample is -----------------------------------------
+    def _plan(self, family: Family) -> Plan:
+        rule = self.rule_for(family.name)
+        handler = _HANDLERS.get(rule.kind if rule and rule.kind else family.type, "plain")
+        temporality = None
+        if handler != "plain":
+            temporality = Temporality(rule.temporality if rule and rule.temporality else "cumulative")
+            if temporality is Temporality.DELTA and handler == "counter":
+                handler = "delta"
+        unit = rule.unit if rule and rule.unit is not None else (family.unit or unit_from_name(family.name))
+        service_check = rule.service_check if rule else None
+        return Plan(family.name, _KINDS[handler], temporality, unit, family.help, service_check, rule, handler)
+
+    def _columns(self, plan: Plan, family: Family, timestamps: bool, learner: _Learner | None) -> Columns:
+        """The family's samples as (series, part, value, end); each sample's line is shown to the learner."""
+        columns = Columns(plan)
+        for sample in family.samples:
+            placed = self._part(plan, family.name, sample)
+            end = None
+            if placed is not None and timestamps and sample.timestamp is not None:
+                end = to_ns(sample.timestamp)
+                if end is None:
+                    end = _BAD_TIME  # judged by the assembly: a plain point is skipped, a bucket's time unused
+            if learner is not None:
+                learner.see(sample, placed, end is not None)
+            if placed is None:
                 continue
-            if metric is not None and metric.points:
+            series, part = placed
+            columns.series.append(series)
+            columns.parts.append(part)
+            columns.values.append(sample.value)
+            if end is not None:
+                if columns.ends is None:
+                    columns.ends = [None] * (len(columns.values) - 1)
+                columns.ends.append(end)
+            elif columns.ends is not None:
+                columns.ends.append(None)
+        return columns
+
+    def _part(self, plan: Plan, name: str, sample: Sample) -> tuple[Series, Part] | None:
+        """Which series of the family a sample belongs to and which part of it it is; None to leave it out."""
+        suffix = sample.name[len(name) :]
+        handler = plan.handler
+        if handler == "plain":
+            return (self._intern(plan, sample.labels), None) if sample.name == name else None
+        if handler == "delta":
+            return None if suffix == "_created" else (self._intern(plan, sample.labels), None)
+        if handler == "counter":
+            return self._intern(plan, sample.labels), ("_created" if suffix == "_created" else None)
+        label = "le" if handler == "histogram" else "quantile"
+        bound, labels = _bound(sample.labels, label)
+        if suffix in ("_count", "_sum", "_created"):
+            return self._intern(plan, labels), suffix
+        if bound is None or math.isnan(bound):
+            raw = dict(sample.labels).get(label)
+            self.skipped.add(name, f"{label}={excerpt(repr(raw), 40)} is not a number")
+            return None
+        return self._intern(plan, labels), bound
+
+    def _intern(self, plan: Plan, labels: Attrs) -> Series:
+        series = self.table.get(plan.name, labels)
+        if series is not None:
+            return series
+        renamed = plan.rule.statistic_labels if plan.rule else ()
+        attributes = []
+        lifted = []
+        for key, value in labels:
+            if key in self.resource_labels:
+                lifted.append((key, value))
+            else:
+                attributes.append((STATISTIC if key in renamed else key, value))
+        attributes.sort()
+        return self.table.intern(plan.name, labels, tuple(attributes), tuple(lifted))
+
+    # -- the one way out ------------------------------------------------------------------------
+    def _assemble(self, columns: list[Columns], window: Window) -> list[Metric]:
+        metrics = []
+        for family in columns:
+            if not family.values:
+                continue
+            plan = family.plan
+            try:
+                metric = (
+                    self._plain(family, window) if plan.handler in ("plain", "delta") else self._grouped(family, window)
+                )
+            except Exception as exc:  # a shape no handler foresaw: lose this family, not the scrape
+                log.debug("family %s not classified", plan.name, exc_info=True)
+                self.skipped.add(plan.name, f"unusable family ({type(exc).__name__})", len(family.values))
+                continue
+            if metric.values:
                 metrics.append(metric)
         return metrics
 
-    def _attrs(self, labels: Attrs, rule: FamilyRule | None, exclude: frozenset[str] = frozenset()) -> Attrs:
-        if not self.resource_labels and not exclude and not (rule and rule.statistic_labels):
-            return labels
-        out = []
-        for key, value in labels:
-            if key in exclude:
-                continue
-            if key in self.resource_labels and self.lifted.setdefault(key, value) == value:
-                continue
-            out.append((STATISTIC if rule and key in rule.statistic_labels else key, value))
-        out.sort()
-        return tuple(out)
+    def _placed(self, series: Series) -> Series:
+        """The series as this scrape places it: lifted labels go to the resource, unless they differ from it."""
+        for key, value in series.lifted:
+            if self.lifted.setdefault(key, value) != value:
+                kept = tuple(sorted((*series.attributes, (key, value))))
+                return self.table.intern(series.family, ("unlifted", key, series.key), kept)
+        return series
 
-    def _point_end(self, family: Family, sample: Sample, window: Window) -> int | None:
-        """The sample's own time if it has one, else the window end; None (skipped, counted) if unrepresentable."""
-        if sample.timestamp is None:
-            return window.end_ns
-        end = to_ns(sample.timestamp)
-        if end is None:
-            self.skipped.add(family.name, f"timestamp {sample.timestamp!r} out of range")
-        return end
+    def _metric(self, plan: Plan) -> Metric:
+        return Metric(
+            plan.name,
+            plan.kind,
+            temporality=plan.temporality,
+            unit=plan.unit,
+            description=plan.description,
+            service_check=plan.service_check,
+        )
 
-    def _classify_family(self, family: Family, rule: FamilyRule | None, window: Window) -> Metric | None:
-        kind = rule.kind if rule and rule.kind else family.type
-        unit = rule.unit if rule and rule.unit is not None else (family.unit or unit_from_name(family.name))
-        handler = _HANDLERS.get(kind, _gauge)
-        metric = handler(self, family, rule, window)
-        if metric is not None:
-            metric.unit = unit
-            metric.description = family.help
-            metric.service_check = rule.service_check if rule else None
+    def _plain(self, family: Columns, window: Window) -> Metric:
+        """Gauges and per-window counts: a point per sample, over the window (or at the sample's own time)."""
+        metric = self._metric(family.plan)
+        end = window.end_ns
+        series = family.series
+        if self.resource_labels:
+            series = [self._placed(s) for s in series]
+        if family.ends is not None:
+            return self._timed(metric, family, family.ends, series, window)
+        for s in series:
+            s.seen_ns = end
+        metric.series = series
+        metric.values = cast(list[Value], family.values)  # floats are Values; no copy
+        metric.starts = [window.start_ns] * len(series)
+        metric.ends = [end] * len(series)
+        return metric
+
+    def _timed(
+        self, metric: Metric, family: Columns, ends: list[int | None], series: list[Series], window: Window
+    ) -> Metric:
+        for s, value, own_end in zip(series, family.values, ends, strict=True):
+            if own_end == _BAD_TIME:
+                self.skipped.add(metric.name, "timestamp out of range")
+                continue
+            end = window.end_ns if own_end is None else own_end
+            s.seen_ns = end
+            metric.series.append(s)
+            metric.values.append(value)
+            metric.starts.append(window.start_ns)
+            metric.ends.append(end)
+        return metric
+
+    def _grouped(self, family: Columns, window: Window) -> Metric:
+        """Counters, histograms and summaries: their parts gathered per series; start from `_created` or tracked."""
+        plan = family.plan
+        gathered: dict[Series, list[tuple[Part, float, int | None]]] = {}
+        ends = family.ends or [None] * len(family.values)
+        for series, part, value, end in zip(family.series, family.parts, family.values, ends, strict=True):
+            gathered.setdefault(series, []).append((part, value, end))
+        metric = self._metric(plan)
+        build = _POINTS[plan.handler]
+        for series, parts in gathered.items():
+            created = next((v for p, v, _ in parts if p == "_created"), 0.0)
+            placed = self._placed(series) if self.resource_labels else series
+            for point_value, own_end in build(parts):
+                if own_end == _BAD_TIME:
+                    self.skipped.add(plan.name, "timestamp out of range")
+                    continue
+                end = window.end_ns if own_end is None else own_end
+                start = to_ns(created) if created else None
+                if start is None:
+                    start = _tracked_start(placed, point_value, window.start_ns, end)
+                placed.seen_ns = end
+                metric.series.append(placed)
+                metric.values.append(point_value)
+                metric.starts.append(start)
+                metric.ends.append(end)
         return metric
 
 
-def _plain_points(
-    classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window, samples: list[Sample]
-) -> list[Point]:
-    points = []
-    for s in samples:
-        end = classifier._point_end(family, s, window)
-        if end is not None:
-            points.append(Point(classifier._attrs(s.labels, rule), s.value, window.start_ns, end))
-    return points
+#: An end time no backend can represent: the sample is skipped (and counted) if its time is used.
+_BAD_TIME = -1
 
-
-def _gauge(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window) -> Metric:
-    samples = [s for s in family.samples if s.name == family.name]
-    return Metric(family.name, Kind.GAUGE, _plain_points(classifier, family, rule, window, samples))
-
-
-def _created_ns(value: float) -> int | None:
-    """A `_created` sample as a start time; None (fall back to tracked starts) if absent or unusable."""
-    return to_ns(value) if value else None
-
-
-def _counter(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window) -> Metric:
-    temporality = Temporality(rule.temporality) if rule and rule.temporality else Temporality.CUMULATIVE
-    if temporality is Temporality.DELTA:
-        samples = [s for s in family.samples if not s.name.endswith("_created")]
-        return Metric(family.name, Kind.COUNTER, _plain_points(classifier, family, rule, window, samples), temporality)
-    created = {s.labels: s.value for s in family.samples if s.name == family.name + "_created"}
-    points = []
-    for s in family.samples:
-        if s.name.endswith("_created") and s.name != family.name:
-            continue
-        end = classifier._point_end(family, s, window)
-        if end is None:
-            continue
-        attrs = classifier._attrs(s.labels, rule)
-        start = _created_ns(created.get(s.labels, 0.0))
-        if start is None:
-            start = classifier.starts.start_for((family.name, attrs), s.value, window.start_ns, window.start_ns)
-        points.append(Point(attrs, s.value, start, end))
-    return Metric(family.name, Kind.COUNTER, points, temporality)
-
-
-def _grouped(
-    classifier: Classifier, family: Family, rule: FamilyRule | None, group_label: str
-) -> dict[Attrs, dict[str, list[Sample]]]:
-    """Samples of a histogram or summary grouped by series (labels without le/quantile)."""
-    groups: dict[Attrs, dict[str, list[Sample]]] = {}
-    exclude = frozenset((group_label,))
-    for s in family.samples:
-        suffix = s.name[len(family.name) :]
-        attrs = classifier._attrs(s.labels, rule, exclude)
-        groups.setdefault(attrs, {}).setdefault(suffix, []).append(s)
-    return groups
-
-
-def _series_start(
-    classifier: Classifier, family: Family, attrs: Attrs, parts: dict[str, list[Sample]], count: float, window: Window
-) -> int:
-    created = parts.get("_created")
-    start = _created_ns(created[0].value) if created else None
-    if start is not None:
-        return start
-    return classifier.starts.start_for((family.name, attrs), count, window.start_ns, window.start_ns)
-
-
-def _first_value(parts: dict[str, list[Sample]], suffix: str) -> float:
-    samples = parts.get(suffix)
-    return samples[0].value if samples else math.nan
-
-
-def _bounds(
-    classifier: Classifier, family: Family, samples: list[Sample], label: str, default: str | None
-) -> list[tuple[float, float]]:
-    """(bound, value) pairs read from the `le` or `quantile` label, ascending; unreadable bounds skipped."""
-    pairs = []
-    for s in samples:
-        raw = dict(s.labels).get(label, default)
-        try:
-            bound = float(raw) if raw is not None else math.nan
-        except ValueError:
-            bound = math.nan
-        if math.isnan(bound):
-            classifier.skipped.add(family.name, f"{label}={excerpt(repr(raw), 40)} is not a number")
-            continue
-        pairs.append((bound, s.value))
-    pairs.sort()
-    return pairs
-
-
-def _histogram(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window) -> Metric:
-    points = []
-    for attrs, parts in _grouped(classifier, family, rule, "le").items():
-        buckets = _bounds(classifier, family, parts.get("_bucket", []), "le", "+Inf")
-        count = _first_value(parts, "_count")
-        if math.isnan(count) and buckets:
-            count = buckets[-1][1]
-        anchors = parts.get("_bucket") or parts.get("_count")
-        if not anchors:
-            continue
-        anchor = anchors[0]
-        end = classifier._point_end(family, anchor, window)
-        if end is None:
-            continue
-        start = _series_start(classifier, family, attrs, parts, count, window)
-        value = HistogramValue(count, _first_value(parts, "_sum"), tuple(buckets))
-        points.append(Point(attrs, value, start, end))
-    return Metric(family.name, Kind.HISTOGRAM, points, Temporality.CUMULATIVE)
-
-
-def _summary(classifier: Classifier, family: Family, rule: FamilyRule | None, window: Window) -> Metric:
-    points = []
-    for attrs, parts in _grouped(classifier, family, rule, "quantile").items():
-        quantiles = _bounds(classifier, family, parts.get("", []), "quantile", None)
-        count = _first_value(parts, "_count")
-        anchors = parts.get("_count") or parts.get("")
-        if not anchors:
-            continue
-        anchor = anchors[0]
-        end = classifier._point_end(family, anchor, window)
-        if end is None:
-            continue
-        start = _series_start(classifier, family, attrs, parts, count, window)
-        value = SummaryValue(count, _first_value(parts, "_sum"), tuple(quantiles))
-        points.append(Point(attrs, value, start, end))
-    return Metric(family.name, Kind.SUMMARY, points, Temporality.CUMULATIVE)
-
-
-_HANDLERS: dict[str, Callable[[Classifier, Family, FamilyRule | None, Window], Metric | None]] = {
-    "gauge": _gauge,
-    "untyped": _gauge,
-    "unknown": _gauge,
-    "counter": _counter,
-    "histogram": _histogram,
-    "gaugehistogram": _gauge,
-    "summary": _summary,
+_HANDLERS = {
+    "gauge": "plain",
+    "untyped": "plain",
+    "unknown": "plain",
+    "gaugehistogram": "plain",
+    "counter": "counter",
+    "histogram": "histogram",
+    "summary": "summary",
 }
+_KINDS = {
+    "plain": Kind.GAUGE,
+    "delta": Kind.COUNTER,
+    "counter": Kind.COUNTER,
+    "histogram": Kind.HISTOGRAM,
+    "summary": Kind.SUMMARY,
+}
+
+Gathered = list[tuple[Part, float, int | None]]
+
+
+def _counter_points(parts: Gathered) -> list[tuple[Value, int | None]]:
+    return [(value, end) for part, value, end in parts if part is None]
+
+
+def _first(parts: Gathered, wanted: str) -> float:
+    return next((value for part, value, _ in parts if part == wanted), math.nan)
+
+
+def _anchor_end(
+    parts: Gathered, first: Callable[[Part], bool], then: Callable[[Part], bool]
+) -> tuple[bool, int | None]:
+    """When a histogram or summary was observed: its first `first` part's time, else its first `then` part's."""
+    for wanted in (first, then):
+        for part, _, end in parts:
+            if wanted(part):
+                return True, end
+    return False, None
+
+
+def _is_bound(part: Part) -> bool:
+    return isinstance(part, float)
+
+
+def _is_count(part: Part) -> bool:
+    return part == "_count"
+
+
+def _histogram_points(parts: Gathered) -> list[tuple[Value, int | None]]:
+    buckets = sorted((part, value) for part, value, _ in parts if isinstance(part, float))
+    found, end = _anchor_end(parts, _is_bound, _is_count)
+    if not found:
+        return []
+    count = _first(parts, "_count")
+    if math.isnan(count) and buckets:
+        count = buckets[-1][1]
+    return [(HistogramValue(count, _first(parts, "_sum"), tuple(buckets)), end)]
+
+
+def _summary_points(parts: Gathered) -> list[tuple[Value, int | None]]:
+    quantiles = sorted((part, value) for part, value, _ in parts if isinstance(part, float))
+    found, end = _anchor_end(parts, _is_count, _is_bound)
+    if not found:
+        return []
+    return [(SummaryValue(_first(parts, "_count"), _first(parts, "_sum"), tuple(quantiles)), end)]
+
+
+_POINTS = {"counter": _counter_points, "histogram": _histogram_points, "summary": _summary_points}
+
+
+def _tracked_start(series: Series, value: Value, window_start_ns: int, end_ns: int) -> int:
+    """A cumulative series' start when the target gives none: the first window seen, renewed at each reset."""
+    if has_no_value(value):  # nothing recorded: nothing to judge a reset by
+        return series.start_ns or window_start_ns
+    state = CounterState(series.start_ns, series.last, series.seen_ns) if series.last is not None else None
+    observed, _ = difference(state, series.start_ns, end_ns, value)
+    if observed.change in (Change.BASELINE, Change.RESET):
+        series.start_ns = window_start_ns
+    series.last = value
+    return series.start_ns
+
+
+def _bound(labels: Attrs, label: str) -> tuple[float | None, Attrs]:
+    """A sample's `le` (default +Inf) or `quantile` (None if absent) as a float, and its labels without it."""
+    raw = None
+    rest = []
+    for key, value in labels:
+        if key == label:
+            raw = value
+        else:
+            rest.append((key, value))
+    if raw is None:
+        return (math.inf if label == "le" else None), tuple(rest)
+    try:
+        return float(raw), tuple(rest)
+    except ValueError:
+        return math.nan, tuple(rest)
+
+
+class _Learner:
+    """Collects a parsed scrape's shape: which series and part each sample line is."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.usable = True
+
+    def see(self, sample: Sample, placed: tuple[Series, Part] | None, timed: bool) -> None:
+        if placed is None or timed or sample.timestamp is not None:
+            self.usable = False  # a left-out or timed sample: this shape is always parsed
+        self.samples.append(sample.value)
+
+    def learned(self, text: str, columns: list[Columns], evictions: int) -> _Learned | None:
+        """The body's lines as a template, if every sample line can be recognised by its text before the value."""
+        if not self.usable:
+            return None
+        values = iter(self.samples)
+        lines = []
+        for line in text.split("\n"):
+            stripped = line.strip()
+            if not stripped or stripped[0] == "#":
+                lines.append((line, -1))
+                continue
+            value = next(values, None)
+            head, space, token = line.rpartition(" ")
+            if value is None or not space or "_" in token or not _same(token, value):
+                return None
+            lines.append((head + space, len(head) + 1))
+        if next(values, None) is not None:
+            return None
+        families = [Columns(c.plan, c.series, c.parts) for c in columns]
+        return _Learned(lines, families, evictions)
+
+
+def _same(token: str, value: float) -> bool:
+    try:
+        parsed = float(token)
+    except ValueError:
+        return False
+    return parsed == value or (parsed != parsed and value != value)

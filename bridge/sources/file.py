@@ -13,8 +13,8 @@ from pydantic import Field
 
 from bridge import registry
 from bridge.context import Context
+from bridge.presets import FamilyRule
 from bridge.schema import SourceConfig
-from bridge.sources.classify import FamilyRule
 from bridge.sources.fetch import FileFetcher
 from bridge.sources.prometheus import PrometheusSourceConfig, ScrapeSource
 

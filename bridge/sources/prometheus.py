@@ -24,10 +24,11 @@ from bridge import presets, registry, telemetry
 from bridge.context import Context, RequestBudget
 from bridge.http import excerpt
 from bridge.model import NS_PER_S, Batch, attrs_from
-from bridge.parser import Family, is_openmetrics, parse
+from bridge.parser import Family, is_openmetrics
+from bridge.presets import FamilyRule
 from bridge.schema import SourceConfig
 from bridge.sources.base import Source
-from bridge.sources.classify import Classifier, FamilyRule, Window
+from bridge.sources.classify import Classifier, Window
 from bridge.sources.fetch import Fetcher, HttpFetcher
 from bridge.sources.schedule import WindowSchedule
 from bridge.sources.scrape import Auth, NoAuth, ScrapeError, ScrapeResult, TLSConfig
@@ -96,6 +97,7 @@ class ScrapeSource(Source):
             rules=rules,
             resource_labels=frozenset(self.preset.resource_labels if self.preset else ()),
             on_family=self._warn_unknown if self.preset else None,
+            table=context.series_table(name),
         )
         self._warned_families: set[str] = set()
         self.budget_key = config.rate_limit_key or config.url
@@ -175,23 +177,27 @@ class ScrapeSource(Source):
         return batch if forwarded else None
 
     def _batch(self, result: ScrapeResult, window: Window, now: float) -> Batch:
-        parsed = parse(result.text, openmetrics=is_openmetrics(result.content_type))
-        samples = sum(len(f.samples) for f in parsed.families)
-        if parsed.errors:
-            telemetry.PARSE_ERRORS.labels(self.name).inc(parsed.errors)
-        if not samples and (parsed.errors or self.config.windowed):
+        ingested = self.classifier.ingest(
+            result.text,
+            window,
+            openmetrics=is_openmetrics(result.content_type),
+            timestamps=self.config.honor_timestamps,
+        )
+        samples = ingested.samples
+        if ingested.parse_errors:
+            telemetry.PARSE_ERRORS.labels(self.name).inc(ingested.parse_errors)
+        if not samples and (ingested.parse_errors or self.config.windowed):
             raise ScrapeError("not_prometheus", _not_prometheus(result))
-        if parsed.errors:
-            line, reason = parsed.error_samples[0]
+        if ingested.first_error is not None:
+            line, reason = ingested.first_error
             log.warning(
                 "source %s: skipped %d malformed lines (first: line %d: %s)",
                 self.name,
-                parsed.errors,
+                ingested.parse_errors,
                 line,
                 excerpt(reason),
             )
-        families = parsed.families if self.config.honor_timestamps else _without_timestamps(parsed.families)
-        metrics = self.classifier.classify(families, window)
+        metrics = ingested.metrics
         skipped = self.classifier.skipped
         if skipped.count:
             telemetry.PARSE_ERRORS.labels(self.name).inc(skipped.count)
@@ -270,10 +276,3 @@ def _not_prometheus(result: ScrapeResult) -> str:
     if not result.text.strip():
         return f"the body is empty ({content_type})"
     return f"the body is not Prometheus text: {content_type}, starting {excerpt(result.text, 60)!r}"
-
-
-def _without_timestamps(families: list[Family]) -> list[Family]:
-    for family in families:
-        for sample in family.samples:
-            sample.timestamp = None
-    return families

@@ -7,8 +7,9 @@ import re
 from pydantic import Field
 
 from bridge import registry
-from bridge.model import Attrs, Batch, Metric
+from bridge.model import Attrs, Batch, Metric, Series
 from bridge.schema import Regex, TransformConfig
+from bridge.series import new_slot
 from bridge.transforms.base import Transform
 
 
@@ -38,6 +39,7 @@ class Filter(Transform):
         self.drop_names = [re.compile(p) for p in config.drop_names]
         self.keep_points = {k: re.compile(v) for k, v in config.keep_points.items()}
         self.drop_points = {k: re.compile(v) for k, v in config.drop_points.items()}
+        self._slot = new_slot()  # each series' verdict, decided once (a series' labels never change)
 
     def _keeps_metric(self, metric: Metric) -> bool:
         if self.keep_names and not _any(self.keep_names, metric.name):
@@ -50,15 +52,19 @@ class Filter(Transform):
             if not self._keeps_metric(metric):
                 continue
             if self.keep_points or self.drop_points:
-                points = [
-                    p
-                    for p in metric.points
-                    if (not self.keep_points or _matches(self.keep_points, p.attributes))
-                    and not (self.drop_points and _matches(self.drop_points, p.attributes))
-                ]
-                if not points:
+                kept = [i for i, series in enumerate(metric.series) if self._keeps(series)]
+                if not kept:
                     continue
-                metrics.append(metric.with_points(points))
+                metrics.append(metric if len(kept) == len(metric) else metric.take(kept))
             else:
                 metrics.append(metric)
         return batch.with_metrics(metrics)
+
+    def _keeps(self, series: Series) -> bool:
+        verdict: bool | None = series.memo.get(self._slot)
+        if verdict is None:
+            attrs = series.attributes
+            verdict = series.memo[self._slot] = (not self.keep_points or _matches(self.keep_points, attrs)) and not (
+                self.drop_points and _matches(self.drop_points, attrs)
+            )
+        return verdict

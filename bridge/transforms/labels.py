@@ -5,8 +5,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from bridge import registry
-from bridge.model import Attrs, Batch, Point
+from bridge.model import Batch, Metric, Series
 from bridge.schema import TransformConfig
+from bridge.series import new_slot, shared
 from bridge.transforms.base import Transform
 
 
@@ -23,25 +24,21 @@ class Labels(Transform):
 
     def __init__(self, config: LabelsConfig) -> None:
         super().__init__(config)
-        self._cache: dict[Attrs, Attrs] = {}  # series repeat every window: rewrite each label set once
+        self._slot = new_slot()  # each series' rewritten twin, interned once in the shared table
 
-    def _rewrite(self, attrs: Attrs) -> Attrs:
-        cached = self._cache.get(attrs)
-        if cached is None:
+    def _rewrite(self, metric: Metric, series: Series) -> Series:
+        rewritten: Series | None = series.memo.get(self._slot)
+        if rewritten is None:
             config = self.config
-            out = {config.rename.get(k, k): v for k, v in attrs if k not in config.drop}
+            out = {config.rename.get(k, k): v for k, v in series.attributes if k not in config.drop}
             out.update(config.add)
-            cached = tuple(sorted(out.items()))
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[attrs] = cached
-        return cached
+            attributes = tuple(sorted(out.items()))
+            rewritten = series.memo[self._slot] = shared.intern(metric.name, attributes, attributes)
+        rewritten.seen_ns = series.seen_ns
+        return rewritten
 
     def apply(self, batch: Batch) -> Batch:
-        metrics = [
-            m.with_points([Point(self._rewrite(p.attributes), p.value, p.start_ns, p.end_ns) for p in m.points])
-            for m in batch.metrics
-        ]
+        metrics = [m.replace(series=[self._rewrite(m, s) for s in m.series]) for m in batch.metrics]
         resource = batch.resource
         if self.config.add_resource:
             resource = tuple(sorted({**dict(resource), **self.config.add_resource}.items()))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from pydantic import Field
 
 from bridge import registry
@@ -23,4 +21,4 @@ class Rename(Transform):
 
     def apply(self, batch: Batch) -> Batch:
         names, prefix = self.config.names, self.config.prefix
-        return batch.with_metrics([replace(m, name=prefix + names.get(m.name, m.name)) for m in batch.metrics])
+        return batch.with_metrics([m.replace(name=prefix + names.get(m.name, m.name)) for m in batch.metrics])

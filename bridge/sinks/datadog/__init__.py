@@ -39,6 +39,8 @@ class DatadogSink(Sink):
     def __init__(self, name: str, config: DatadogSinkConfig, context: Context) -> None:
         super().__init__(name, config, context)
         self.normalizer = Normalizer(config, context.clock)
+        if config.max_series is not None:
+            log.warning("sink %s: max_series is no longer used; the series table's bound applies (series:)", name)
         self.transport = Transport(config.base_url, config.resolved_api_key, config.timeout_seconds, context.clock)
 
     async def start(self) -> None:
@@ -66,7 +68,6 @@ class DatadogSink(Sink):
             normalized.dropped["too_large"] += packed.oversized
         for reason, count in normalized.dropped.items():
             telemetry.DROPPED_POINTS.labels(self.name, reason).inc(count)
-        telemetry.DATADOG_SERIES.labels(self.name).set(self.normalizer.series_count())
 
         series_meta = {"path": encode.SERIES_PATH, "codec": self.config.compression}
         payloads = [

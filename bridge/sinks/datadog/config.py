@@ -56,7 +56,7 @@ class DatadogSinkConfig(SinkConfig):
     compression: Compression = "gzip"
     compression_level: int | None = Field(None, ge=1, le=19, description="codec default if unset")
     timeout_seconds: float = Field(15.0, gt=0)
-    max_series: int = Field(500_000, ge=1, description="series whose name, tags and counter state are cached")
+    max_series: int | None = Field(None, ge=1, description="deprecated, ignored: see `series.max_series`")
 
     @field_validator("site")
     @classmethod

@@ -13,7 +13,12 @@
 | summary                               | `<name>.count`, `<name>.sum` COUNT; `<name>.quantile` GAUGE per    |
 |                                       | `quantile:<q>` tag                                                 |
 
-Histogram and summary parts follow their metric's temporality like counters.
+Histogram and summary parts follow their metric's temporality like counters;
+cumulative inputs are judged by the one counter rule (bridge/series/counter.py),
+a histogram or summary as a whole (so its parts reset together), with the same
+drop reasons as every sink: `first_value` for a baseline, `out_of_order` for a
+window already counted. Each series' encoded identity and counter state live
+on its series-table entry, so the table's bound is theirs too.
 Windowed values are stamped at their window start, as DogStatsD stamps its
 buckets, so a minute's counts and percentiles line up. NaN and +-Inf are never
 sent: they are counted as dropped (`nan`, `inf`), as are points Datadog would
@@ -32,23 +37,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.clock import Clock
-from bridge.model import (
-    NS_PER_S,
-    Attrs,
-    Batch,
-    HistogramValue,
-    Kind,
-    Metric,
-    SummaryValue,
-    Temporality,
-)
+from bridge.model import NS_PER_S, Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality, Value
+from bridge.model import Series as Entry
+from bridge.series import new_slot
+from bridge.series.counter import BASELINE_REASON, STALE_REASON, Change, CounterState, difference, has_no_value
 from bridge.sinks.datadog import encode
 from bridge.sinks.datadog.config import AUTO, DatadogSinkConfig
 
 STATISTIC = "statistic"
 MAX_PAST_SECONDS = 3600
 MAX_FUTURE_SECONDS = 600
-SWEEP_EVERY_NS = 600 * NS_PER_S
 
 #: endpoint status gauge value -> service check status (0 OK, 2 CRITICAL, 3 UNKNOWN)
 CHECK_STATUS = {1.0: 0, 0.0: 2, -1.0: 3}
@@ -106,14 +104,23 @@ def _format_bound(bound: float) -> str:
 
 @dataclass(slots=True)
 class Series:
-    """One Datadog series: its encoded identity and, for cumulative inputs, the previous point."""
+    """One Datadog series: its encoded JSON head (name, type, unit, tags, host) and its tags (service checks)."""
 
     head: str
     tags: tuple[str, ...]
-    seen_ns: int = 0
-    start_ns: int = 0
-    value: float = 0.0
-    end_ns: int = 0  # 0: no previous point yet
+
+
+@dataclass(slots=True)
+class Parts:
+    """What a Datadog sink keeps on one series-table entry: its Datadog series and its counter state.
+
+    A gauge or counter is one Datadog series (`main`); a histogram or summary is several
+    (`.count`, `.sum`, one `.bucket` per bound or `.quantile` per quantile), judged together.
+    """
+
+    main: Series | None = None
+    by_part: dict[Any, Series] = field(default_factory=dict)
+    state: CounterState | None = None
 
 
 @dataclass
@@ -150,10 +157,20 @@ class _Run:
         self.out.dropped["nan" if math.isnan(value) else "inf"] += 1
         return False
 
+    def gauge(self, series: Series, timestamp_ns: int, value: float) -> None:
+        timestamp = _seconds(timestamp_ns)
+        if self.finite(value) and self.accept(timestamp):
+            self.out.samples.append((series.head, timestamp, value, None))
+
+    def count(self, series: Series, start_ns: int, end_ns: int, value: float) -> None:
+        timestamp = _seconds(start_ns)
+        if self.finite(value) and self.accept(timestamp):
+            self.out.samples.append((series.head, timestamp, value, _interval(start_ns, end_ns)))
+
 
 @dataclass
 class _Plan:
-    """How one metric of one resource maps to Datadog; owns that metric's series."""
+    """How one metric of one resource maps to Datadog; its memo slot holds each series' Parts."""
 
     name: str
     unit: str
@@ -161,11 +178,17 @@ class _Plan:
     suffix_statistic: bool
     host: str | None
     check_name: str | None  # the service check this metric also feeds
-    series: dict[Any, Series] = field(default_factory=dict)
+    slot: int = field(default_factory=new_slot)
 
-    def new_series(
-        self, key: Any, attrs: Attrs, part: str, metric_type: int, unit: str, extra: tuple[str, ...]
-    ) -> Series:
+    def parts(self, entry: Entry) -> Parts:
+        parts: Parts | None = entry.memo.get(self.slot)
+        if parts is None:
+            parts = entry.memo[self.slot] = Parts()
+        return parts
+
+    def series(self, entry: Entry, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()) -> Series:
+        """A new Datadog series of this entry (`part`: "" for the metric itself, else count, sum, bucket, ...)."""
+        attrs = entry.attributes
         name = f"{self.name}.{part}" if part else self.name
         if self.suffix_statistic:
             statistic = dict(attrs).get(STATISTIC)
@@ -174,38 +197,37 @@ class _Plan:
                 attrs = tuple(kv for kv in attrs if kv[0] != STATISTIC)
         point_tags = (t for t in (encode.tag(k, v) for k, v in attrs) if t)
         tags = (*point_tags, *extra, *self.tags)
-        series = Series(encode.series_head(encode.metric_name(name), metric_type, unit, tags, self.host), tags)
-        self.series[key] = series
-        return series
+        return Series(encode.series_head(encode.metric_name(name), metric_type, unit, tags, self.host), tags)
 
-    def get(self, key: Any, attrs: Attrs, part: str, metric_type: int, unit: str, extra: tuple[str, ...]) -> Series:
-        return self.series.get(key) or self.new_series(key, attrs, part, metric_type, unit, extra)
+    def main(self, entry: Entry, metric_type: int) -> tuple[Parts, Series]:
+        parts = self.parts(entry)
+        if parts.main is None:
+            parts.main = self.series(entry, "", metric_type, self.unit)
+        return parts, parts.main
+
+    def part(
+        self, parts: Parts, entry: Entry, key: Any, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()
+    ) -> Series:
+        series = parts.by_part.get(key)
+        if series is None:
+            series = parts.by_part[key] = self.series(entry, part, metric_type, unit, extra)
+        return series
 
 
 class Normalizer:
-    """Turns batches into Datadog samples and service checks, remembering series between batches.
-
-    Series are cached with their encoded identity; ones not seen for an hour
-    are swept every ten minutes of window time, and the whole cache is dropped
-    if it still holds more than `max_series` (cumulative counters then lose
-    one point each, as on a restart).
-    """
+    """Turns batches into Datadog samples and service checks; per-series memory lives in the series table."""
 
     def __init__(self, config: DatadogSinkConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
         self._plans: dict[tuple[Attrs, str, str, Kind, Temporality | None, str, bool, str | None], _Plan] = {}
         self._resource_tags: dict[Attrs, tuple[str, ...]] = {}
-        self._last_sweep_ns = 0
         self._handlers: dict[Kind, Callable[[_Plan, Metric, _Run], None]] = {
             Kind.GAUGE: self._gauges,
             Kind.COUNTER: self._counters,
             Kind.HISTOGRAM: self._histograms,
             Kind.SUMMARY: self._summaries,
         }
-
-    def series_count(self) -> int:
-        return sum(len(plan.series) for plan in self._plans.values())
 
     def normalize(self, batch: Batch) -> Normalized:
         now = self.clock.now()
@@ -220,9 +242,6 @@ class Normalizer:
             self._handlers[metric.kind](plan, metric, run)
             if plan.check_name is not None:
                 self._checks(plan, plan.check_name, metric, run)
-        due = batch.window_end_ns - self._last_sweep_ns >= SWEEP_EVERY_NS
-        if due or self.series_count() > self.config.max_series:
-            self._sweep(batch.window_end_ns)
         return run.out
 
     # ------------------------------------------------------------ identity
@@ -248,7 +267,6 @@ class Normalizer:
         )
         plan = self._plans.get(key)
         if plan is None:
-            tags = self._resource(resource)
             namespace = batch_namespace if self.config.namespace == AUTO else self.config.namespace
             base = metric.name.removesuffix("_total") if metric.kind is Kind.COUNTER else metric.name
             check_name = None
@@ -257,134 +275,115 @@ class Normalizer:
             plan = self._plans[key] = _Plan(
                 name=f"{namespace}.{base}" if namespace else base,
                 unit=datadog_unit(metric.unit, metric.name),
-                tags=tags,
+                tags=self._resource(resource),
                 suffix_statistic=self.config.statistic_mode == "suffix",
                 host=self.config.host,
                 check_name=check_name,
             )
         return plan
 
-    def _sweep(self, window_end_ns: int) -> None:
-        """Forget series unseen for an hour (Datadog would refuse their points anyway); past the bound, all."""
-        cutoff = window_end_ns - MAX_PAST_SECONDS * NS_PER_S
-        for key, plan in list(self._plans.items()):
-            plan.series = {k: s for k, s in plan.series.items() if s.seen_ns >= cutoff}
-            if not plan.series:
-                del self._plans[key]
-        if self.series_count() > self.config.max_series:
-            self._plans.clear()
-            self._resource_tags.clear()
-        self._last_sweep_ns = window_end_ns
-
-    # ------------------------------------------------------------ emitters
-    def _gauge(self, run: _Run, series: Series, timestamp_ns: int, value: float) -> None:
-        timestamp = _seconds(timestamp_ns)
-        if run.finite(value) and run.accept(timestamp):
-            run.out.samples.append((series.head, timestamp, value, None))
-
-    def _count(self, run: _Run, series: Series, start_ns: int, end_ns: int, value: float) -> None:
-        timestamp = _seconds(start_ns)
-        if run.finite(value) and run.accept(timestamp):
-            run.out.samples.append((series.head, timestamp, value, _interval(start_ns, end_ns)))
-
-    def _increase(self, run: _Run, series: Series, start_ns: int, end_ns: int, value: float) -> None:
-        """Count the increase of a cumulative value since the series' previous point."""
-        if not run.finite(value):
-            return
-        previous_end = series.end_ns
-        if previous_end and end_ns <= previous_end:
-            run.out.dropped["stale"] += 1  # a window already counted: never count it twice
-            return
-        reset = bool(previous_end) and (start_ns != series.start_ns or value < series.value)
-        increase = value if reset else value - series.value
-        window_start = max(previous_end, start_ns) if reset else previous_end
-        series.start_ns, series.value, series.end_ns = start_ns, value, end_ns
-        if previous_end:
-            self._count(run, series, window_start, end_ns, increase)
-        elif self.config.flush_first_value:
-            self._count(run, series, end_ns - (run.window_ns or NS_PER_S), end_ns, value)
-        else:
-            run.out.dropped["first_value"] += 1
-
-    def _part(self, run: _Run, series: Series, cumulative: bool, start_ns: int, end_ns: int, value: float) -> None:
-        """A count-like part of a histogram or summary, diffed when its metric is cumulative."""
-        series.seen_ns = end_ns
-        if cumulative:
-            self._increase(run, series, start_ns, end_ns, value)
-        else:
-            self._count(run, series, start_ns, end_ns, value)
+    # ------------------------------------------------------------ the counter rule
+    def _observe(
+        self, run: _Run, parts: Parts, start_ns: int, end_ns: int, value: Value
+    ) -> tuple[Value, int, int] | None:
+        """A cumulative observation -> (increase, start, end) to count, or None (baseline or already counted)."""
+        observed, parts.state = difference(parts.state, start_ns, end_ns, value)
+        if observed.change is Change.STALE:
+            run.out.dropped[STALE_REASON] += 1
+            return None
+        if observed.change is Change.BASELINE:
+            if self.config.flush_first_value:
+                return value, end_ns - (run.window_ns or NS_PER_S), end_ns
+            run.out.dropped[BASELINE_REASON] += 1
+            return None
+        assert observed.value is not None
+        return observed.value, observed.start_ns, observed.end_ns
 
     # ------------------------------------------------------------ per kind
-    # Point.value follows the metric's kind (a float for a gauge or counter), which the type checker cannot
+    # A metric's values follow its kind (a float for a gauge or counter), which the type checker cannot
     # see: hence the `type: ignore`s on the values below.
     def _gauges(self, plan: _Plan, metric: Metric, run: _Run) -> None:
-        for point in metric.points:
-            series = plan.get(point.attributes, point.attributes, "", encode.GAUGE, plan.unit, ())
-            series.seen_ns = point.end_ns
-            self._gauge(run, series, point.start_ns or point.end_ns, point.value)  # type: ignore[arg-type]
+        for entry, value, start_ns, end_ns in zip(
+            metric.series, metric.values, metric.starts, metric.ends, strict=True
+        ):
+            _, series = plan.main(entry, encode.GAUGE)
+            run.gauge(series, start_ns or end_ns, value)  # type: ignore[arg-type]
 
     def _counters(self, plan: _Plan, metric: Metric, run: _Run) -> None:
-        if metric.temporality is Temporality.DELTA:
-            for point in metric.points:
-                series = plan.get(point.attributes, point.attributes, "", encode.COUNT, plan.unit, ())
-                series.seen_ns = point.end_ns
-                self._count(run, series, point.start_ns, point.end_ns, point.value)  # type: ignore[arg-type]
-            return
-        metric_type = encode.COUNT if metric.monotonic else encode.GAUGE
-        for point in metric.points:
-            series = plan.get(point.attributes, point.attributes, "", metric_type, plan.unit, ())
-            series.seen_ns = point.end_ns
-            if metric.monotonic:
-                self._increase(run, series, point.start_ns, point.end_ns, point.value)  # type: ignore[arg-type]
-            else:
-                self._gauge(run, series, point.end_ns, point.value)  # type: ignore[arg-type]
-
-    def _count_and_sum(
-        self,
-        plan: _Plan,
-        run: _Run,
-        cumulative: bool,
-        attrs: Attrs,
-        start_ns: int,
-        end_ns: int,
-        count: float,
-        total: float,
-    ) -> None:
-        for part, value, unit in (("count", count, ""), ("sum", total, plan.unit)):
-            series = plan.get((attrs, part), attrs, part, encode.COUNT, unit, ())
-            self._part(run, series, cumulative, start_ns, end_ns, value)
+        cumulative = metric.temporality is not Temporality.DELTA
+        metric_type = encode.COUNT if metric.monotonic or not cumulative else encode.GAUGE
+        for entry, value, start_ns, end_ns in zip(
+            metric.series, metric.values, metric.starts, metric.ends, strict=True
+        ):
+            parts, series = plan.main(entry, metric_type)
+            if not cumulative:
+                run.count(series, start_ns, end_ns, value)  # type: ignore[arg-type]
+            elif not metric.monotonic:
+                run.gauge(series, end_ns, value)  # type: ignore[arg-type]
+            elif run.finite(value):  # type: ignore[arg-type]
+                counted = self._observe(run, parts, start_ns, end_ns, value)
+                if counted is not None:
+                    run.count(series, counted[1], counted[2], counted[0])  # type: ignore[arg-type]
 
     def _histograms(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         cumulative = metric.temporality is not Temporality.DELTA
-        for point in metric.points:
-            histogram: HistogramValue = point.value  # type: ignore[assignment]
-            attrs, start_ns, end_ns = point.attributes, point.start_ns, point.end_ns
-            self._count_and_sum(plan, run, cumulative, attrs, start_ns, end_ns, histogram.count, histogram.sum)
-            for bound, bucket_count in histogram.buckets:
+        for entry, raw, start_ns, end_ns in zip(metric.series, metric.values, metric.starts, metric.ends, strict=True):
+            histogram: HistogramValue = raw  # type: ignore[assignment]
+            parts = plan.parts(entry)
+            counted = self._counts(run, parts, cumulative, histogram, start_ns, end_ns, 2 + len(histogram.buckets))
+            if counted is None:
+                continue
+            value, start, end = counted
+            assert isinstance(value, HistogramValue)
+            self._count_and_sum(plan, parts, entry, run, start, end, value.count, value.sum)
+            for bound, bucket_count in value.buckets:
                 upper_bound = (f"upper_bound:{_format_bound(bound)}",)
-                series = plan.get((attrs, "bucket", bound), attrs, "bucket", encode.COUNT, "", upper_bound)
-                self._part(run, series, cumulative, start_ns, end_ns, bucket_count)
+                series = plan.part(parts, entry, bound, "bucket", encode.COUNT, "", upper_bound)
+                run.count(series, start, end, bucket_count)
 
     def _summaries(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         cumulative = metric.temporality is not Temporality.DELTA
-        for point in metric.points:
-            summary: SummaryValue = point.value  # type: ignore[assignment]
-            attrs, start_ns, end_ns = point.attributes, point.start_ns, point.end_ns
-            self._count_and_sum(plan, run, cumulative, attrs, start_ns, end_ns, summary.count, summary.sum)
+        for entry, raw, start_ns, end_ns in zip(metric.series, metric.values, metric.starts, metric.ends, strict=True):
+            summary: SummaryValue = raw  # type: ignore[assignment]
+            parts = plan.parts(entry)
+            counted = self._counts(run, parts, cumulative, summary, start_ns, end_ns, 2)
+            if counted is not None:
+                value, start, end = counted
+                assert isinstance(value, SummaryValue)
+                self._count_and_sum(plan, parts, entry, run, start, end, value.count, value.sum)
             stamp_ns = end_ns if cumulative else start_ns  # a cumulative start is the series' birth, not a window
-            for quantile, value in summary.quantiles:
+            for quantile, quantile_value in summary.quantiles:
                 quantile_tag = (f"quantile:{quantile!r}",)
-                key = (attrs, "quantile", quantile)
-                series = plan.get(key, attrs, "quantile", encode.GAUGE, plan.unit, quantile_tag)
-                series.seen_ns = end_ns
-                self._gauge(run, series, stamp_ns, value)
+                key = ("quantile", quantile)
+                series = plan.part(parts, entry, key, "quantile", encode.GAUGE, plan.unit, quantile_tag)
+                run.gauge(series, stamp_ns, quantile_value)
+
+    def _counts(
+        self, run: _Run, parts: Parts, cumulative: bool, value: Value, start_ns: int, end_ns: int, series: int
+    ) -> tuple[Value, int, int] | None:
+        """The counts of a histogram or summary to send over [start, end), or None (each of its `series` dropped)."""
+        if has_no_value(value):  # nothing recorded: none of its parts is a count
+            run.out.dropped["nan"] += series
+            return None
+        if not cumulative:
+            return value, start_ns, end_ns
+        return self._observe(run, parts, start_ns, end_ns, value)
+
+    def _count_and_sum(
+        self, plan: _Plan, parts: Parts, entry: Entry, run: _Run, start_ns: int, end_ns: int, count: float, total: float
+    ) -> None:
+        for part, value, unit in (("count", count, ""), ("sum", total, plan.unit)):
+            series = plan.part(parts, entry, part, part, encode.COUNT, unit)
+            run.count(series, start_ns, end_ns, value)
 
     def _checks(self, plan: _Plan, check_name: str, metric: Metric, run: _Run) -> None:
         """One service check per endpoint status point; NaN (status not computed) is UNKNOWN."""
-        for point in metric.points:
-            timestamp = _seconds(point.start_ns or point.end_ns)
+        for entry, value, start_ns, end_ns in zip(
+            metric.series, metric.values, metric.starts, metric.ends, strict=True
+        ):
+            timestamp = _seconds(start_ns or end_ns)
             if not run.accept(timestamp):
                 continue
-            status = CHECK_STATUS.get(point.value, CHECK_UNKNOWN)  # type: ignore[arg-type]  # a gauge: a float
-            tags = plan.series[point.attributes].tags
-            run.out.checks.append(encode.service_check(check_name, status, timestamp, tags, plan.host))
+            status = CHECK_STATUS.get(value, CHECK_UNKNOWN)  # type: ignore[arg-type]  # a gauge: a float
+            _, series = plan.main(entry, encode.GAUGE)
+            run.out.checks.append(encode.service_check(check_name, status, timestamp, series.tags, plan.host))

@@ -44,13 +44,12 @@ class OTLPSink(Sink):
         super().__init__(name, config, context)
         self.connection = config.connection()
         self.temporality = Temporality(config.temporality)
-        self._normalizer = TemporalityNormalizer(
-            self.temporality,
-            sink_name=name,
-            series_limit=config.series_limit,
-            idle_seconds=config.series_idle_seconds,
-        )
-        self._encoder = RequestEncoder(config.resource(), scope_version=__version__, cache_limit=config.series_limit)
+        self._normalizer = TemporalityNormalizer(self.temporality, sink_name=name)
+        if config.series_limit is not None or config.series_idle_seconds is not None:
+            log.warning(
+                "sink %s: series_limit and series_idle_seconds are no longer used; see series: in the README", name
+            )
+        self._encoder = RequestEncoder(config.resource(), scope_version=__version__)
         self._transport = open_transport(self.connection, context.clock)
         self._last_partial: tuple[int, str] = (0, "")  # (sign of the rejected count, message): log each change once
 
@@ -64,7 +63,7 @@ class OTLPSink(Sink):
         normalized = self._normalizer.normalize(batch)
         return [
             Payload(
-                body=self._encoder.encode(chunk).SerializeToString(),
+                body=self._encoder.encode(chunk),
                 window_end_ns=batch.window_end_ns,
                 points=chunk.point_count(),
             )

@@ -92,8 +92,8 @@ class OTLPCommonConfig(SinkConfig):
         default_factory=dict, description="override OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME"
     )
     timeout_seconds: float | None = Field(None, gt=0, description=f"per request; default {DEFAULT_TIMEOUT_SECONDS:g}")
-    series_limit: int = Field(100_000, ge=1, description="series whose temporality state is kept")
-    series_idle_seconds: float = Field(3600.0, gt=0, description="forget a series not seen for this long")
+    series_limit: int | None = Field(None, ge=1, description="deprecated, ignored: see `series.max_series`")
+    series_idle_seconds: float | None = Field(None, gt=0, description="deprecated, ignored: see `series.idle_seconds`")
     max_points_per_request: int = Field(10_000, ge=1, description="larger batches are split into several requests")
 
     def connection(self) -> Connection:
