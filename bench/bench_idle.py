@@ -9,12 +9,20 @@ Once the first scrape has been delivered by every sink (the process's own
 /metrics says so), the process is left alone for --settle seconds, then
 VmRSS (idle) and VmHWM (peak) are read from /proc/<pid>/status.
 
-Configs: `three_sinks` (datadog + otlp grpc + otlp http/protobuf) and
-`console` (one console sink, the shipped cerebras-console.yaml shape). With
---importtime, each config also runs once under `-X importtime`, and the
+Configs: `three_sinks` (datadog + otlp grpc + otlp http/protobuf), the same
+with the gRPC sink on http/protobuf (`three_sinks_no_grpc`: what gRPC costs),
+and `console` (one console sink, the shipped cerebras-console.yaml shape).
+
+--without PKG (repeatable) measures each config a second time with PKG made
+unimportable, as if it were not installed: e.g. click, rich and pygments,
+which httpx imports for its command line whenever they are installed (this
+virtualenv has them for mutmut; the container image does not). That run
+starts the bridge as the `metrics-bridge` script does (bridge.cli:main).
+With --importtime, each config also runs once under `-X importtime`, and the
 top-level packages the process imported are listed by their total import time.
 
-    python bench/bench_idle.py [--repeat 3] [--settle 3] [--importtime] [--top 12]
+    python bench/bench_idle.py [--repeat 3] [--settle 3] [--without click --without rich --without pygments]
+                               [--importtime] [--top 12]
 """
 
 from __future__ import annotations
@@ -74,8 +82,10 @@ def _configs(
         "otlp_grpc": {"type": "otlp", "protocol": "grpc", "endpoint": grpc_rx.endpoint},
         "otlp_http": {"type": "otlp", "protocol": "http/protobuf", "endpoint": http_rx.endpoint},
     }
+    no_grpc = {**three, "otlp_grpc": {**three["otlp_http"]}}
     return {
         "three_sinks": {"sources": source, "sinks": three},
+        "three_sinks_no_grpc": {"sources": source, "sinks": no_grpc},
         "console": {"sources": source, "sinks": {"console": {"type": "console"}}},
     }
 
@@ -105,7 +115,16 @@ def _delivered(metrics_url: str, sinks: list[str]) -> bool:
     return done == set(sinks)
 
 
-async def _measure(config: dict[str, Any], settle: float, importtime: bool) -> dict[str, Any]:
+def _command(config_path: Path, without: list[str], importtime: bool) -> list[str]:
+    """`python -m bridge.cli run -c <config>`, or with packages made unimportable, the entry point's code."""
+    flags = ["-X", "importtime"] if importtime else []
+    if not without:
+        return [sys.executable, *flags, "-m", "bridge.cli", "run", "-c", str(config_path)]
+    start = f"import sys; sys.modules.update(dict.fromkeys({without!r})); from bridge.cli import main; sys.exit(main())"
+    return [sys.executable, *flags, "-c", start, "run", "-c", str(config_path)]
+
+
+async def _measure(config: dict[str, Any], settle: float, without: list[str], importtime: bool) -> dict[str, Any]:
     """Start `run` on the config, wait for its first delivery, idle, read its memory, stop it."""
     listen = f"127.0.0.1:{_free_port()}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,16 +132,9 @@ async def _measure(config: dict[str, Any], settle: float, importtime: bool) -> d
         path.write_text(yaml.safe_dump({**config, "telemetry": {"listen": listen}}))
         env = {**os.environ, "CEREBRAS_API_KEY": CEREBRAS_KEY, "DD_API_KEY": DD_KEY, "PYTHONDONTWRITEBYTECODE": "1"}
         stderr = Path(tmp) / "stderr"
-        flags = ["-X", "importtime"] if importtime else []
         with stderr.open("wb") as err:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *flags,
-                "-m",
-                "bridge.cli",
-                "run",
-                "-c",
-                str(path),
+                *_command(path, without, importtime),
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -161,13 +173,15 @@ async def _run(args: argparse.Namespace) -> None:
     with simulator, DatadogIntake(api_keys={DD_KEY}) as intake, HttpReceiver() as http_rx:
         async with GrpcReceiver() as grpc_rx:
             configs = _configs(simulator, intake, grpc_rx, http_rx)
-            results: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
-            for _ in range(args.repeat):  # interleaved: a drift in the machine's load hits both configs alike
-                for name, config in configs.items():
-                    results[name].append(await _measure(config, args.settle, importtime=False))
+            variants = [("", [])] + ([(f" without {','.join(args.without)}", args.without)] if args.without else [])
+            runs = [(name + label, config, without) for name, config in configs.items() for label, without in variants]
+            results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in runs}
+            for _ in range(args.repeat):  # interleaved: a drift in the machine's load hits every config alike
+                for name, config, without in runs:
+                    results[name].append(await _measure(config, args.settle, without, importtime=False))
             imports = {
-                name: _import_costs((await _measure(config, 0.0, importtime=True))["stderr"])
-                for name, config in configs.items()
+                name: _import_costs((await _measure(config, 0.0, without, importtime=True))["stderr"])
+                for name, config, without in runs
                 if args.importtime
             }
     print(
@@ -175,12 +189,14 @@ async def _run(args: argparse.Namespace) -> None:
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(f"median of {args.repeat} fresh processes each; memory read {args.settle:g} s after the first delivery")
-    print(f"{'config':<14}{'VmRSS idle MB':>15}{'VmHWM MB':>10}{'first delivery s':>18}   all VmRSS")
-    for name, runs in results.items():
-        rss = [r["VmRSS"] for r in runs]
+    width = max(len(name) for name in results) + 2
+    print(f"{'config':<{width}}{'VmRSS idle MB':>15}{'VmHWM MB':>10}{'first delivery s':>18}   all VmRSS")
+    for name, measured in results.items():
+        rss = [r["VmRSS"] for r in measured]
         print(
-            f"{name:<14}{statistics.median(rss):>15.1f}{statistics.median(r['VmHWM'] for r in runs):>10.1f}"
-            f"{statistics.median(r['first_delivery_s'] for r in runs):>18.1f}   {', '.join(f'{v:.1f}' for v in rss)}"
+            f"{name:<{width}}{statistics.median(rss):>15.1f}{statistics.median(r['VmHWM'] for r in measured):>10.1f}"
+            f"{statistics.median(r['first_delivery_s'] for r in measured):>18.1f}   "
+            + ", ".join(f"{v:.1f}" for v in rss)
         )
     for name, (costs, modules) in imports.items():
         print(f"\n{name}: {modules} modules imported; top packages by import time (self, summed)")
@@ -199,6 +215,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per config (median reported)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds idle after the first delivery")
+    parser.add_argument(
+        "--without", action="append", default=[], metavar="PKG", help="also measure with PKG unimportable (repeatable)"
+    )
     parser.add_argument("--importtime", action="store_true", help="also list the imports each config costs")
     parser.add_argument("--top", type=int, default=12, help="packages listed with --importtime")
     asyncio.run(_run(parser.parse_args()))
