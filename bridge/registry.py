@@ -2,7 +2,7 @@
 
 Built-ins register themselves with a decorator when their module is imported,
 and a lookup imports only the module of the type asked for (BUILTIN_*): a sink
-that is not configured costs no import (the `otlp` sink alone pulls in gRPC,
+that is not configured costs no import (the `otlp` sink's module alone pulls in
 protobuf and the OpenTelemetry SDK). Third parties ship a component through the
 entry-point groups `metrics_bridge.sources`, `metrics_bridge.transforms` and
 `metrics_bridge.sinks` (name = the `type` users write in YAML, value = the
