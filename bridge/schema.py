@@ -2,7 +2,7 @@
 
 Split from the loader (bridge/config.py: YAML, interpolation, the registry), so a
 source, sink or transform imports its base model from here without pulling in
-the loader, which imports every component through the registry: no import cycle.
+the loader, which imports components through the registry: no import cycle.
 """
 
 from __future__ import annotations

@@ -1,8 +1,1 @@
-"""Built-in sinks; importing this module registers them."""
-
-from bridge.sinks import (  # noqa: F401
-    console,
-    datadog,
-    jsonl,
-    otlp,
-)
+"""Built-in sinks, one module (or package) each; bridge.registry imports one when its type is first looked up."""

@@ -1,3 +1,1 @@
-"""Built-in sources; importing this module registers them."""
-
-from bridge.sources import cerebras, file, prometheus, simulator  # noqa: F401
+"""Built-in sources, one module each; bridge.registry imports one when its type is first looked up."""

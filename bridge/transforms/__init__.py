@@ -1,3 +1,1 @@
-"""Built-in transforms; importing this module registers them."""
-
-from bridge.transforms import filter, labels, rename  # noqa: F401
+"""Built-in transforms, one module each; bridge.registry imports one when its type is first looked up."""

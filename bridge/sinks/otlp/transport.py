@@ -13,16 +13,20 @@ than MAX_SERVER_DELAY.
 `timeout_seconds` bounds a whole attempt: gRPC's per-call deadline, and a
 total deadline around the HTTP exchange (httpx's own timeouts are per read).
 Only as much of an HTTP answer is read as the protocol needs.
+
+grpcio (about 20 MB resident) is imported when a GrpcTransport is built, not
+with this module: an HTTP-only or non-OTLP bridge never loads it.
 """
 
 from __future__ import annotations
 
 import abc
 import gzip
+import importlib
 import logging
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import grpc
 import httpx
 from google.protobuf.message import DecodeError
 from google.rpc.error_details_pb2 import RetryInfo
@@ -30,9 +34,6 @@ from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import (
-    MetricsServiceStub,
 )
 
 from bridge.clock import Clock
@@ -50,22 +51,21 @@ from bridge.http import (
 from bridge.sinks.base import DeliveryError, PermanentError, RetryableError
 from bridge.sinks.otlp.config import Connection
 
+if TYPE_CHECKING:
+    import grpc
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
+
 log = logging.getLogger(__name__)
 
+#: Names of the grpc.StatusCode members a retry may cure (names: grpc is not imported here).
 RETRYABLE_GRPC_CODES = frozenset(
-    {
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
+    {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
 )
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
 STATUS_DETAILS_KEY = "grpc-status-details-bin"  # google.rpc.Status, as grpcio-status reads it
 #: Bytes of a 2xx answer read for its partial success: a rejected-points count and a message fit many times over.
 PARTIAL_SUCCESS_LIMIT = 64 * 1024
+_STUB_MODULE = "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc"  # imports grpc
 _DETAIL_LIMIT = 300
 
 
@@ -127,7 +127,14 @@ class GrpcTransport(Transport):
     _channel: grpc.aio.Channel | None = None
     _stub: MetricsServiceStub
 
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(connection)
+        importlib.import_module(_STUB_MODULE)  # with the sink: a broken grpcio fails its build (or a reload)
+
     async def start(self) -> None:
+        import grpc
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
+
         target = grpc_target(self.connection.url)
         options = [("grpc.primary_user_agent", USER_AGENT)]
         if self.connection.plaintext:
@@ -147,6 +154,8 @@ class GrpcTransport(Transport):
             self._channel = None
 
     async def send(self, body: bytes) -> ExportMetricsServiceResponse:
+        import grpc
+
         if self._channel is None:
             raise RuntimeError("transport not started")
         try:
@@ -167,7 +176,7 @@ class GrpcTransport(Transport):
         for key, value in error.trailing_metadata() or ():
             if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
                 message, delay = read_status(value, message)
-        retryable = code in RETRYABLE_GRPC_CODES or (code is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None)
+        retryable = code.name in RETRYABLE_GRPC_CODES or (code.name == "RESOURCE_EXHAUSTED" and delay is not None)
         return failure(f"grpc_{code.name.lower()}", message, retryable=retryable, retry_after=delay)
 
 
