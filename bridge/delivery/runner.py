@@ -30,15 +30,18 @@ import itertools
 import logging
 import math
 import random
+from typing import TYPE_CHECKING
 
 from bridge import telemetry
 from bridge.context import Context
 from bridge.delivery.backoff import retry_delay
 from bridge.delivery.pending import Entry, PendingQueue
-from bridge.delivery.spool import Spool, SpoolError, StoredPayload
 from bridge.model import NS_PER_S, Batch
 from bridge.schema import DeliveryConfig
 from bridge.sinks.base import DeliveryError, Payload, Sink
+
+if TYPE_CHECKING:
+    from bridge.delivery.spool import Spool, StoredPayload
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,11 @@ class SinkRunner:
         self.max_age = config.max_age_seconds or sink.default_max_age_seconds
         self.rng = random.Random()  # the backoff's jitter; tests seed it for repeatable runs
         sink_type = getattr(sink, "type_name", type(sink).__name__)
-        self.spool = Spool(config.spool_path, sink.name, sink_type) if config.spool_path else None
+        self.spool: Spool | None = None
+        if config.spool_path:
+            from bridge.delivery.spool import Spool  # sqlite3 only for a sink with a spool
+
+            self.spool = Spool(config.spool_path, sink.name, sink_type)
         self._pending = PendingQueue()
         self._seq = itertools.count()
         self._in_flight: Entry | None = None
@@ -104,6 +111,8 @@ class SinkRunner:
 
     async def _open_spool(self) -> None:
         """Recover the spool; when no spool can be used, run memory-only rather than stop every other sink."""
+        from bridge.delivery.spool import SpoolError
+
         assert self.spool is not None
         try:
             stored = await self.spool.open()
