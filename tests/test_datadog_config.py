@@ -39,7 +39,7 @@ def test_defaults() -> None:
     config = sink_config(api_key="key-from-config")
     assert config.base_url == "https://api.datadoghq.com"
     assert (config.compression, config.statistic_mode, config.service_checks, config.namespace) == (
-        "gzip",
+        "zstd",
         "tag",
         True,
         "auto",

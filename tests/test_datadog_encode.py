@@ -73,6 +73,23 @@ def test_every_body_deserializes_into_the_official_model(series: list[tuple[Any,
         assert sent["type"] == metric_type and sent.get("interval") == (interval if metric_type == 1 else None)
 
 
+@settings(max_examples=200, deadline=None)
+@given(series_strategy)
+def test_a_head_written_by_hand_is_the_json_of_its_fields(series: tuple[Any, ...]) -> None:
+    name, metric_type, unit, attrs, host, *_ = series
+    tags = [t for t in (encode.tag(k, v) for k, v in attrs) if t]
+    fields: dict[str, Any] = {"metric": name, "type": metric_type}
+    if unit:
+        fields["unit"] = unit
+    if tags:
+        fields["tags"] = tags
+    if host:
+        fields["resources"] = [{"name": host, "type": "host"}]
+    assert (
+        encode.series_head(name, metric_type, unit, tags, host) == json.dumps(fields, separators=(",", ":"))[:-1] + ","
+    )
+
+
 def test_the_strict_validator_rejects_what_datadog_would() -> None:
     good = {"metric": "a", "type": 1, "points": [{"timestamp": 1, "value": 1.0}]}
     deserialize_strict({"series": [good]}, MetricPayload)

@@ -492,7 +492,7 @@ def test_describe_prints_the_exact_body_and_summary_counts_custom_metrics() -> N
             text = w.sink.describe(payloads[0])
             header, body = text.split("\n", 1)
             assert header.startswith(f"POST {w.intake.url}/api/v2/series (")
-            assert "Content-Encoding: gzip" in header
+            assert "Content-Encoding: zstd1" in header
             series = json.loads(body)["series"]
             assert len(series) == payloads[0].points
             for payload in payloads:

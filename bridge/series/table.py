@@ -41,7 +41,14 @@ class Series:
 
     __slots__ = ("attributes", "family", "key", "last", "lifted", "members", "memo", "seen_ns", "start_ns")
 
-    def __init__(self, family: str, key: Hashable, attributes: Attrs, lifted: Attrs = ()) -> None:
+    def __init__(
+        self,
+        family: str,
+        key: Hashable,
+        attributes: Attrs,
+        lifted: Attrs = (),
+        members: dict[Hashable, Series] | None = None,
+    ) -> None:
         self.family = family
         self.key = key
         self.attributes = attributes
@@ -52,7 +59,7 @@ class Series:
         self.last: Any = None  # cumulative series: the last value the source observed
         self.memo: dict[int, Any] = {}
         #: the family's live members, shared by every series of the family (carry-forward walks it)
-        self.members: dict[Hashable, Series] = {}
+        self.members: dict[Hashable, Series] = {} if members is None else members
 
     def __repr__(self) -> str:
         return f"Series({self.family!r}, {self.attributes!r})"
@@ -93,8 +100,7 @@ class SeriesTable:
             members = self._families[family] = {}
         series = members.get(key)
         if series is None:
-            series = members[key] = Series(family, key, attributes, lifted)
-            series.members = members
+            series = members[key] = Series(family, key, attributes, lifted, members)
             self._size += 1
         return series
 

@@ -303,6 +303,8 @@ class Classifier:
         if series is not None:
             return series
         renamed = plan.rule.statistic_labels if plan.rule else ()
+        if not renamed and not any(key in self.resource_labels for key, _ in labels):
+            return self.table.intern(plan.name, labels, labels)  # the parser's own (cached, sorted) tuple
         attributes = []
         lifted = []
         for key, value in labels:

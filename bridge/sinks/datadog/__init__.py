@@ -62,7 +62,7 @@ class DatadogSink(Sink):
 
     def prepare(self, batch: Batch) -> list[Payload]:
         normalized = self.normalizer.normalize(batch)
-        fragments = [encode.series_fragment(*sample) for sample in normalized.samples]
+        fragments = encode.series_fragments(normalized.samples)
         packed = encode.pack_series(fragments, self.config.compression, self.config.compression_level)
         if packed.oversized:
             normalized.dropped["too_large"] += packed.oversized

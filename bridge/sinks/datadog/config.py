@@ -53,8 +53,10 @@ class DatadogSinkConfig(SinkConfig):
     flush_first_value: bool = Field(
         False, description="send a cumulative counter's first value as a count instead of only remembering it"
     )
-    compression: Compression = "gzip"
-    compression_level: int | None = Field(None, ge=1, le=19, description="codec default if unset")
+    compression: Compression = Field(
+        "zstd", description="zstd (level 1, as the Datadog Agent sends) is 14x faster than gzip here and smaller"
+    )
+    compression_level: int | None = Field(None, ge=1, le=19, description="codec default if unset (zstd 1, gzip 6)")
     timeout_seconds: float = Field(15.0, gt=0)
     max_series: int | None = Field(None, ge=1, description="deprecated, ignored: see `series.max_series`")
 

@@ -9,6 +9,8 @@ order of magnitude faster and every body still deserializes into the official
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import re
 import zlib
@@ -68,15 +70,24 @@ def tag(key: str, value: str) -> str | None:
 
 
 def series_head(name: str, metric_type: int, unit: str, tags: Sequence[str], host: str | None) -> str:
-    """The JSON text of a series object up to (not including) its interval and points, ending with a comma."""
-    series: dict[str, Any] = {"metric": name, "type": metric_type}
+    """The JSON text of a series object up to (not including) its interval and points, ending with a comma.
+
+    Written piece by piece from cached JSON strings (a name or tag recurs in many series): the same text
+    as json of {"metric", "type", "unit", "tags", "resources"} in that order (a test holds the two equal).
+    """
+    head = f'{{"metric":{_json_string(name)},"type":{metric_type},'
     if unit:
-        series["unit"] = unit
+        head += f'"unit":{_json_string(unit)},'
     if tags:
-        series["tags"] = list(tags)
+        head += f'"tags":[{",".join(map(_json_string, tags))}],'
     if host:
-        series["resources"] = [{"name": host, "type": "host"}]
-    return _to_json(series)[:-1] + ","
+        head += f'"resources":[{{"name":{_json_string(host)},"type":"host"}}],'
+    return head
+
+
+@lru_cache(maxsize=65_536)
+def _json_string(text: str) -> str:
+    return _to_json(text)
 
 
 def series_fragment(head: str, timestamp: int, value: float, interval: int | None) -> str:
@@ -84,6 +95,16 @@ def series_fragment(head: str, timestamp: int, value: float, interval: int | Non
     if interval is None:
         return f'{head}"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
     return f'{head}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+
+
+def series_fragments(samples: Iterable[tuple[str, int, float, int | None]]) -> list[str]:
+    """`series_fragment` of every sample, in one comprehension (a call per point costs a third of the time)."""
+    return [
+        f'{head}"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+        if interval is None
+        else f'{head}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+        for head, timestamp, value, interval in samples
+    ]
 
 
 def compress(data: bytes, codec: str, level: int | None = None) -> bytes:
@@ -94,7 +115,7 @@ def compress(data: bytes, codec: str, level: int | None = None) -> bytes:
     if codec == "zstd":
         import zstandard
 
-        return zstandard.ZstdCompressor(level=3 if level is None else level).compress(data)
+        return zstandard.ZstdCompressor(level=1 if level is None else level).compress(data)
     return data
 
 
@@ -134,15 +155,14 @@ def _frame(fragments: Sequence[str]) -> bytes:
 
 def _chunks_by_size(fragments: Sequence[str], max_uncompressed: int) -> Iterable[Sequence[str]]:
     """Consecutive runs whose framed JSON stays within max_uncompressed (fragments are ASCII: len == bytes)."""
-    start, size = 0, _FRAMING
-    for index, fragment in enumerate(fragments):
-        extra = len(fragment) + (1 if index > start else 0)
-        if size + extra > max_uncompressed and index > start:
-            yield fragments[start:index]
-            start, size, extra = index, _FRAMING, len(fragment)
-        size += extra
-    if start < len(fragments):
-        yield fragments[start:]
+    # ends[i]: the framed size of fragments[:i + 1] (commas included); each run's cut is found by bisection
+    ends = list(itertools.accumulate(len(fragment) + 1 for fragment in fragments))
+    start, base = 0, 0
+    while start < len(fragments):
+        limit = base + max_uncompressed - _FRAMING + 1  # the last fragment of a run has no comma
+        stop = max(bisect.bisect_right(ends, limit, lo=start), start + 1)  # a lone oversized one: its own run
+        yield fragments[start:stop]
+        start, base = stop, ends[stop - 1]
 
 
 def pack_series(fragments: Sequence[str], codec: str, level: int | None = None, limits: Limits = Limits()) -> Packed:

@@ -103,23 +103,15 @@ def _format_bound(bound: float) -> str:
 
 
 @dataclass(slots=True)
-class Series:
-    """One Datadog series: its encoded JSON head (name, type, unit, tags, host) and its tags (service checks)."""
-
-    head: str
-    tags: tuple[str, ...]
-
-
-@dataclass(slots=True)
 class Parts:
-    """What a Datadog sink keeps on one series-table entry: its Datadog series and its counter state.
+    """What a Datadog sink keeps on one series-table entry: its Datadog series heads and its counter state.
 
-    A gauge or counter is one Datadog series (`main`); a histogram or summary is several
+    A gauge or counter is one Datadog series (`head`); a histogram or summary is several
     (`.count`, `.sum`, one `.bucket` per bound or `.quantile` per quantile), judged together.
     """
 
-    main: Series | None = None
-    by_part: dict[Any, Series] = field(default_factory=dict)
+    head: str = ""
+    by_part: dict[Any, str] = field(default_factory=dict)
     state: CounterState | None = None
 
 
@@ -157,15 +149,15 @@ class _Run:
         self.out.dropped["nan" if math.isnan(value) else "inf"] += 1
         return False
 
-    def gauge(self, series: Series, timestamp_ns: int, value: float) -> None:
+    def gauge(self, head: str, timestamp_ns: int, value: float) -> None:
         timestamp = _seconds(timestamp_ns)
         if self.finite(value) and self.accept(timestamp):
-            self.out.samples.append((series.head, timestamp, value, None))
+            self.out.samples.append((head, timestamp, value, None))
 
-    def count(self, series: Series, start_ns: int, end_ns: int, value: float) -> None:
+    def count(self, head: str, start_ns: int, end_ns: int, value: float) -> None:
         timestamp = _seconds(start_ns)
         if self.finite(value) and self.accept(timestamp):
-            self.out.samples.append((series.head, timestamp, value, _interval(start_ns, end_ns)))
+            self.out.samples.append((head, timestamp, value, _interval(start_ns, end_ns)))
 
 
 @dataclass
@@ -186,32 +178,40 @@ class _Plan:
             parts = entry.memo[self.slot] = Parts()
         return parts
 
-    def series(self, entry: Entry, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()) -> Series:
-        """A new Datadog series of this entry (`part`: "" for the metric itself, else count, sum, bucket, ...)."""
+    def series_tags(self, entry: Entry, extra: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
+        """The Datadog name suffix (a statistic, in suffix mode) and the tags of one series of this entry."""
         attrs = entry.attributes
-        name = f"{self.name}.{part}" if part else self.name
+        suffix = ""
         if self.suffix_statistic:
             statistic = dict(attrs).get(STATISTIC)
             if statistic:
-                name = f"{name}.{statistic}"
+                suffix = f".{statistic}"
                 attrs = tuple(kv for kv in attrs if kv[0] != STATISTIC)
         point_tags = (t for t in (encode.tag(k, v) for k, v in attrs) if t)
-        tags = (*point_tags, *extra, *self.tags)
-        return Series(encode.series_head(encode.metric_name(name), metric_type, unit, tags, self.host), tags)
+        return suffix, (*point_tags, *extra, *self.tags)
 
-    def main(self, entry: Entry, metric_type: int) -> tuple[Parts, Series]:
-        parts = self.parts(entry)
-        if parts.main is None:
-            parts.main = self.series(entry, "", metric_type, self.unit)
-        return parts, parts.main
+    def head(self, entry: Entry, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()) -> str:
+        """The encoded identity of one Datadog series of this entry (`part`: "" for the metric itself)."""
+        suffix, tags = self.series_tags(entry, extra)
+        name = (f"{self.name}.{part}" if part else self.name) + suffix
+        return encode.series_head(encode.metric_name(name), metric_type, unit, tags, self.host)
+
+    def main(self, entry: Entry, metric_type: int) -> Parts:
+        """The entry's Parts, its own head made if new."""
+        parts: Parts | None = entry.memo.get(self.slot)
+        if parts is None:
+            parts = entry.memo[self.slot] = Parts()
+        if not parts.head:
+            parts.head = self.head(entry, "", metric_type, self.unit)
+        return parts
 
     def part(
         self, parts: Parts, entry: Entry, key: Any, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()
-    ) -> Series:
-        series = parts.by_part.get(key)
-        if series is None:
-            series = parts.by_part[key] = self.series(entry, part, metric_type, unit, extra)
-        return series
+    ) -> str:
+        head = parts.by_part.get(key)
+        if head is None:
+            head = parts.by_part[key] = self.head(entry, part, metric_type, unit, extra)
+        return head
 
 
 class Normalizer:
@@ -303,27 +303,54 @@ class Normalizer:
     # A metric's values follow its kind (a float for a gauge or counter), which the type checker cannot
     # see: hence the `type: ignore`s on the values below.
     def _gauges(self, plan: _Plan, metric: Metric, run: _Run) -> None:
+        """The hot loop (most points are gauges): one memo lookup per point, the stamp checked once per window."""
+        slot, main, samples = plan.slot, plan.main, run.out.samples
+        stamp, timestamp, accepted = -1, 0, False
         for entry, value, start_ns, end_ns in zip(
             metric.series, metric.values, metric.starts, metric.ends, strict=True
         ):
-            _, series = plan.main(entry, encode.GAUGE)
-            run.gauge(series, start_ns or end_ns, value)  # type: ignore[arg-type]
+            parts = entry.memo.get(slot) or main(entry, encode.GAUGE)
+            at = start_ns or end_ns
+            if at != stamp:
+                stamp, timestamp = at, _seconds(at)
+                accepted = run.oldest <= timestamp <= run.newest
+            if value - value != 0.0 or not accepted:  # type: ignore[operator]  # a gauge's value is a float
+                run.gauge(parts.head, at, value)  # type: ignore[arg-type]  # counts why it is dropped
+                continue
+            samples.append((parts.head, timestamp, value, None))  # type: ignore[arg-type]
 
     def _counters(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         cumulative = metric.temporality is not Temporality.DELTA
-        metric_type = encode.COUNT if metric.monotonic or not cumulative else encode.GAUGE
+        if not cumulative:
+            self._deltas(plan, metric, run)
+            return
+        metric_type = encode.COUNT if metric.monotonic else encode.GAUGE
         for entry, value, start_ns, end_ns in zip(
             metric.series, metric.values, metric.starts, metric.ends, strict=True
         ):
-            parts, series = plan.main(entry, metric_type)
-            if not cumulative:
-                run.count(series, start_ns, end_ns, value)  # type: ignore[arg-type]
-            elif not metric.monotonic:
-                run.gauge(series, end_ns, value)  # type: ignore[arg-type]
+            parts = entry.memo.get(plan.slot) or plan.main(entry, metric_type)
+            if not metric.monotonic:
+                run.gauge(parts.head, end_ns, value)  # type: ignore[arg-type]
             elif run.finite(value):  # type: ignore[arg-type]
                 counted = self._observe(run, parts, start_ns, end_ns, value)
                 if counted is not None:
-                    run.count(series, counted[1], counted[2], counted[0])  # type: ignore[arg-type]
+                    run.count(parts.head, counted[1], counted[2], counted[0])  # type: ignore[arg-type]
+
+    def _deltas(self, plan: _Plan, metric: Metric, run: _Run) -> None:
+        """Per-window counts as they are: the hot loop of the Cerebras families, like `_gauges`."""
+        slot, main, samples = plan.slot, plan.main, run.out.samples
+        window, timestamp, interval, accepted = (-1, -1), 0, 0, False
+        for entry, value, start_ns, end_ns in zip(
+            metric.series, metric.values, metric.starts, metric.ends, strict=True
+        ):
+            parts = entry.memo.get(slot) or main(entry, encode.COUNT)
+            if (start_ns, end_ns) != window:
+                window, timestamp, interval = (start_ns, end_ns), _seconds(start_ns), _interval(start_ns, end_ns)
+                accepted = run.oldest <= timestamp <= run.newest
+            if value - value != 0.0 or not accepted:  # type: ignore[operator]  # a count's value is a float
+                run.count(parts.head, start_ns, end_ns, value)  # type: ignore[arg-type]  # counts why it is dropped
+                continue
+            samples.append((parts.head, timestamp, value, interval))  # type: ignore[arg-type]
 
     def _histograms(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         cumulative = metric.temporality is not Temporality.DELTA
@@ -338,8 +365,8 @@ class Normalizer:
             self._count_and_sum(plan, parts, entry, run, start, end, value.count, value.sum)
             for bound, bucket_count in value.buckets:
                 upper_bound = (f"upper_bound:{_format_bound(bound)}",)
-                series = plan.part(parts, entry, bound, "bucket", encode.COUNT, "", upper_bound)
-                run.count(series, start, end, bucket_count)
+                head = plan.part(parts, entry, bound, "bucket", encode.COUNT, "", upper_bound)
+                run.count(head, start, end, bucket_count)
 
     def _summaries(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         cumulative = metric.temporality is not Temporality.DELTA
@@ -355,8 +382,8 @@ class Normalizer:
             for quantile, quantile_value in summary.quantiles:
                 quantile_tag = (f"quantile:{quantile!r}",)
                 key = ("quantile", quantile)
-                series = plan.part(parts, entry, key, "quantile", encode.GAUGE, plan.unit, quantile_tag)
-                run.gauge(series, stamp_ns, quantile_value)
+                head = plan.part(parts, entry, key, "quantile", encode.GAUGE, plan.unit, quantile_tag)
+                run.gauge(head, stamp_ns, quantile_value)
 
     def _counts(
         self, run: _Run, parts: Parts, cumulative: bool, value: Value, start_ns: int, end_ns: int, series: int
@@ -373,8 +400,7 @@ class Normalizer:
         self, plan: _Plan, parts: Parts, entry: Entry, run: _Run, start_ns: int, end_ns: int, count: float, total: float
     ) -> None:
         for part, value, unit in (("count", count, ""), ("sum", total, plan.unit)):
-            series = plan.part(parts, entry, part, part, encode.COUNT, unit)
-            run.count(series, start_ns, end_ns, value)
+            run.count(plan.part(parts, entry, part, part, encode.COUNT, unit), start_ns, end_ns, value)
 
     def _checks(self, plan: _Plan, check_name: str, metric: Metric, run: _Run) -> None:
         """One service check per endpoint status point; NaN (status not computed) is UNKNOWN."""
@@ -385,5 +411,5 @@ class Normalizer:
             if not run.accept(timestamp):
                 continue
             status = CHECK_STATUS.get(value, CHECK_UNKNOWN)  # type: ignore[arg-type]  # a gauge: a float
-            _, series = plan.main(entry, encode.GAUGE)
-            run.out.checks.append(encode.service_check(check_name, status, timestamp, series.tags, plan.host))
+            _, tags = plan.series_tags(entry)
+            run.out.checks.append(encode.service_check(check_name, status, timestamp, tags, plan.host))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
@@ -55,12 +56,17 @@ _NO_RECORDED_VALUE_FLAG = bytes((8 << 3 | _VARINT, NO_RECORDED_VALUE))  # Number
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -199,7 +205,15 @@ class RequestEncoder:
 
 def _attributes(attributes: Attrs, field_number: int) -> bytes:
     """The repeated KeyValue `attributes` field of a data point type, serialized."""
-    return b"".join(_field(field_number, kv.SerializeToString()) for kv in key_values(attributes))
+    return b"".join([_key_value(field_number, key, value) for key, value in attributes])
+
+
+@lru_cache(maxsize=65_536)  # label pairs recur across series (an endpoint in every family)
+def _key_value(field_number: int, key: str, value: str) -> bytes:
+    """One framed KeyValue{key = 1, value = 2: AnyValue{string_value = 1}}; an empty key is left out as protobuf
+    does, an empty string value is kept (it is a oneof member)."""
+    encoded_key = _field(1, key.encode()) if key else b""
+    return _field(field_number, encoded_key + _field(2, _field(1, value.encode())))
 
 
 def _framed_number_point(attributes: Attrs) -> bytes:
