@@ -56,7 +56,7 @@ class Series:
         self.lifted = lifted
         self.seen_ns = 0  # window end of the last observation
         self.start_ns = 0  # cumulative series: the start of its current life (0: none yet)
-        self.last: Any = None  # cumulative series: the last value the source observed
+        self.last: Any = None  # cumulative series: the source's counter state (bridge/series/counter.py)
         self.memo: dict[int, Any] = {}
         #: the family's live members, shared by every series of the family (carry-forward walks it)
         self.members: dict[Hashable, Series] = {} if members is None else members

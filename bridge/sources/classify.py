@@ -29,7 +29,7 @@ from bridge.http import excerpt
 from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality, Value
 from bridge.parser import Family, Sample, parse
 from bridge.presets import FamilyRule
-from bridge.series.counter import Change, CounterState, difference, has_no_value
+from bridge.series.counter import Change, difference, has_no_value
 from bridge.series.table import SeriesTable
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,9 @@ class _Learned:
     """A scrape's exact shape, so the next scrape of the same shape needs no parser: the body is the same
     line for line, only the values differ."""
 
-    #: per line of the body: a sample line's text up to its value (the space included) and that length;
-    #: a comment or blank line whole, and -1
-    lines: list[tuple[str, int]]
+    #: per line of the body: a sample line's text up to its value (the space included); a comment or blank line whole
+    lines: list[str]
+    lengths: list[int]  # per line: the length of its text before the value; -1 for a comment or blank line
     families: list[Columns]  # per family: its plan, and each sample's series and part, in order
     evictions: int  # the table's eviction count when learned: an evicted series must be interned again
 
@@ -214,22 +214,31 @@ class Classifier:
         What the parser would reject here (an `_` in a value, a timestamp, a line of another shape) falls
         back to the parser, so both paths always agree.
         """
-        lines = text.split("\n")
-        if len(lines) != len(learned.lines):
-            return None
         values: list[float] = []
         append = values.append
+        startswith, find, size = text.startswith, text.find, len(text)
+        pos = 0  # walks the text line by line without splitting it (no string per line)
         try:
-            for line, (prefix, length) in zip(lines, learned.lines, strict=True):
-                if length < 0:
-                    if line != prefix:
+            for prefix, length in zip(learned.lines, learned.lengths, strict=True):
+                if length < 0:  # a comment or blank line: the same text, then the end of the line
+                    end = pos + len(prefix)
+                    if not startswith(prefix, pos) or (end < size and text[end] != "\n"):
                         return None
+                    pos = end + 1
                     continue
-                token = line[length:]
-                if not line.startswith(prefix) or "_" in token:
+                if not startswith(prefix, pos):
+                    return None
+                end = find("\n", pos + length)
+                if end < 0:
+                    end = size
+                token = text[pos + length : end]
+                if "_" in token:
                     return None
                 append(float(token))
+                pos = end + 1
         except ValueError:  # not a number: the parser will say what it is
+            return None
+        if pos != size + 1:  # more lines than remembered
             return None
         columns = []
         taken = 0
@@ -303,7 +312,8 @@ class Classifier:
         if series is not None:
             return series
         renamed = plan.rule.statistic_labels if plan.rule else ()
-        if not renamed and not any(key in self.resource_labels for key, _ in labels):
+        lifting = self.resource_labels
+        if not renamed and (not lifting or lifting.isdisjoint([key for key, _ in labels])):
             return self.table.intern(plan.name, labels, labels)  # the parser's own (cached, sorted) tuple
         attributes = []
         lifted = []
@@ -387,6 +397,8 @@ class Classifier:
     def _grouped(self, family: Columns, window: Window) -> Metric:
         """Counters, histograms and summaries: their parts gathered per series; start from `_created` or tracked."""
         plan = family.plan
+        if plan.handler == "counter" and family.ends is None and not any(family.parts):
+            return self._counters(family, window)
         gathered: dict[Series, list[tuple[Part, float, int | None]]] = {}
         ends = family.ends or [None] * len(family.values)
         for series, part, value, end in zip(family.series, family.parts, family.values, ends, strict=True):
@@ -409,6 +421,19 @@ class Classifier:
                 metric.values.append(point_value)
                 metric.starts.append(start)
                 metric.ends.append(end)
+        return metric
+
+    def _counters(self, family: Columns, window: Window) -> Metric:
+        """The common counter: a value per sample, no `_created`, no own times (what `_grouped` does, directly)."""
+        metric = self._metric(family.plan)
+        series = [self._placed(s) for s in family.series] if self.resource_labels else family.series
+        start, end = window.start_ns, window.end_ns
+        metric.starts = [_tracked_start(s, value, start, end) for s, value in zip(series, family.values, strict=True)]
+        for s in series:
+            s.seen_ns = end
+        metric.series = list(series)
+        metric.values = cast(list[Value], family.values)  # floats are Values; no copy
+        metric.ends = [end] * len(series)
         return metric
 
 
@@ -485,14 +510,16 @@ _POINTS = {"counter": _counter_points, "histogram": _histogram_points, "summary"
 
 
 def _tracked_start(series: Series, value: Value, window_start_ns: int, end_ns: int) -> int:
-    """A cumulative series' start when the target gives none: the first window seen, renewed at each reset."""
+    """A cumulative series' start when the target gives none: the first window seen, renewed at each reset.
+
+    `series.last` keeps the source's counter state (the rule's own), judged against this observation.
+    """
     if has_no_value(value):  # nothing recorded: nothing to judge a reset by
         return series.start_ns or window_start_ns
-    state = CounterState(series.start_ns, series.last, series.seen_ns) if series.last is not None else None
-    observed, _ = difference(state, series.start_ns, end_ns, value)
-    if observed.change in (Change.BASELINE, Change.RESET):
+    observed, series.last = difference(series.last, series.start_ns, end_ns, value)
+    if observed.change is Change.BASELINE or observed.change is Change.RESET:
         series.start_ns = window_start_ns
-    series.last = value
+        series.last.start_ns = window_start_ns
     return series.start_ns
 
 
@@ -530,21 +557,23 @@ class _Learner:
         if not self.usable:
             return None
         values = iter(self.samples)
-        lines = []
+        lines, lengths = [], []
         for line in text.split("\n"):
             stripped = line.strip()
             if not stripped or stripped[0] == "#":
-                lines.append((line, -1))
+                lines.append(line)
+                lengths.append(-1)
                 continue
             value = next(values, None)
             head, space, token = line.rpartition(" ")
             if value is None or not space or "_" in token or not _same(token, value):
                 return None
-            lines.append((head + space, len(head) + 1))
+            lines.append(head + space)
+            lengths.append(len(head) + 1)
         if next(values, None) is not None:
             return None
         families = [Columns(c.plan, c.series, c.parts) for c in columns]
-        return _Learned(lines, families, evictions)
+        return _Learned(lines, lengths, families, evictions)
 
 
 def _same(token: str, value: float) -> bool:

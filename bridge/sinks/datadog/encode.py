@@ -9,12 +9,10 @@ order of magnitude faster and every body still deserializes into the official
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import json
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -97,14 +95,16 @@ def series_fragment(head: str, timestamp: int, value: float, interval: int | Non
     return f'{head}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
 
 
-def series_fragments(samples: Iterable[tuple[str, int, float, int | None]]) -> list[str]:
-    """`series_fragment` of every sample, in one comprehension (a call per point costs a third of the time)."""
-    return [
-        f'{head}"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
-        if interval is None
-        else f'{head}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
-        for head, timestamp, value, interval in samples
-    ]
+def series_fragments(samples: Sequence[tuple[str, int, float, int | None]], step: int = 10_000) -> Iterator[str]:
+    """`series_fragment` of every sample, made `step` at a time in a comprehension (a call per point costs a
+    third of the time; all at once, the whole batch's JSON in memory)."""
+    for start in range(0, len(samples), step):
+        yield from [
+            f'{head}"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+            if interval is None
+            else f'{head}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+            for head, timestamp, value, interval in samples[start : start + step]
+        ]
 
 
 def compress(data: bytes, codec: str, level: int | None = None) -> bytes:
@@ -153,19 +153,26 @@ def _frame(fragments: Sequence[str]) -> bytes:
     return (_BODY_OPEN + ",".join(fragments) + _BODY_CLOSE).encode()
 
 
-def _chunks_by_size(fragments: Sequence[str], max_uncompressed: int) -> Iterable[Sequence[str]]:
-    """Consecutive runs whose framed JSON stays within max_uncompressed (fragments are ASCII: len == bytes)."""
-    # ends[i]: the framed size of fragments[:i + 1] (commas included); each run's cut is found by bisection
-    ends = list(itertools.accumulate(len(fragment) + 1 for fragment in fragments))
-    start, base = 0, 0
-    while start < len(fragments):
-        limit = base + max_uncompressed - _FRAMING + 1  # the last fragment of a run has no comma
-        stop = max(bisect.bisect_right(ends, limit, lo=start), start + 1)  # a lone oversized one: its own run
-        yield fragments[start:stop]
-        start, base = stop, ends[stop - 1]
+def _chunks_by_size(fragments: Iterable[str], max_uncompressed: int) -> Iterator[list[str]]:
+    """Consecutive runs whose framed JSON stays within max_uncompressed (fragments are ASCII: len == bytes).
+
+    Streams: a run is framed and compressed before the next one is built, so the whole batch's
+    JSON never sits in memory at once.
+    """
+    chunk: list[str] = []
+    size = _FRAMING
+    for fragment in fragments:
+        extra = len(fragment) + (1 if chunk else 0)
+        if chunk and size + extra > max_uncompressed:
+            yield chunk
+            chunk, size, extra = [], _FRAMING, len(fragment)
+        chunk.append(fragment)
+        size += extra
+    if chunk:
+        yield chunk
 
 
-def pack_series(fragments: Sequence[str], codec: str, level: int | None = None, limits: Limits = Limits()) -> Packed:
+def pack_series(fragments: Iterable[str], codec: str, level: int | None = None, limits: Limits = Limits()) -> Packed:
     """Frame and compress fragments into as few bodies as the size limits allow.
 
     Runs are cut at the uncompressed limit; a run that still compresses above
@@ -174,19 +181,19 @@ def pack_series(fragments: Sequence[str], codec: str, level: int | None = None, 
     """
     bodies: list[EncodedBody] = []
     oversized = 0
-    pending = list(_chunks_by_size(fragments, limits.max_uncompressed))
-    pending.reverse()
-    while pending:
-        chunk = pending.pop()
-        raw = _frame(chunk)
-        body = compress(raw, codec, level)
-        if len(body) <= limits.max_compressed and len(raw) <= limits.max_uncompressed:
-            bodies.append(EncodedBody(body, len(chunk)))
-        elif len(chunk) == 1:
-            oversized += 1
-        else:
-            middle = len(chunk) // 2
-            pending += [chunk[middle:], chunk[:middle]]
+    for run in _chunks_by_size(fragments, limits.max_uncompressed):
+        pending = [run]
+        while pending:
+            chunk = pending.pop()
+            raw = _frame(chunk)
+            body = compress(raw, codec, level)
+            if len(body) <= limits.max_compressed and len(raw) <= limits.max_uncompressed:
+                bodies.append(EncodedBody(body, len(chunk)))
+            elif len(chunk) == 1:
+                oversized += 1
+            else:
+                middle = len(chunk) // 2
+                pending += [chunk[middle:], chunk[:middle]]
     return Packed(bodies, oversized)
 
 

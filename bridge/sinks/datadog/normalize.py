@@ -104,14 +104,16 @@ def _format_bound(bound: float) -> str:
 
 @dataclass(slots=True)
 class Parts:
-    """What a Datadog sink keeps on one series-table entry: its Datadog series heads and its counter state.
+    """What a Datadog sink keeps on one series-table entry that has counter state or several Datadog series.
 
-    A gauge or counter is one Datadog series (`head`); a histogram or summary is several
-    (`.count`, `.sum`, one `.bucket` per bound or `.quantile` per quantile), judged together.
+    A gauge or a per-window count keeps only its head (a str) in the memo: most series, so the
+    smallest form. A cumulative counter keeps its head and state here; a histogram or summary is
+    several Datadog series (`.count`, `.sum`, one `.bucket` per bound or `.quantile` per quantile),
+    judged together.
     """
 
     head: str = ""
-    by_part: dict[Any, str] = field(default_factory=dict)
+    by_part: dict[Any, str] | None = None
     state: CounterState | None = None
 
 
@@ -187,8 +189,8 @@ class _Plan:
             if statistic:
                 suffix = f".{statistic}"
                 attrs = tuple(kv for kv in attrs if kv[0] != STATISTIC)
-        point_tags = (t for t in (encode.tag(k, v) for k, v in attrs) if t)
-        return suffix, (*point_tags, *extra, *self.tags)
+        tag = encode.tag
+        return suffix, (*[t for k, v in attrs if (t := tag(k, v))], *extra, *self.tags)
 
     def head(self, entry: Entry, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()) -> str:
         """The encoded identity of one Datadog series of this entry (`part`: "" for the metric itself)."""
@@ -198,16 +200,21 @@ class _Plan:
 
     def main(self, entry: Entry, metric_type: int) -> Parts:
         """The entry's Parts, its own head made if new."""
-        parts: Parts | None = entry.memo.get(self.slot)
-        if parts is None:
-            parts = entry.memo[self.slot] = Parts()
+        parts = self.parts(entry)
         if not parts.head:
             parts.head = self.head(entry, "", metric_type, self.unit)
         return parts
 
+    def only_head(self, entry: Entry, metric_type: int) -> str:
+        """The head of a series that needs nothing else (a gauge, a per-window count), kept as the memo itself."""
+        head = entry.memo[self.slot] = self.head(entry, "", metric_type, self.unit)
+        return head
+
     def part(
         self, parts: Parts, entry: Entry, key: Any, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()
     ) -> str:
+        if parts.by_part is None:
+            parts.by_part = {}
         head = parts.by_part.get(key)
         if head is None:
             head = parts.by_part[key] = self.head(entry, part, metric_type, unit, extra)
@@ -304,20 +311,20 @@ class Normalizer:
     # see: hence the `type: ignore`s on the values below.
     def _gauges(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         """The hot loop (most points are gauges): one memo lookup per point, the stamp checked once per window."""
-        slot, main, samples = plan.slot, plan.main, run.out.samples
+        slot, only_head, samples = plan.slot, plan.only_head, run.out.samples
         stamp, timestamp, accepted = -1, 0, False
         for entry, value, start_ns, end_ns in zip(
             metric.series, metric.values, metric.starts, metric.ends, strict=True
         ):
-            parts = entry.memo.get(slot) or main(entry, encode.GAUGE)
+            head = entry.memo.get(slot) or only_head(entry, encode.GAUGE)
             at = start_ns or end_ns
             if at != stamp:
                 stamp, timestamp = at, _seconds(at)
                 accepted = run.oldest <= timestamp <= run.newest
             if value - value != 0.0 or not accepted:  # type: ignore[operator]  # a gauge's value is a float
-                run.gauge(parts.head, at, value)  # type: ignore[arg-type]  # counts why it is dropped
+                run.gauge(head, at, value)  # type: ignore[arg-type]  # counts why it is dropped
                 continue
-            samples.append((parts.head, timestamp, value, None))  # type: ignore[arg-type]
+            samples.append((head, timestamp, value, None))  # type: ignore[arg-type]
 
     def _counters(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         cumulative = metric.temporality is not Temporality.DELTA
@@ -338,19 +345,19 @@ class Normalizer:
 
     def _deltas(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         """Per-window counts as they are: the hot loop of the Cerebras families, like `_gauges`."""
-        slot, main, samples = plan.slot, plan.main, run.out.samples
+        slot, only_head, samples = plan.slot, plan.only_head, run.out.samples
         window, timestamp, interval, accepted = (-1, -1), 0, 0, False
         for entry, value, start_ns, end_ns in zip(
             metric.series, metric.values, metric.starts, metric.ends, strict=True
         ):
-            parts = entry.memo.get(slot) or main(entry, encode.COUNT)
+            head = entry.memo.get(slot) or only_head(entry, encode.COUNT)
             if (start_ns, end_ns) != window:
                 window, timestamp, interval = (start_ns, end_ns), _seconds(start_ns), _interval(start_ns, end_ns)
                 accepted = run.oldest <= timestamp <= run.newest
             if value - value != 0.0 or not accepted:  # type: ignore[operator]  # a count's value is a float
-                run.count(parts.head, start_ns, end_ns, value)  # type: ignore[arg-type]  # counts why it is dropped
+                run.count(head, start_ns, end_ns, value)  # type: ignore[arg-type]  # counts why it is dropped
                 continue
-            samples.append((parts.head, timestamp, value, interval))  # type: ignore[arg-type]
+            samples.append((head, timestamp, value, interval))  # type: ignore[arg-type]
 
     def _histograms(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         cumulative = metric.temporality is not Temporality.DELTA
