@@ -133,7 +133,9 @@ class SeriesTable:
             # full collection walks all of them (and the sinks' memos), a large part of a steady 100k-series
             # scrape. Frozen, they are skipped; an evicted series is still freed at once by its reference count
             # (no entry is part of a cycle once its family forgets it). Done one scrape after the series came,
-            # so the sinks' memos made for that scrape are frozen with them.
+            # so the sinks' memos made for that scrape are frozen with them. A collection first, so no garbage
+            # of the moment is frozen with them (rare: once per 10,000 new series).
+            gc.collect()
             gc.freeze()
         self._freeze_due = self._new_since_freeze >= FREEZE_AFTER_NEW_SERIES
         if self._freeze_due:
