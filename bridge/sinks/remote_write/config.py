@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge import secrets
 from bridge.schema import SinkConfig, StrictModel
-from bridge.sources.scrape import Auth, BasicAuth, BearerAuth, NoAuth, TLSConfig
+from bridge.sources.scrape import Auth, BasicAuth, BearerAuth, NoAuth, TLSConfig, auth_header
 
 DEFAULT_TIMEOUT_SECONDS = 30.0  # Prometheus' remote_timeout
 DEFAULT_MAX_SAMPLES = 2_000  # Prometheus' queue_config.max_samples_per_send
@@ -109,6 +109,13 @@ class RemoteWriteSinkConfig(RemoteWriteCommonConfig):
     @classmethod
     def _scheme(cls, url: str) -> str:
         return _http_url(url)
+
+    @model_validator(mode="after")
+    def _register_credentials(self) -> RemoteWriteSinkConfig:
+        """An inline basic-auth password's header form is as secret as the password (files: at each request)."""
+        if isinstance(self.auth, BasicAuth) and self.auth.password is not None:
+            auth_header(self.auth)
+        return self
 
     def connection(self) -> Connection:
         return Connection(
