@@ -259,39 +259,27 @@ class RequestEncoder:
         return slot
 
 
-class _Tails:
-    """Timestamp tails by window end: a batch has one or two distinct ends, so the last one is kept at hand."""
-
-    __slots__ = ("end_ns", "size", "tail")
-
-    def __init__(self) -> None:
-        self.end_ns = -1
-        self.tail = b""
-        self.size = 0
-
-    def at(self, end_ns: int) -> bytes:
-        if end_ns != self.end_ns:
-            self.end_ns, self.tail = end_ns, timestamp_tail(end_ns // NS_PER_MS)
-            self.size = len(self.tail)
-        return self.tail
-
-
 def _number_samples(
     metric: Metric, name: str, target: Target, slot: int, encoded: Encoded, life_starts: int | None
 ) -> None:
-    """Gauges and counters: one sample per point; `life_starts`: see _zero_first."""
-    parts, labels_out = encoded.parts, encoded.labels
-    tails = _Tails()
+    """Gauges and counters: one sample per point; `life_starts`: see _zero_first. The hot loop: locals only."""
+    add_part, add_labels, pack = encoded.parts.append, encoded.labels.append, _pack_double
+    zero_from = math.inf if life_starts is None else life_starts
+    last_end, tail, size = -1, b"", 0  # a batch's points share one or two window ends: the last tail is kept
     for series, value, start_ns, end_ns in zip(metric.series, metric.values, metric.starts, metric.ends, strict=True):
-        tail = tails.at(end_ns)
+        if end_ns != last_end:
+            last_end, tail = end_ns, timestamp_tail(end_ns // NS_PER_MS)
+            size = len(tail)
         code: _NumberCode | None = series.memo.get(slot)
-        if code is None or code[1] != tails.size:
+        if code is None or code[1] != size:
             labels = code[0] if code is not None else _series_labels(target, series.attributes, name)
-            code = series.memo[slot] = (labels, tails.size, sample_head(labels, tails.size))
-        if life_starts is not None and start_ns >= life_starts and value == value:
+            code = series.memo[slot] = (labels, size, sample_head(labels, size))
+        if start_ns >= zero_from and value == value:
             _zero_first(code[0], start_ns, end_ns, encoded)
-        parts += (code[2], _pack_double(value), tail)  # a gauge's or counter's value: a float
-        labels_out.append(code[0])
+        add_part(code[2])
+        add_part(pack(value))  # a gauge's or counter's value: a float
+        add_part(tail)
+        add_labels(code[0])
 
 
 def _zero_first(labels: bytes, start_ns: int, end_ns: int, encoded: Encoded) -> None:
@@ -337,15 +325,14 @@ def _composite_samples(
 ) -> None:
     """Histograms and summaries: one sample per bucket or quantile, then `_sum` and `_count`."""
     parts, labels_out = encoded.parts, encoded.labels
-    tails = _Tails()
     for series, value, start_ns, end_ns in zip(metric.series, metric.values, metric.starts, metric.ends, strict=True):
-        tail = tails.at(end_ns)
+        tail = timestamp_tail(end_ns // NS_PER_MS)
         assert isinstance(value, HistogramValue | SummaryValue)  # the metric's kind says so
         shape, values = _shape_and_values(value)
         code: _CompositeCode | None = series.memo.get(slot)
-        if code is None or code[0] != shape or code[1] != tails.size:
-            codes = _composite_codes(target, series.attributes, name, metric.kind, shape, tails.size)
-            code = series.memo[slot] = (shape, tails.size, codes)
+        if code is None or code[0] != shape or code[1] != len(tail):
+            codes = _composite_codes(target, series.attributes, name, metric.kind, shape, len(tail))
+            code = series.memo[slot] = (shape, len(tail), codes)
         if life_starts is not None and start_ns >= life_starts and value.count == value.count:
             for labels, _ in code[2]:
                 _zero_first(labels, start_ns, end_ns, encoded)
