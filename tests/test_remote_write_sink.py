@@ -27,7 +27,7 @@ from bridge.sinks.remote_write.encode import NS_PER_MS, STALE_NAN, MetricType
 from tests.conftest import run
 from tests.receivers.remote_write import Answer, RemoteWriteReceiver
 from tests.remote_write_proto import WriteRequest
-from tests.test_otlp_wire import cerebras_batch, window
+from tests.test_otlp_wire import cerebras_batch, self_signed, window
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]  # (name, other labels)
 
@@ -183,6 +183,27 @@ def test_answers_are_classified_as_prometheus_does(
     assert caught.value.reason == f"http_{answer.status}"  # type: ignore[attr-defined]
     assert answer.body in caught.value.detail  # type: ignore[attr-defined]  # the receiver's own words, for the log
     assert caught.value.retry_after == retry_after  # type: ignore[attr-defined]
+
+
+def test_tls_with_a_private_ca_or_without_verification(request: pytest.FixtureRequest) -> None:
+    certificate_files: tuple[str, str] = request.getfixturevalue(self_signed.__name__)  # test_otlp_wire's fixture
+    cert, _ = certificate_files
+
+    async def send(sink: RemoteWriteSink) -> None:
+        await sink.start()
+        try:
+            await sink.deliver(sink.prepare(cerebras_batch(0))[0])
+        finally:
+            await sink.close()
+
+    with RemoteWriteReceiver(tls=certificate_files) as receiver:
+        assert receiver.url.startswith("https://")
+        run(send(make_sink(receiver.url, tls={"ca_file": cert})))
+        run(send(make_sink(receiver.url, tls={"insecure_skip_verify": True})))
+        with pytest.raises(RetryableError) as caught:  # the server's certificate is not trusted without the CA
+            run(send(make_sink(receiver.url, timeout_seconds=5)))
+    assert caught.value.reason == "connection_error"
+    assert len(receiver.received) == 2
 
 
 def test_delivery_defaults_to_window_order() -> None:

@@ -8,6 +8,7 @@ the wire carried. Requests are answered 204 unless answers were scripted.
 from __future__ import annotations
 
 import collections
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,7 +68,8 @@ class _Server(ThreadingHTTPServer):
 class RemoteWriteReceiver(ServerThread):
     thread_name = "remote-write-receiver"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
+        self.tls = tls  # (cert file, key file) in PEM: serve HTTPS
         self.received: list[Received] = []
         self._answers: collections.deque[Answer] = collections.deque()
         self._lock = threading.Lock()
@@ -75,12 +77,16 @@ class RemoteWriteReceiver(ServerThread):
     def _make_server(self) -> _Server:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.owner = self
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         return server
 
     @property
     def url(self) -> str:
         host, port = self.server_address
-        return f"http://{host}:{port}/api/v1/write"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}/api/v1/write"
 
     def script(self, *answers: Answer) -> None:
         with self._lock:
