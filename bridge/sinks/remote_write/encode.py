@@ -184,6 +184,7 @@ class Target:
 
 
 def make_target(resource: Attrs, instance_attributes: Sequence[str], extra_labels: dict[str, str]) -> Target:
+    """A source's resource as Prometheus would label a scrape target: `job`, `instance`, the rest as labels."""
     attributes = dict(resource)
     job = attributes.pop("bridge.source", "")
     instance_key = next((key for key in instance_attributes if attributes.get(key)), None)
