@@ -101,6 +101,14 @@ def test_a_series_that_vanishes_gets_one_staleness_marker() -> None:
     assert samples(sink.prepare(cerebras_batch(3)))[key("cache_rate_ratio", endpoint="ep-a")] == [(0.4, end_ms(3))]
 
 
+def test_ha_and_external_labels_go_on_every_series() -> None:
+    sink = make_sink(external_labels={"env": "prod"}, ha={"cluster": "bridge-eu", "replica": "pod-0"})
+    sent = samples(sink.prepare(cerebras_batch(0)))
+    assert sent and all(
+        {("env", "prod"), ("cluster", "bridge-eu"), ("__replica__", "pod-0")} <= set(labels) for _, labels in sent
+    )
+
+
 def test_metadata_goes_once_per_family_per_hour() -> None:
     sink = make_sink()
     first = requests(sink.prepare(cerebras_batch(0)))[0].metadata
