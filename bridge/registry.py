@@ -101,8 +101,10 @@ BUILTIN_SINKS = {
     "console": "bridge.sinks.console",
     "datadog": "bridge.sinks.datadog",
     "grafana_cloud": "bridge.sinks.otlp",
+    "grafana_cloud_prometheus": "bridge.sinks.remote_write",
     "jsonl": "bridge.sinks.jsonl",
     "otlp": "bridge.sinks.otlp",
+    "remote_write": "bridge.sinks.remote_write",
 }
 
 sources: Registry[Source] = Registry("source", BUILTIN_SOURCES)

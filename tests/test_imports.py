@@ -101,5 +101,7 @@ print(json.dumps([listed, found, {kind.kind: kind.names() for kind in kinds}]))
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
     listed, found, after_loading_all = json.loads(result.stdout)
     assert listed == after_loading_all
-    assert listed["sink"] == ["console", "datadog", "grafana_cloud", "jsonl", "otlp"]
+    assert listed["sink"] == [
+        "console", "datadog", "grafana_cloud", "grafana_cloud_prometheus", "jsonl", "otlp", "remote_write",
+    ]  # fmt: skip
     assert all(name == type_name for names in found.values() for name, type_name in names.items())

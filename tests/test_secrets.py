@@ -59,13 +59,24 @@ CANARIES = {
     "env_otel_typo": "cnry-env-otel-typo-d41c9e07",
     "token_file": "cnry-token-file-bearer-61d0e4b9",
     "password_file": "cnry-password-file-basic-8e3f",
+    "env_remote_write_password": "cnry-env-rw-basic-password-3a9d51e2",
+    "config_remote_write_header": "cnry-config-rw-header-b7c40f19",
+    "env_grafana_prometheus_token": "cnry-env-grafana-prom-token-5d2e",
 }
 GRAFANA_INSTANCE = "424242"
+GRAFANA_PROMETHEUS_INSTANCE = "737373"
+REMOTE_WRITE_USER = "rw-user"
 SCRAPE_USER = "scraper"
 # what a request with basic auth really carries: the base64 of user:password, as secret as the password
 ENCODED = {
     "grafana basic-auth credentials": base64.b64encode(f"{GRAFANA_INSTANCE}:{CANARIES['file_ref']}".encode()).decode(),
     "exporter basic-auth credentials": base64.b64encode(f"{SCRAPE_USER}:{CANARIES['password_file']}".encode()).decode(),
+    "remote-write basic-auth credentials": base64.b64encode(
+        f"{REMOTE_WRITE_USER}:{CANARIES['env_remote_write_password']}".encode()
+    ).decode(),
+    "grafana prometheus basic-auth credentials": base64.b64encode(
+        f"{GRAFANA_PROMETHEUS_INSTANCE}:{CANARIES['env_grafana_prometheus_token']}".encode()
+    ).decode(),
 }
 EVERY_CANARY = (*CANARIES, *ENCODED)
 TYPO_ENTRY = f"x-tenant-token:{CANARIES['env_otel_typo']}"  # ":" for "=": OpenTelemetry logs the entry verbatim
@@ -221,12 +232,24 @@ sinks:
     instance_id: "{GRAFANA_INSTANCE}"
     token: ${{file:{tmp_path / "grafana-token"}}}
     endpoint: {echo_url}/otlp
+  remote_write:
+    type: remote_write
+    url: {echo_url}/api/v1/write
+    auth: {{type: basic, username: {REMOTE_WRITE_USER}, password: "${{RW_PASSWORD}}"}}
+    headers: {{x-canary: {CANARIES["config_remote_write_header"]}}}
+  grafana_prometheus:
+    type: grafana_cloud_prometheus
+    url: {echo_url}/api/prom/push
+    instance_id: {GRAFANA_PROMETHEUS_INSTANCE}
+    token: "${{GRAFANA_PROM_TOKEN}}"
 """)
     env = {
         "OTLP_AUTH": CANARIES["env_ref"],
         "CEREBRAS_API_KEY": CANARIES["env_cerebras"],
         "DD_API_KEY": CANARIES["env_datadog"],
         "OTEL_EXPORTER_OTLP_HEADERS": f"x-canary={CANARIES['env_otel_headers']},{TYPO_ENTRY}",
+        "RW_PASSWORD": CANARIES["env_remote_write_password"],
+        "GRAFANA_PROM_TOKEN": CANARIES["env_grafana_prometheus_token"],
     }
     return config, env
 
@@ -608,6 +631,8 @@ def test_run_logs_metrics_and_readyz(
         'sink="datadog_env"',
         'sink="otlp"',
         'sink="grafana"',
+        'sink="remote_write"',
+        'sink="grafana_prometheus"',
     )
 
     def all_components_seen() -> bool:
