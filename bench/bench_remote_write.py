@@ -32,7 +32,7 @@ import snappy
 from bench.bench_otlp import window_batch
 from bridge.context import Context
 from bridge.model import Batch, Series, Temporality
-from bridge.sinks.otlp.normalize import TemporalityNormalizer
+from bridge.series.temporality import TemporalityNormalizer
 from bridge.sinks.remote_write import RemoteWriteSink, compress
 from bridge.sinks.remote_write.config import RemoteWriteSinkConfig
 from bridge.sinks.remote_write.encode import NS_PER_MS, RequestEncoder, make_target, metric_name, write_request

@@ -15,7 +15,7 @@ import pytest
 
 from bridge.clock import ManualClock
 from bridge.model import NS_PER_S, Batch, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
-from bridge.sinks.otlp.normalize import TemporalityNormalizer
+from bridge.series.temporality import TemporalityNormalizer
 from tests.conftest import T0, run
 from tests.servers import ExpositionServer, Response
 from tests.test_datadog_normalize import normalizer

@@ -14,8 +14,8 @@ from bridge import registry, secrets
 from bridge.config import validate_component
 from bridge.context import Context
 from bridge.presets.cerebras import FAMILIES
+from bridge.promnames import prometheus_name
 from bridge.sinks.otlp import GrafanaCloudSink
-from bridge.sinks.otlp.grafana import prometheus_name
 from tests.conftest import run
 from tests.readme_tables import table_under
 from tests.receivers.otlp import HttpReceiver

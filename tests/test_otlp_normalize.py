@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bridge import telemetry
 from bridge.model import NS_PER_S, Batch, HistogramValue, Kind, Metric, Point, Temporality
-from bridge.sinks.otlp.normalize import TemporalityNormalizer
+from bridge.series.temporality import TemporalityNormalizer
 
 MINUTE = 60 * NS_PER_S
 T0_NS = 1_800_000_000 * NS_PER_S

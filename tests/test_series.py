@@ -24,7 +24,7 @@ from bridge.model import NS_PER_S, Batch, HistogramValue, Kind, Metric, Point, S
 from bridge.presets import cerebras
 from bridge.series import SeriesTable
 from bridge.series.counter import Change, accumulate, difference
-from bridge.sinks.otlp.normalize import TemporalityNormalizer
+from bridge.series.temporality import TemporalityNormalizer
 from bridge.sources import classify
 from bridge.sources.classify import Classifier, Ingested, Window
 from tests.conftest import FIXTURES, T0

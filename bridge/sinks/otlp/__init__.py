@@ -22,15 +22,12 @@ from bridge import __version__, registry, telemetry
 from bridge.context import Context
 from bridge.http import excerpt
 from bridge.model import Batch, Temporality
+from bridge.promnames import OTLPMetricType, prometheus_name
+from bridge.series.temporality import TemporalityNormalizer
 from bridge.sinks.base import Payload, Sink
 from bridge.sinks.otlp.config import OTLPCommonConfig, OTLPSinkConfig
 from bridge.sinks.otlp.encode import RequestEncoder, split_batch
-from bridge.sinks.otlp.grafana import (
-    GrafanaCloudConfig,
-    OTLPMetricType,
-    prometheus_name,
-)
-from bridge.sinks.otlp.normalize import TemporalityNormalizer
+from bridge.sinks.otlp.grafana import GrafanaCloudConfig
 from bridge.sinks.otlp.transport import open_transport
 
 log = logging.getLogger(__name__)

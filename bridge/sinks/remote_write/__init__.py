@@ -16,8 +16,8 @@ import cramjam
 from bridge import registry
 from bridge.context import Context
 from bridge.model import Batch, Temporality
+from bridge.series.temporality import TemporalityNormalizer
 from bridge.sinks.base import Payload, Sink
-from bridge.sinks.otlp.normalize import TemporalityNormalizer
 from bridge.sinks.remote_write.config import (
     GrafanaCloudPrometheusConfig,
     RemoteWriteCommonConfig,

@@ -33,8 +33,8 @@ from decimal import Decimal
 from functools import lru_cache
 
 from bridge.model import Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue
+from bridge.promnames import OTLPMetricType, prometheus_name
 from bridge.series import new_slot
-from bridge.sinks.otlp.grafana import OTLPMetricType, prometheus_name
 
 NS_PER_MS = 1_000_000
 #: Prometheus' staleness marker (value.StaleNaN), written as bytes: a float need not keep a signalling NaN's bits.

@@ -1,4 +1,4 @@
-"""Per-sink temporality: turn what a source produced into what the backend wants.
+"""Per-sink temporality: turn what a source produced into what the backend wants (OTLP, remote write).
 
 Both directions are the one counter rule (bridge/series/counter.py), with the
 state kept on each series' entry in the series table (one memo slot per sink,
