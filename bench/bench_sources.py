@@ -45,9 +45,9 @@ async def _measure(count: int, mode: str) -> dict[str, float]:
     from tests.servers import ExpositionServer, Response
 
     if mode == "per_source":
-        import bridge.sources.scrape as scrape
+        import bridge.auth as auth
 
-        scrape.tls_context = lambda ca=None, cert=None, key=None: ssl.create_default_context(cafile=ca)  # type: ignore[assignment]
+        auth.tls_context = lambda ca=None, cert=None, key=None: ssl.create_default_context(cafile=ca)  # type: ignore[assignment]
     with ExpositionServer() as server:
         server.respond(Response(200, _page()))
         config = parse_config(

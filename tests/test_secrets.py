@@ -37,13 +37,13 @@ import httpx
 import pytest
 
 from bridge import cli, secrets
+from bridge.auth import auth_header
 from bridge.clock import ManualClock, SystemClock
 from bridge.config import ConfigError, load_config, parse_config
 from bridge.context import Context
 from bridge.health import HealthServer, HealthState
 from bridge.simulator import CerebrasSimulator
 from bridge.sources.cerebras import CerebrasSource
-from bridge.sources.scrape import auth_header
 from bridge.telemetry import SCRAPES, setup_logging
 from tests.conftest import T0, run
 

@@ -17,11 +17,11 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, model_validator
 
 from bridge import registry
+from bridge.auth import BearerAuth, TLSConfig
 from bridge.context import Context
 from bridge.presets.cerebras import STATISTIC_LABELS, rules
 from bridge.schema import SourceConfig
 from bridge.sources.prometheus import PrometheusSourceConfig, ScrapeSource
-from bridge.sources.scrape import BearerAuth, TLSConfig
 
 log = logging.getLogger(__name__)
 

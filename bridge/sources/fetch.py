@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from bridge.sources.scrape import Auth, ScrapeError, Scraper, ScrapeResult, TLSConfig
+from bridge.auth import Auth, TLSConfig
+from bridge.sources.scrape import ScrapeError, Scraper, ScrapeResult
 
 
 class Fetcher(Protocol):

@@ -21,6 +21,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from bridge import presets, registry, telemetry
+from bridge.auth import Auth, NoAuth, TLSConfig
 from bridge.context import Context, RequestBudget
 from bridge.http import excerpt
 from bridge.model import NS_PER_S, Batch, attrs_from
@@ -31,7 +32,7 @@ from bridge.sources.base import Source
 from bridge.sources.classify import Classifier, Window
 from bridge.sources.fetch import Fetcher, HttpFetcher
 from bridge.sources.schedule import WindowSchedule
-from bridge.sources.scrape import Auth, NoAuth, ScrapeError, ScrapeResult, TLSConfig
+from bridge.sources.scrape import ScrapeError, ScrapeResult
 from bridge.sources.windows import WindowAccounting
 
 log = logging.getLogger(__name__)

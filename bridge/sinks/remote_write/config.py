@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge import secrets
+from bridge.auth import Auth, BasicAuth, BearerAuth, NoAuth, TLSConfig, auth_header
 from bridge.schema import SinkConfig, StrictModel
-from bridge.sources.scrape import Auth, BasicAuth, BearerAuth, NoAuth, TLSConfig, auth_header
 
 DEFAULT_TIMEOUT_SECONDS = 30.0  # Prometheus' remote_timeout
 DEFAULT_MAX_SAMPLES = 2_000  # Prometheus' queue_config.max_samples_per_send

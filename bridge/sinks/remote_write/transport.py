@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import httpx
 
+from bridge.auth import auth_header, ssl_context
 from bridge.clock import Clock
 from bridge.http import MAX_SERVER_DELAY, USER_AGENT, ExchangeError, excerpt, post_bounded, retry_after
 from bridge.sinks.base import DeliveryError, PermanentError, RetryableError
 from bridge.sinks.remote_write.config import Connection
-from bridge.sources.scrape import auth_header, ssl_context
 
 PROTOCOL_HEADERS = {
     "content-encoding": "snappy",
