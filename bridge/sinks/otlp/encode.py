@@ -35,6 +35,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from bridge.model import Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality
+from bridge.protowire import LEN, VARINT, field, string_fields, varint
 from bridge.series import new_slot
 from bridge.sinks.otlp.config import AttributeValue
 
@@ -47,36 +48,11 @@ AGGREGATION_TEMPORALITY = {
 
 # Wire format (protobuf encoding guide): a tag is (field number << 3) | wire type; LEN fields are
 # tag, varint length, bytes. Field numbers from opentelemetry/proto/metrics/v1/metrics.proto.
-_LEN, _VARINT = 2, 0
 #: NumberDataPoint: start_time_unix_nano = 2, time_unix_nano = 3 (fixed64), as_double = 4 (double)
 _NUMBER_TIMES_AND_VALUE = struct.Struct("<BQBQBd")
 _NUMBER_FIXED_SIZE = _NUMBER_TIMES_AND_VALUE.size
 _NUMBER_TAGS = (2 << 3 | 1, 3 << 3 | 1, 4 << 3 | 1)
-_NO_RECORDED_VALUE_FLAG = bytes((8 << 3 | _VARINT, NO_RECORDED_VALUE))  # NumberDataPoint.flags = 8
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return _SMALL_VARINTS[value]
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field: tag, length, payload."""
-    return _varint(number << 3 | _LEN) + _varint(len(payload)) + payload
-
-
-def _string_fields(*fields: tuple[int, str]) -> bytes:
-    """String fields, leaving out empty ones as protobuf does."""
-    return b"".join(_field(number, text.encode()) for number, text in fields if text)
+_NO_RECORDED_VALUE_FLAG = bytes((8 << 3 | VARINT, NO_RECORDED_VALUE))  # NumberDataPoint.flags = 8
 
 
 def any_value(value: AttributeValue) -> AnyValue:
@@ -115,7 +91,7 @@ class RequestEncoder:
 
     def __init__(self, resource: Mapping[str, AttributeValue], *, scope_version: str) -> None:
         self.resource = dict(resource)
-        self._scope = _field(1, _string_fields((1, SCOPE_NAME), (2, scope_version)))  # ScopeMetrics.scope = 1
+        self._scope = field(1, string_fields((1, SCOPE_NAME), (2, scope_version)))  # ScopeMetrics.scope = 1
         self._resources: dict[Attrs, bytes] = {}  # one per source resource: as bounded as the config
         # memo slots for each series' encoded attributes, one per data point type (their field numbers differ)
         self._number_slot = new_slot()
@@ -124,10 +100,10 @@ class RequestEncoder:
 
     def encode(self, batch: Batch) -> bytes:
         """A serialized ExportMetricsServiceRequest holding the batch (one ResourceMetrics, one ScopeMetrics)."""
-        metrics = [_field(2, self._metric(metric)) for metric in batch.metrics if metric.values]  # ScopeMetrics.metrics
-        scope_metrics = _field(2, self._scope + b"".join(metrics))  # ResourceMetrics.scope_metrics = 2
-        resource_metrics = _field(1, self._resource_bytes(batch.resource)) + scope_metrics  # .resource = 1
-        return _field(1, resource_metrics)  # ExportMetricsServiceRequest.resource_metrics = 1
+        metrics = [field(2, self._metric(metric)) for metric in batch.metrics if metric.values]  # ScopeMetrics.metrics
+        scope_metrics = field(2, self._scope + b"".join(metrics))  # ResourceMetrics.scope_metrics = 2
+        resource_metrics = field(1, self._resource_bytes(batch.resource)) + scope_metrics  # .resource = 1
+        return field(1, resource_metrics)  # ExportMetricsServiceRequest.resource_metrics = 1
 
     def _resource_bytes(self, batch_resource: Attrs) -> bytes:
         """The sink's resource with the batch's attributes over it (the batch knows its source and organization)."""
@@ -141,15 +117,15 @@ class RequestEncoder:
 
     def _metric(self, metric: Metric) -> bytes:
         """One serialized Metric: name = 1, description = 2, unit = 3, then its data."""
-        head = _string_fields((1, metric.name), (2, metric.description), (3, metric.unit))
+        head = string_fields((1, metric.name), (2, metric.description), (3, metric.unit))
         if metric.kind is Kind.GAUGE:
-            return head + _field(5, self._number_points(metric))  # Metric.gauge = 5, Gauge.data_points = 1
+            return head + field(5, self._number_points(metric))  # Metric.gauge = 5, Gauge.data_points = 1
         if metric.kind is Kind.COUNTER:
             temporality = AGGREGATION_TEMPORALITY[metric.temporality or Temporality.CUMULATIVE]
-            flags = bytes((2 << 3 | _VARINT, temporality))  # Sum.aggregation_temporality = 2
+            flags = bytes((2 << 3 | VARINT, temporality))  # Sum.aggregation_temporality = 2
             if metric.monotonic:
-                flags += bytes((3 << 3 | _VARINT, 1))  # Sum.is_monotonic = 3
-            return head + _field(7, self._number_points(metric) + flags)  # Metric.sum = 7
+                flags += bytes((3 << 3 | VARINT, 1))  # Sum.is_monotonic = 3
+            return head + field(7, self._number_points(metric) + flags)  # Metric.sum = 7
         encoded = metrics_pb2.Metric()
         if metric.kind is Kind.HISTOGRAM:
             self._histogram(metric, encoded)
@@ -175,7 +151,7 @@ class RequestEncoder:
                 parts.append(fixed)
             else:  # NaN: nothing recorded; the point is longer by its flags field
                 attributes = _attributes(series.attributes, 7)
-                parts.append(_field(1, attributes + fixed + _NO_RECORDED_VALUE_FLAG))
+                parts.append(field(1, attributes + fixed + _NO_RECORDED_VALUE_FLAG))
         return b"".join(parts)
 
     def _histogram(self, metric: Metric, encoded: metrics_pb2.Metric) -> None:
@@ -212,14 +188,14 @@ def _attributes(attributes: Attrs, field_number: int) -> bytes:
 def _key_value(field_number: int, key: str, value: str) -> bytes:
     """One framed KeyValue{key = 1, value = 2: AnyValue{string_value = 1}}; an empty key is left out as protobuf
     does, an empty string value is kept (it is a oneof member)."""
-    encoded_key = _field(1, key.encode()) if key else b""
-    return _field(field_number, encoded_key + _field(2, _field(1, value.encode())))
+    encoded_key = field(1, key.encode()) if key else b""
+    return field(field_number, encoded_key + field(2, field(1, value.encode())))
 
 
 def _framed_number_point(attributes: Attrs) -> bytes:
     """Tag and length of a NumberDataPoint with these attributes and no flags, then its attributes field."""
     encoded = _attributes(attributes, 7)  # NumberDataPoint.attributes = 7
-    return _varint(1 << 3 | _LEN) + _varint(len(encoded) + _NUMBER_FIXED_SIZE) + encoded
+    return varint(1 << 3 | LEN) + varint(len(encoded) + _NUMBER_FIXED_SIZE) + encoded
 
 
 _Recorded = TypeVar("_Recorded", HistogramValue, SummaryValue)

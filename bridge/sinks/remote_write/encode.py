@@ -34,6 +34,7 @@ from functools import lru_cache
 
 from bridge.model import Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue
 from bridge.promnames import OTLPMetricType, prometheus_name
+from bridge.protowire import LEN, VARINT, field, varint
 from bridge.series import new_slot
 
 NS_PER_MS = 1_000_000
@@ -41,7 +42,6 @@ NS_PER_MS = 1_000_000
 STALE_NAN = struct.pack("<Q", 0x7FF0000000000002)
 _pack_double = struct.Struct("<d").pack
 _ZERO = _pack_double(0.0)
-_LEN, _VARINT = 2, 0
 _INVALID_LABEL_CHARACTER = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -59,25 +59,9 @@ class MetricType(enum.IntEnum):
 
 
 # ---------------------------------------------------------------- wire format
-def varint(value: int) -> bytes:
-    """A protobuf varint; a negative int64 as its 64-bit two's complement (ten bytes), as protobuf writes it."""
-    value &= 0xFFFF_FFFF_FFFF_FFFF
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field: tag, length, payload."""
-    return varint(number << 3 | _LEN) + varint(len(payload)) + payload
-
-
 def encode_labels(labels: Iterable[tuple[str, str]]) -> bytes:
     """TimeSeries.labels fields (= 1), each Label{name = 1, value = 2}, in the order given."""
-    return b"".join(_field(1, _field(1, name.encode()) + _field(2, value.encode())) for name, value in labels)
+    return b"".join(field(1, field(1, name.encode()) + field(2, value.encode())) for name, value in labels)
 
 
 def timestamp_tail(timestamp_ms: int) -> bytes:
@@ -98,11 +82,11 @@ def sample_head(labels: bytes, tail_size: int) -> bytes:
 
 def encode_metadata(metric_type: MetricType, family: str, help_text: str, unit: str) -> bytes:
     """WriteRequest.metadata (= 3): one MetricMetadata, empty strings left out as protobuf does."""
-    body = bytes((1 << 3 | _VARINT, metric_type)) if metric_type else b""
+    body = bytes((1 << 3 | VARINT, metric_type)) if metric_type else b""
     for number, text in ((2, family), (4, help_text), (5, unit)):
         if text:
-            body += _field(number, text.encode())
-    return _field(3, body)
+            body += field(number, text.encode())
+    return field(3, body)
 
 
 # ---------------------------------------------------------------- names and labels
@@ -359,13 +343,13 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     while position < len(data):
         key, position = _read_varint(data, position)
         wire_type = key & 7
-        if wire_type == _VARINT:
+        if wire_type == VARINT:
             number, position = _read_varint(data, position)
             yield key >> 3, wire_type, number
         elif wire_type == 1:
             yield key >> 3, wire_type, data[position : position + 8]
             position += 8
-        elif wire_type == _LEN:
+        elif wire_type == LEN:
             size, position = _read_varint(data, position)
             yield key >> 3, wire_type, data[position : position + size]
             position += size
