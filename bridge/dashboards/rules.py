@@ -76,11 +76,7 @@ def _alert(alert: Alert, expr: str, for_: str) -> dict[str, Any]:
         "expr": expr,
         "for": for_,
         "labels": {"severity": alert.severity},
-        "annotations": {
-            "summary": alert.summary,
-            "description": "{{ $labels.instance }} {{ $labels.endpoint }}{{ $labels.source }}{{ $labels.sink }}: "
-            "{{ $value }}",
-        },
+        "annotations": {"summary": alert.summary},
     }
 
 
