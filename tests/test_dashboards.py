@@ -16,13 +16,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from datadog_api_client import Configuration
 from datadog_api_client.v1.model.dashboard import Dashboard
 from datadog_api_client.v1.model.monitor import Monitor
 
 from bridge.dashboards import FILES, datadog, rules
 from bridge.dashboards.alerts import alerts
+from bridge.dashboards.apply import apply_datadog
 from tests.readme_tables import table_under
+from tests.receivers.datadog_api import DatadogApiStandIn
 from tests.receivers.datadog_intake import deserialize_strict
+from tests.test_cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
@@ -112,3 +116,40 @@ def test_a_datadog_body_the_model_does_not_know_fails() -> None:
     body["options"]["treshold"] = 1
     with pytest.raises(ValueError, match="treshold"):
         deserialize_strict(body, Monitor)
+
+
+def test_export_prints_each_backends_files() -> None:
+    grafana = cli("dashboards", "export", "grafana")
+    assert grafana.returncode == 0 and grafana.stdout == (DASHBOARDS / "cerebras-grafana.json").read_text()
+    rules_out = cli("dashboards", "export", "prometheus-rules")
+    assert rules_out.stdout == (DASHBOARDS / "cerebras-rules.yaml").read_text()
+    both = json.loads(cli("dashboards", "export", "datadog").stdout)
+    assert both == {
+        "dashboard": json.loads((DASHBOARDS / "cerebras-datadog-dashboard.json").read_text()),
+        "monitors": json.loads((DASHBOARDS / "cerebras-datadog-monitors.json").read_text()),
+    }
+    wrong = cli("dashboards", "export", "kibana")
+    assert wrong.returncode == 2 and "invalid choice: 'kibana'" in wrong.stderr
+
+
+def test_apply_needs_an_application_key() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")} | {"DD_API_KEY": "api-key-canary"}
+    result = cli("dashboards", "apply", "datadog", env=env)
+    assert result.returncode == 2
+    assert "set DD_APP_KEY" in result.stderr and "api-key-canary" not in result.stderr + result.stdout
+
+
+def test_apply_creates_then_updates_never_duplicates() -> None:
+    """Against a loopback stand-in of Datadog's v1 dashboards and monitors API (tests/receivers/datadog_api.py)."""
+    with DatadogApiStandIn("api-key", "app-key") as api:
+        configuration = Configuration(host=api.url, api_key={"apiKeyAuth": "api-key", "appKeyAuth": "app-key"})
+        first = apply_datadog(configuration)
+        api.dashboards[next(iter(api.dashboards))]["description"] = "edited by hand"
+        second = apply_datadog(configuration)
+    count = 1 + len(datadog.monitors())
+    assert [line.split()[2].rstrip(":") for line in first] == ["created"] * count
+    assert [line.split()[2].rstrip(":") for line in second] == ["updated"] * count
+    assert [line.split()[1] for line in first] == [line.split()[1] for line in second]  # the same objects
+    assert list(api.dashboards.values()) == [datadog.dashboard()]  # the hand edit is overwritten
+    assert list(api.monitors.values()) == datadog.monitors()
+    assert ("PUT", f"/api/v1/dashboard/{next(iter(api.dashboards))}") in api.calls

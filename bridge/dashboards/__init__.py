@@ -7,6 +7,7 @@ what this package makes.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,12 +44,18 @@ FILES: dict[str, Callable[[], str]] = {
     "cerebras-datadog-dashboard.json": _datadog_dashboard,
     "cerebras-datadog-monitors.json": _datadog_monitors,
 }
-#: `metrics-bridge dashboards export TARGET` -> the files it prints
-TARGETS: dict[str, tuple[str, ...]] = {
-    "grafana": ("cerebras-grafana.json",),
-    "prometheus-rules": ("cerebras-rules.yaml",),
-    "datadog": ("cerebras-datadog-dashboard.json", "cerebras-datadog-monitors.json"),
-}
+
+
+def export(target: str) -> str:
+    """What `metrics-bridge dashboards export TARGET` prints: one document, as the backend's tools read it."""
+    if target == "grafana":
+        return _grafana()
+    if target == "prometheus-rules":
+        return _rules()
+    if target == "datadog":  # both files in one JSON document: {"dashboard": ..., "monitors": [...]}
+        both = {"dashboard": json.loads(_datadog_dashboard()), "monitors": json.loads(_datadog_monitors())}
+        return json.dumps(both, indent=2) + "\n"
+    raise ValueError(f"unknown target {target!r}: grafana, prometheus-rules or datadog")
 
 
 def write(directory: Path) -> list[Path]:
