@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench reliability mutants constraints clean
+.PHONY: demo test lint bench reliability mutants constraints clean dashboards
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## Regenerate dashboards/ (Grafana, Prometheus rules, Datadog) from bridge/dashboards; commit the result.
+dashboards: $(VENV)/.test-installed
+	$(BIN)/python -m bridge.dashboards dashboards
 
 ## Re-run the fault suite's scenarios and rewrite docs/reliability.md with their figures.
 reliability: $(VENV)/.test-installed

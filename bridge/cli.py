@@ -1,4 +1,4 @@
-"""The `metrics-bridge` command: run | validate | once | demo."""
+"""The `metrics-bridge` command: run | validate | once | demo | dashboards."""
 
 from __future__ import annotations
 
@@ -47,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("-c", "--config", help="YAML config file (embedded demo if omitted)")
     once.add_argument("--dry-run", action="store_true", help="print what each sink would send; send nothing")
     once.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery (default 30)")
-    for sub in (run, demo, validate, once):
+    dashboards = commands.add_parser("dashboards", help="the Cerebras dashboards and alerts (dashboards/)")
+    actions = dashboards.add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = actions.add_parser("export", help="print a backend's files")
+    export.add_argument("target", choices=["grafana", "prometheus-rules", "datadog"])
+    apply = actions.add_parser("apply", help="create or update them in the backend (DD_API_KEY, DD_APP_KEY, DD_SITE)")
+    apply.add_argument("target", choices=["datadog"])
+    for sub in (run, demo, validate, once, dashboards):
         _common(sub)
     return parser
 
@@ -73,6 +79,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{args.config}: ok ({len(config.sources)} source(s): {', '.join(config.sources)}; "
         f"{len(config.sinks)} sink(s): {', '.join(config.sinks)})"
     )
+    return 0
+
+
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from bridge import dashboards
+
+    if args.action == "export":
+        sys.stdout.write(dashboards.export(args.target))
+        return 0
+    from bridge.dashboards.apply import apply_datadog
+
+    for line in apply_datadog():
+        print(line)
     return 0
 
 
@@ -187,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "validate":
             return cmd_validate(args)
+        if command == "dashboards":
+            return cmd_dashboards(args)
         config = load_config(config_path)
         _setup_logging(args, config)
         if command == "once":

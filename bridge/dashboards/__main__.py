@@ -1,0 +1,5 @@
+import sys
+
+from bridge.dashboards import main
+
+sys.exit(main())
