@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.sinks.otlp.grafana import prometheus_name
+from bridge.promnames import prometheus_name
 
 IDLE_SECONDS = 3600.0
 SELF_LABELS = {"job": "bridge", "instance": "bridge:9464"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.presets.cerebras import FAMILIES
-from bridge.sinks.otlp.grafana import prometheus_name
+from bridge.promnames import prometheus_name
 
 
 def _promql_name(family: str) -> str:
