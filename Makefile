@@ -34,6 +34,7 @@ lint: $(VENV)/.test-installed
 	$(BIN)/mypy
 
 ## Regenerate dashboards/ (Grafana, Prometheus rules, Datadog) from bridge/dashboards; commit the result.
+## The Helm chart reads the Grafana and rules files through its files/ symlinks: nothing to copy.
 dashboards: $(VENV)/.test-installed
 	$(BIN)/python -m bridge.dashboards dashboards
 

@@ -7,16 +7,22 @@ the sources and sinks the values file names (Helm deep-merges values, so chart
 defaults must never leak into them), and `metrics-bridge validate` run on it
 with the pod's environment. Then what the chart promises: locked-down pods,
 probes on the health endpoints, a checksum that rolls pods on config change,
-secrets only through the Secret it names.
+secrets only through the Secret it names. The PrometheusRule and the Grafana
+dashboard ConfigMap carry dashboards/ exactly, from the source tree and from the
+archive `helm package` makes (the chart's files/ are symlinks to dashboards/,
+never copies).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +34,24 @@ ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "metrics-bridge"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 MINIMAL_VALUES = CHART / "ci" / "minimal-values.yaml"
+DASHBOARDS_VALUES = CHART / "ci" / "dashboards-values.yaml"
+DASHBOARDS = ROOT / "dashboards"
+# The files of dashboards/ the chart ships, each through a symlink in its files/.
+CHART_DASHBOARD_FILES = ("cerebras-grafana.json", "cerebras-rules.yaml")
 DEMO = {"sources": {"demo": {"type": "simulator"}}, "sinks": {"console": {"type": "console"}}}
 KUBERNETES_VERSION = "1.30.0"  # the oldest minor the chart targets that kubernetes-validate>=1.30 bundles
 NAMESPACE = "monitoring"
 RELEASE = "mb"
 FULLNAME = "mb-metrics-bridge"
 # Kinds from CRDs: kubernetes-validate has no schema for them; their shape is asserted below.
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# What the PrometheusRule CRD (prometheus-operator, monitoringv1.RuleGroup and Rule) accepts.
+RULE_GROUP_FIELDS = {"name", "interval", "query_offset", "rules", "limit", "partial_response_strategy", "labels"}
+RULE_FIELDS = {"record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+CRD_DURATION = re.compile(
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+DASHBOARD_CONFIGMAP = "ConfigMap/grafana-dashboards"  # by_kind's key for the second ConfigMap
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +87,9 @@ def helm_args(values_file: Path | None, *extra: str) -> list[str]:
     return (["-f", str(values_file)] if values_file else []) + secret_args(values_file) + list(extra)
 
 
-def render(helm: str, values_file: Path | None = None, *extra: str) -> list[dict[str, Any]]:
+def render(helm: str, values_file: Path | None = None, *extra: str, chart: Path = CHART) -> list[dict[str, Any]]:
     result = subprocess.run(
-        [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm_args(values_file, *extra)],
+        [helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, *helm_args(values_file, *extra)],
         capture_output=True,
         check=False,
         text=True,
@@ -81,19 +98,23 @@ def render(helm: str, values_file: Path | None = None, *extra: str) -> list[dict
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def render_error(helm: str, *extra: str) -> str:
+def render_error(helm: str, *extra: str, chart: Path = CHART) -> str:
     result = subprocess.run(
-        [helm, "template", RELEASE, str(CHART), *extra], capture_output=True, check=False, text=True
+        [helm, "template", RELEASE, str(chart), *extra], capture_output=True, check=False, text=True
     )
     assert result.returncode != 0, "expected the chart to refuse these values"
     return result.stderr
 
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each object by its kind; the Grafana dashboard's ConfigMap, next to the config's, by DASHBOARD_CONFIGMAP."""
     kinds: dict[str, dict[str, Any]] = {}
     for doc in docs:
-        assert doc["kind"] not in kinds, f"two {doc['kind']} objects"
-        kinds[doc["kind"]] = doc
+        key = doc["kind"]
+        if key == "ConfigMap" and doc["metadata"]["name"] == f"{FULLNAME}-grafana-dashboards":
+            key = DASHBOARD_CONFIGMAP
+        assert key not in kinds, f"two {key} objects"
+        kinds[key] = doc
     return kinds
 
 
@@ -126,6 +147,7 @@ def test_the_example_value_sets_exist() -> None:
         "grafana-cloud-values.yaml",
         "both-values.yaml",
         "existing-secret-values.yaml",
+        "dashboards-values.yaml",
     }
     minimal = yaml.safe_load(MINIMAL_VALUES.read_text())
     assert minimal.keys() == {"config"} and minimal["config"].keys() == {"sources", "sinks"}
@@ -323,6 +345,8 @@ def test_schema_rejects_unknown_and_mistyped_values(helm: str) -> None:
     assert "additional properties 'replicas' not allowed" in render_error(helm, "--set", "replicas=2")
     assert "/config" in render_error(helm, "--set", "config.sourcez.x.type=file")
     assert "/service/port" in render_error(helm, "--set", "service.port=0")
+    assert "/prometheusRule" in render_error(helm, "--set", "prometheusRule.enable=true")
+    assert "/grafanaDashboards/label" in render_error(helm, "--set", "grafanaDashboards.label=not a label")
 
 
 def test_optional_objects(helm: str) -> None:
@@ -340,7 +364,8 @@ def test_optional_objects(helm: str) -> None:
         render(helm, None, "--set", "podDisruptionBudget.enabled=true", "--set", "podDisruptionBudget.minAvailable=1")
     )["PodDisruptionBudget"]["spec"]
     assert min_available["minAvailable"] == 1 and "maxUnavailable" not in min_available
-    assert not {"ServiceMonitor", "PodDisruptionBudget", "PersistentVolumeClaim"} & set(by_kind(render(helm)))
+    optional = {"ServiceMonitor", "PodDisruptionBudget", "PersistentVolumeClaim", "PrometheusRule", DASHBOARD_CONFIGMAP}
+    assert not optional & set(by_kind(render(helm)))
 
 
 def test_spool_on_a_persistent_volume_claim(helm: str) -> None:
@@ -389,3 +414,104 @@ def test_notes_give_the_first_commands(helm: str) -> None:
         "simulator",
     ):
         assert command in notes, command
+
+
+@pytest.fixture(scope="session")
+def packaged_chart(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The archive `helm package` makes, as a chart repository or OCI registry would serve it."""
+    out = tmp_path_factory.mktemp("package")
+    result = subprocess.run([helm, "package", str(CHART), "-d", str(out)], capture_output=True, check=False, text=True)
+    assert result.returncode == 0, result.stderr
+    (archive,) = out.glob("metrics-bridge-*.tgz")
+    return archive
+
+
+def test_the_chart_ships_dashboards_through_symlinks_not_copies() -> None:
+    """One copy in git: each of the chart's files/ links to dashboards/ (which `make dashboards` writes)."""
+    assert sorted(p.name for p in (CHART / "files").iterdir()) == sorted(CHART_DASHBOARD_FILES)
+    for name in CHART_DASHBOARD_FILES:
+        link = CHART / "files" / name
+        assert link.is_symlink(), f"{link} must be a symlink to dashboards/{name}, not a copy that can drift"
+        assert link.resolve() == (DASHBOARDS / name).resolve()
+
+
+def test_helm_package_stores_the_dashboards_files_themselves(packaged_chart: Path) -> None:
+    """helm follows the symlinks: the archive holds regular files, byte for byte those of dashboards/."""
+    with tarfile.open(packaged_chart) as archive:
+        for name in CHART_DASHBOARD_FILES:
+            member = archive.getmember(f"metrics-bridge/files/{name}")
+            assert member.isfile()
+            stored = archive.extractfile(member)
+            assert stored is not None and stored.read() == (DASHBOARDS / name).read_bytes()
+
+
+def rendered_dashboards(helm: str, source: str, packaged_chart: Path) -> dict[str, dict[str, Any]]:
+    chart = CHART if source == "source-tree" else packaged_chart
+    return by_kind(render(helm, DASHBOARDS_VALUES, chart=chart))
+
+
+CHART_SOURCES = ["source-tree", "helm-package"]
+
+
+@pytest.mark.parametrize("source", CHART_SOURCES)
+def test_prometheus_rule_is_dashboards_rules(helm: str, packaged_chart: Path, source: str) -> None:
+    """The PrometheusRule's spec is dashboards/cerebras-rules.yaml (drift fails here), in the CRD's shape."""
+    kinds = rendered_dashboards(helm, source, packaged_chart)
+    rule = kinds["PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"] == FULLNAME
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    assert rule["spec"] == yaml.safe_load((DASHBOARDS / "cerebras-rules.yaml").read_text())
+    groups = rule["spec"]["groups"]
+    assert [g["name"] for g in groups] == ["cerebras-recording", "cerebras-alerts"]
+    for group in groups:
+        assert set(group) <= RULE_GROUP_FIELDS and isinstance(group["name"], str) and group["name"]
+        assert CRD_DURATION.match(group.get("interval", "0")), group["name"]
+        for each in group["rules"]:
+            assert set(each) <= RULE_FIELDS and isinstance(each["expr"], str), each
+            assert ("record" in each) != ("alert" in each), each
+            assert CRD_DURATION.match(each.get("for", "0")), each
+            for key in ("labels", "annotations"):
+                assert all(isinstance(v, str) for v in each.get(key, {}).values()), each
+    alerts = {each["alert"] for group in groups for each in group["rules"] if "alert" in each}
+    assert {"CerebrasEndpointNotUp", "CerebrasBridgeSendFailing"} <= alerts, "the Cerebras and the bridge alerts"
+
+
+@pytest.mark.parametrize("source", CHART_SOURCES)
+def test_grafana_dashboard_configmap_is_dashboards_json(helm: str, packaged_chart: Path, source: str) -> None:
+    """The ConfigMap holds dashboards/cerebras-grafana.json byte for byte, labelled for Grafana's sidecar."""
+    configmap = rendered_dashboards(helm, source, packaged_chart)[DASHBOARD_CONFIGMAP]
+    assert configmap["data"] == {"cerebras-grafana.json": (DASHBOARDS / "cerebras-grafana.json").read_text()}
+    assert json.loads(configmap["data"]["cerebras-grafana.json"])["uid"] == "metrics-bridge-cerebras"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "Cerebras"}
+
+
+def test_grafana_dashboard_label_and_folder_are_configurable(helm: str) -> None:
+    docs = render(
+        helm,
+        None,
+        *("--set", "grafanaDashboards.enabled=true", "--set", "grafanaDashboards.label=dashboards"),
+        *("--set-string", "grafanaDashboards.labelValue=cerebras", "--set", "grafanaDashboards.labels.team=ml"),
+        *("--set", "grafanaDashboards.folderAnnotation=k8s-sidecar-target-directory"),
+        *("--set", "grafanaDashboards.folder=/tmp/dashboards/cerebras"),
+    )
+    metadata = by_kind(docs)[DASHBOARD_CONFIGMAP]["metadata"]
+    assert metadata["labels"]["dashboards"] == "cerebras" and metadata["labels"]["team"] == "ml"
+    assert "grafana_dashboard" not in metadata["labels"]
+    assert metadata["annotations"] == {"k8s-sidecar-target-directory": "/tmp/dashboards/cerebras"}
+    plain = by_kind(render(helm, None, "--set", "grafanaDashboards.enabled=true"))[DASHBOARD_CONFIGMAP]
+    assert "annotations" not in plain["metadata"], "no folder: no annotation"
+
+
+def test_a_checkout_without_symlinks_is_refused(helm: str, tmp_path: Path) -> None:
+    """git without core.symlinks writes the link's target path as a file: the chart says so instead of shipping it."""
+    chart = tmp_path / "metrics-bridge"
+    shutil.copytree(CHART, chart, symlinks=True, ignore=shutil.ignore_patterns("files"))
+    (chart / "files").mkdir()
+    for name in CHART_DASHBOARD_FILES:
+        (chart / "files" / name).write_text(f"../../../dashboards/{name}")
+    for option in ("prometheusRule", "grafanaDashboards"):
+        error = render_error(helm, "--set", f"{option}.enabled=true", chart=chart)
+        assert "(it is a symlink to it): check the repository out with symlinks" in error

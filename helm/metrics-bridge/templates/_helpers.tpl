@@ -108,3 +108,18 @@ crash-loop at start: refuse to render instead, naming the missing variable.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+A file of the repository's dashboards/ (make dashboards), read through the
+chart's files/ symlinks: one copy in git, and `helm package` stores the
+linked files' contents in the archive. A checkout that lost the symlinks
+(git on Windows without core.symlinks) leaves a file holding the link's
+path: refuse to render rather than ship it.
+*/}}
+{{- define "metrics-bridge.dashboardFile" -}}
+{{- $text := .root.Files.Get (printf "files/%s" .name) }}
+{{- if not (contains .expect $text) }}
+{{- fail (printf "files/%s does not hold dashboards/%s (it is a symlink to it): check the repository out with symlinks (git config core.symlinks true), or install the packaged chart" .name .name) }}
+{{- end }}
+{{- $text }}
+{{- end }}
