@@ -8,12 +8,18 @@ import logging
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bridge import __version__, secrets
 from bridge.config import BridgeConfig, ConfigError, load_config
 from bridge.context import Context, WindowLedger
 from bridge.telemetry import setup_logging
+
+if TYPE_CHECKING:
+    from bridge.model import Batch
+    from bridge.pipeline import Pipeline
 
 log = logging.getLogger("bridge")
 
@@ -121,6 +127,7 @@ async def _once(config: BridgeConfig, dry_run: bool, timeout: float) -> int:
             summary = sink.summary(payloads)
             if summary:
                 print(summary)
+        _print_cardinality(pipeline, batches)
         return 0 if batches else 3
     await pipeline.start(schedule=False)
     try:
@@ -129,6 +136,24 @@ async def _once(config: BridgeConfig, dry_run: bool, timeout: float) -> int:
     finally:
         await pipeline.stop(grace=timeout)
     return 0 if batches else 3
+
+
+def _print_cardinality(pipeline: Pipeline, batches: list[Batch]) -> None:
+    """Series per family as the sources made them, then what each `limit` transform cut from them."""
+    from bridge.transforms.limit import Limit
+
+    families: Counter[str] = Counter()
+    for batch in batches:
+        for metric in batch.metrics:
+            families[metric.name] += len(metric)
+    print(f"=== series per family ({sum(families.values())} series, before transforms)")
+    for family, count in sorted(families.items(), key=lambda item: (-item[1], item[0])):
+        print(f"{count:>8}  {family}")
+    limits = [*pipeline.transforms, *(t for lane in pipeline.lanes.values() for t in lane.transforms)]
+    for limit in (t for t in limits if isinstance(t, Limit)):
+        where = "transforms" if limit.place == "*" else f"sinks.{limit.place}.transforms"
+        cut = ", ".join(f"{family} ({count} series dropped)" for family, count in sorted(limit.cut.items()))
+        print(f"=== limit in {where}: {'cuts ' + cut if cut else 'cuts nothing'}")
 
 
 def _a_few(names: Sequence[str], noun: str, shown: int = 3) -> str:
