@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CEREBRAS_FIXTURES, run
+from tests.prometheus_server import free_port
 from tests.receivers.datadog_intake import DatadogIntake
 from tests.receivers.otlp import GrpcReceiver, HttpReceiver
 from tests.receivers.remote_write import Answer, RemoteWriteReceiver
 from tests.servers import ExpositionServer, Response
 from tests.test_cli import cli
 from tests.test_otlp_wire import self_signed  # noqa: F401  # a fixture: the certificate made at test time
-from tests.test_remote_write_prometheus import free_port
 
 ORG, CEREBRAS_KEY, DD_KEY = "org_check", "cb-secret-check-1", "dd-secret-check-2"
 FIXTURE = (CEREBRAS_FIXTURES / "two-endpoints-mixed-labels.prom").read_text()

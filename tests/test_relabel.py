@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +28,8 @@ from bridge.pipeline import build_transforms
 from bridge.sources.file import FileSource
 from bridge.transforms.relabel import Relabel, exposed_name
 from tests.conftest import run
+from tests.prometheus_server import PROMETHEUS, running_prometheus
 from tests.servers import ExpositionServer, Response
-from tests.test_remote_write_prometheus import PROMETHEUS, free_port
 
 EXPOSITION = """\
 # TYPE http_requests_total counter
@@ -175,36 +174,10 @@ def prometheus_series(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
             for row, rules in RULES.items()
         ],
     }
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    web = free_port()
-    log = (workdir / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(PROMETHEUS),
-            f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{web}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{web}"
     try:
-        deadline = time.monotonic() + 90
-        while not _all_scraped(url):
-            assert process.poll() is None, f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "prometheus never scraped every job"
-            time.sleep(0.3)
-        yield {row: _stored(url, row) for row in RULES}
+        with running_prometheus(workdir, yaml.safe_dump(config), ready=_all_scraped) as url:
+            yield {row: _stored(url, row) for row in RULES}
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
         server.stop()
 
 
