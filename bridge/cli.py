@@ -1,19 +1,26 @@
-"""The `metrics-bridge` command: run | validate | once | demo | dashboards."""
+"""The `metrics-bridge` command: run | validate | once | check | demo | dashboards."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bridge import __version__, secrets
 from bridge.config import BridgeConfig, ConfigError, load_config
 from bridge.context import Context, WindowLedger
 from bridge.telemetry import setup_logging
+
+if TYPE_CHECKING:
+    from bridge.model import Batch
+    from bridge.pipeline import Pipeline
 
 log = logging.getLogger("bridge")
 
@@ -47,13 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("-c", "--config", help="YAML config file (embedded demo if omitted)")
     once.add_argument("--dry-run", action="store_true", help="print what each sink would send; send nothing")
     once.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery (default 30)")
+    check = commands.add_parser("check", help="one real request per source and sink: ok or failing, and why")
+    check.add_argument("-c", "--config", required=True)
+    check.add_argument("--json", action="store_true", help="one JSON object per component, one per line")
     dashboards = commands.add_parser("dashboards", help="the Cerebras dashboards and alerts (dashboards/)")
     actions = dashboards.add_subparsers(dest="action", metavar="ACTION", required=True)
     export = actions.add_parser("export", help="print a backend's files")
     export.add_argument("target", choices=["grafana", "prometheus-rules", "datadog"])
     apply = actions.add_parser("apply", help="create or update them in the backend (DD_API_KEY, DD_APP_KEY, DD_SITE)")
     apply.add_argument("target", choices=["datadog"])
-    for sub in (run, demo, validate, once, dashboards):
+    for sub in (run, demo, validate, once, check, dashboards):
         _common(sub)
     return parser
 
@@ -80,6 +90,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{len(config.sinks)} sink(s): {', '.join(config.sinks)})"
     )
     return 0
+
+
+async def _check(config: BridgeConfig, as_json: bool) -> int:
+    """Exit 0 when every source and sink answered and accepted its credentials, else 1."""
+    from bridge.check import check
+
+    outcomes = await check(config)
+    for outcome in outcomes:
+        print(json.dumps(outcome.as_dict()) if as_json else outcome.line())
+    return 0 if all(outcome.ok for outcome in outcomes) else 1
 
 
 def cmd_dashboards(args: argparse.Namespace) -> int:
@@ -121,6 +141,7 @@ async def _once(config: BridgeConfig, dry_run: bool, timeout: float) -> int:
             summary = sink.summary(payloads)
             if summary:
                 print(summary)
+        _print_cardinality(pipeline, batches)
         return 0 if batches else 3
     await pipeline.start(schedule=False)
     try:
@@ -129,6 +150,24 @@ async def _once(config: BridgeConfig, dry_run: bool, timeout: float) -> int:
     finally:
         await pipeline.stop(grace=timeout)
     return 0 if batches else 3
+
+
+def _print_cardinality(pipeline: Pipeline, batches: list[Batch]) -> None:
+    """Series per family as the sources made them, then what each `limit` transform cut from them."""
+    from bridge.transforms.limit import Limit
+
+    families: Counter[str] = Counter()
+    for batch in batches:
+        for metric in batch.metrics:
+            families[metric.name] += len(metric)
+    print(f"=== series per family ({sum(families.values())} series, before transforms)")
+    for family, count in sorted(families.items(), key=lambda item: (-item[1], item[0])):
+        print(f"{count:>8}  {family}")
+    limits = [*pipeline.transforms, *(t for lane in pipeline.lanes.values() for t in lane.transforms)]
+    for limit in (t for t in limits if isinstance(t, Limit)):
+        where = "transforms" if limit.place == "*" else f"sinks.{limit.place}.transforms"
+        cut = ", ".join(f"{family} ({count} series dropped)" for family, count in sorted(limit.cut.items()))
+        print(f"=== limit in {where}: {'cuts ' + cut if cut else 'cuts nothing'}")
 
 
 def _a_few(names: Sequence[str], noun: str, shown: int = 3) -> str:
@@ -212,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(args, config)
         if command == "once":
             return asyncio.run(_once(config, args.dry_run, args.timeout))
+        if command == "check":
+            return asyncio.run(_check(config, args.json))
         return asyncio.run(_run(config, config_path, getattr(args, "grace", 10.0)))
     except ConfigError as error:
         return _report_config_error(error)

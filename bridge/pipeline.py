@@ -29,8 +29,12 @@ log = logging.getLogger(__name__)
 STOP_MARGIN_SECONDS = 5.0
 
 
-def build_transforms(configs: list[TransformConfig]) -> list[Transform]:
-    return [registry.transforms.require(c.type)(c) for c in configs]
+def build_transforms(configs: list[TransformConfig], place: str = Transform.place) -> list[Transform]:
+    """The transforms of one list; `place` (a sink's name, `*` for the global list) labels what they drop."""
+    transforms = [registry.transforms.require(c.type)(c) for c in configs]
+    for transform in transforms:
+        transform.place = place
+    return transforms
 
 
 def apply_transforms(transforms: list[Transform], batch: Batch) -> Batch:
@@ -82,7 +86,7 @@ class Pipeline:
         sink = registry.sinks.require(sink_config.type)(name, sink_config, self.context)
         transform_configs = config.sink_transforms.get(name, [])
         runner = SinkRunner(sink, sink_config.delivery, self.context)
-        return SinkLane(sink_config, transform_configs, build_transforms(transform_configs), runner)
+        return SinkLane(sink_config, transform_configs, build_transforms(transform_configs, name), runner)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, *, schedule: bool = True) -> None:

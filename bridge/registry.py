@@ -95,6 +95,8 @@ BUILTIN_SOURCES = {
 BUILTIN_TRANSFORMS = {
     "filter": "bridge.transforms.filter",
     "labels": "bridge.transforms.labels",
+    "limit": "bridge.transforms.limit",
+    "relabel": "bridge.transforms.relabel",
     "rename": "bridge.transforms.rename",
 }
 BUILTIN_SINKS = {

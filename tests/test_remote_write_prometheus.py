@@ -14,11 +14,8 @@ import asyncio
 import logging
 import math
 import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,10 +33,10 @@ from bridge.sinks.remote_write.config import RemoteWriteSinkConfig
 from tests.conftest import run
 from tests.faults.proxy import HttpFaultProxy, status
 from tests.faults.scenarios import value
+from tests.prometheus_server import PROMETHEUS, running_prometheus
 from tests.readme_tables import table_under
 from tests.simulated_gauges import GaugeKey, assert_same_gauges, expected_gauges
 
-PROMETHEUS = Path("/usr/bin/prometheus")
 ORGANIZATION, API_KEY, SEED = "org_rw", "rw-test-key", 11
 MINUTE = 60.0
 GAUGE_FAMILIES = {  # the name Prometheus stores -> the Cerebras family
@@ -62,52 +59,12 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prometheus with the remote-write receiver and no scrape jobs; its base URL. Stopped at the end."""
     workdir = tmp_path_factory.mktemp("prometheus")
-    (workdir / "prometheus.yml").write_text("global: {scrape_interval: 1m}\n")
-    port = free_port()
-    log = (workdir / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(PROMETHEUS),
-            f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-remote-write-receiver",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "prometheus never became ready"
-            time.sleep(0.2)
+    with running_prometheus(workdir, "global: {scrape_interval: 1m}\n", "--web.enable-remote-write-receiver") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def query(prometheus: str, promql: str, at: float) -> list[dict[str, Any]]:

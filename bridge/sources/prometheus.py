@@ -177,6 +177,13 @@ class ScrapeSource(Source):
         self.last_window = "forwarded" if forwarded else "duplicate"
         return batch if forwarded else None
 
+    async def probe(self, now: float) -> tuple[Batch, Window]:
+        """One request for `metrics-bridge check`: from the budget like any scrape; failures raised, not scheduled."""
+        window = self.schedule.window_for(now)
+        if not self.schedule.acquire(now):
+            raise ScrapeError("rate_limited_locally", "the request budget of this source is spent for now")
+        return self._batch(await self.fetcher.fetch(now, self.schedule.max_server_delay(now)), window, now), window
+
     def _batch(self, result: ScrapeResult, window: Window, now: float) -> Batch:
         ingested = self.classifier.ingest(
             result.text,

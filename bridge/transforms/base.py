@@ -12,6 +12,8 @@ from bridge.schema import TransformConfig
 class Transform(abc.ABC):
     Config: ClassVar[type[TransformConfig]] = TransformConfig
     type_name: ClassVar[str]
+    #: where it runs: a sink's name, or `*` for the global list (the `sink` label of what it drops)
+    place: str = "*"
 
     def __init__(self, config: Any) -> None:
         self.config = config
