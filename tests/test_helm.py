@@ -10,7 +10,9 @@ probes on the health endpoints, a checksum that rolls pods on config change,
 secrets only through the Secret it names. The PrometheusRule and the Grafana
 dashboard ConfigMap carry dashboards/ exactly, from the source tree and from the
 archive `helm package` makes (the chart's files/ are symlinks to dashboards/,
-never copies).
+never copies). The `helm test` Pod carries the Deployment's image, env, Secret,
+mounts and security contexts, and its `metrics-bridge check` command runs here
+on the rendered config (no Kubernetes API server: `helm test` itself cannot).
 """
 
 from __future__ import annotations
@@ -412,6 +414,7 @@ def test_notes_give_the_first_commands(helm: str) -> None:
         "metrics-bridge validate -c /etc/metrics-bridge/config.yaml",
         "rollout restart",
         "simulator",
+        f"helm test {RELEASE} -n {NAMESPACE} --logs",
     ):
         assert command in notes, command
 
@@ -515,3 +518,176 @@ def test_a_checkout_without_symlinks_is_refused(helm: str, tmp_path: Path) -> No
     for option in ("prometheusRule", "grafanaDashboards"):
         error = render_error(helm, "--set", f"{option}.enabled=true", chart=chart)
         assert "(it is a symlink to it): check the repository out with symlinks" in error
+
+
+# `helm test`: templates/tests/check.yaml, a Pod that runs `metrics-bridge check` on the release's config.
+# What cannot run here: there is no Kubernetes API server, so nothing is installed, scheduled or pulled, and
+# `helm test` itself never runs. What can: the Pod renders for every value set and validates (with every other
+# object, in test_rendered_objects_validate_against_kubernetes_schemas and test_lint_strict); it carries exactly
+# the Deployment's image, env, Secret, mounts and security contexts (compared with the rendered Deployment, not
+# with a copy); and its command runs for real on the rendered config, with the rendered Secret's keys as its
+# environment, against loopback stand-ins for what the config points at.
+CHECK_POD_ANNOTATIONS = {"helm.sh/hook": "test", "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded"}
+# Fields of the bridge's container the check's container must carry unchanged.
+SHARED_CONTAINER_FIELDS = ("image", "imagePullPolicy", "envFrom", "env", "securityContext", "volumeMounts", "resources")
+SHARED_POD_FIELDS = (
+    "serviceAccountName",
+    "automountServiceAccountToken",
+    "imagePullSecrets",
+    "priorityClassName",
+    "securityContext",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+)
+
+
+def check_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = by_kind(docs)["Pod"]
+    assert pod["metadata"]["name"] == f"{FULLNAME}-check"
+    return pod
+
+
+def assert_check_pod_matches_the_deployment(docs: list[dict[str, Any]]) -> list[str]:
+    """The check pod sees what the bridge sees; returns its command."""
+    pod, kinds = check_pod(docs), by_kind(docs)
+    assert pod["metadata"]["annotations"] == CHECK_POD_ANNOTATIONS
+    spec, bridge_spec = pod["spec"], pod_spec(docs)
+    assert spec["restartPolicy"] == "Never"
+    for field in SHARED_POD_FIELDS:
+        assert spec.get(field) == bridge_spec.get(field), field
+    (container,) = spec["containers"]
+    (bridge,) = bridge_spec["containers"]
+    for field in SHARED_CONTAINER_FIELDS:
+        assert container.get(field) == bridge.get(field), field
+    assert "args" not in container
+    # the config the bridge runs: the same `-c` path, inside the mount of the ConfigMap it reads
+    assert bridge["args"][:2] == ["run", "-c"]
+    config_path = bridge["args"][2]
+    assert container["command"] == ["metrics-bridge", "check", "-c", config_path]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    bridge_volumes = {v["name"]: v for v in bridge_spec["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if config_path.startswith(m["mountPath"] + "/")]
+    assert volumes[mount["name"]] == bridge_volumes[mount["name"]]
+    assert volumes[mount["name"]]["configMap"]["name"] == kinds["ConfigMap"]["metadata"]["name"]
+    assert config_path.removeprefix(mount["mountPath"] + "/") in kinds["ConfigMap"]["data"]
+    # every volume the same, except a spool on a claim: check opens none, and a ReadWriteOnce claim
+    # held by the bridge's pod cannot be attached on another node
+    assert volumes.keys() == bridge_volumes.keys()
+    for name, volume in volumes.items():
+        if name == "spool" and "persistentVolumeClaim" in bridge_volumes[name]:
+            assert volume == {"name": "spool", "emptyDir": {"sizeLimit": "1Gi"}}
+        else:
+            assert volume == bridge_volumes[name], name
+    # never behind the Service (which publishes not-ready addresses) nor counted by the PodDisruptionBudget
+    selector = kinds["Service"]["spec"]["selector"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+    assert pod["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+    return list(container["command"])
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_helm_test_pod_runs_check_with_what_the_bridge_sees(helm: str, values_file: Path | None) -> None:
+    assert_check_pod_matches_the_deployment(render(helm, values_file))
+
+
+def test_helm_test_pod_follows_env_scheduling_and_a_claimed_spool(helm: str) -> None:
+    docs = render(
+        helm,
+        CHART / "ci" / "both-values.yaml",
+        *("--set", "extraEnv[0].name=HTTPS_PROXY", "--set", "extraEnv[0].value=http://proxy:3128"),
+        *("--set", "extraEnvFrom[0].configMapRef.name=proxy", "--set", "imagePullSecrets[0].name=registry"),
+        *("--set", "nodeSelector.pool=egress", "--set", "tolerations[0].operator=Exists"),
+        *("--set", "priorityClassName=platform", "--set", "podLabels.team=ml"),
+    )
+    assert_check_pod_matches_the_deployment(docs)
+    pod = check_pod(docs)
+    (container,) = pod["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": FULLNAME}}, {"configMapRef": {"name": "proxy"}}]
+    assert pod["spec"]["nodeSelector"] == {"pool": "egress"} and pod["metadata"]["labels"]["team"] == "ml"
+    assert "persistentVolumeClaim" in {v["name"]: v for v in pod_spec(docs)["volumes"]}["spool"]
+
+
+def test_helm_test_pod_is_off_with_helm_test_enabled_false(helm: str) -> None:
+    assert "Pod" not in by_kind(render(helm, None, "--set", "helmTest.enabled=false"))
+    assert "/helmTest" in render_error(helm, "--set", "helmTest.enable=false")
+
+
+def run_check_pod_command(docs: list[dict[str, Any]], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The check pod's command on the rendered config, in an environment holding what the pod gets: the rendered
+    Secret's keys (envFrom) and extraEnv, and the image's METRICS_BRIDGE_LOG_FORMAT."""
+    command = assert_check_pod_matches_the_deployment(docs)
+    assert command[:2] == ["metrics-bridge", "check"]
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(docs))
+    secret = by_kind(docs).get("Secret", {"data": {}})
+    env = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    (container,) = check_pod(docs)["spec"]["containers"]
+    env |= {item["name"]: item["value"] for item in container.get("env", [])}
+    env |= {"PATH": os.environ.get("PATH", ""), "METRICS_BRIDGE_LOG_FORMAT": "json"}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.cli", *command[1:-1], str(path)],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+
+def check_lines(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    assert "Traceback" not in result.stderr, result.stderr
+    return dict(line.split(": ", 1) for line in result.stdout.splitlines())
+
+
+def test_helm_test_command_passes_on_the_demo(helm: str, tmp_path: Path) -> None:
+    """Default values: the check pod checks the embedded simulator (on its own loopback) and the console."""
+    result = run_check_pod_command(render(helm), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = check_lines(result)
+    assert found.keys() == {"source demo", "sink console"}
+    assert re.match(r"ok \(\d+ ms\) body parsed: \d+ series in \d+ families; window ended", found["source demo"])
+    assert re.match(r"ok \(\d+ ms\) writes to standard output", found["sink console"])
+
+
+@pytest.mark.parametrize("dd_key_accepted", [True, False], ids=["keys-accepted", "dd-key-refused"])
+def test_helm_test_command_on_datadog_values_against_loopback_stand_ins(
+    helm: str, tmp_path: Path, dd_key_accepted: bool
+) -> None:
+    """ci/datadog-values.yaml with the Cerebras API and the Datadog intake replaced by loopback stand-ins (their
+    URLs set as an operator would with --set); the keys reach them from the rendered Secret, as envFrom gives
+    them. A refused key fails the check (the pod, and `helm test`) with advice in words."""
+    from tests.conftest import CEREBRAS_FIXTURES
+    from tests.receivers.datadog_intake import DatadogIntake
+    from tests.servers import ExpositionServer, Response
+
+    values = CHART / "ci" / "datadog-values.yaml"
+    organization = yaml.safe_load(values.read_text())["config"]["sources"]["cerebras"]["organization_id"]
+    body = (CEREBRAS_FIXTURES / "two-endpoints-mixed-labels.prom").read_text()
+    accepted = "ci-dummy-dd_api_key" if dd_key_accepted else "another-key"
+    with ExpositionServer() as cerebras, DatadogIntake(api_keys={accepted}) as intake:
+        url = cerebras.route(f"/orgs/{organization}", Response(body=body))
+        docs = render(
+            helm,
+            values,
+            *("--set-string", f"config.sources.cerebras.base_url={url.rsplit('/', 1)[0]}"),
+            *("--set-string", f"config.sinks.datadog.url={intake.url}"),
+        )
+        intake_url = intake.url
+        result = run_check_pod_command(docs, tmp_path)
+        (request,) = cerebras.requests
+    assert request.headers["authorization"] == "Bearer ci-dummy-cerebras_api_key", "the Secret's key, from envFrom"
+    found = check_lines(result)
+    assert found.keys() == {"source cerebras", "sink datadog"}
+    assert found["source cerebras"].startswith("ok ("), found
+    assert "series in 11 families; window ended" in found["source cerebras"]
+    if dd_key_accepted:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert found["sink datadog"].startswith("ok (") and f"API key valid at {intake_url}" in found["sink datadog"]
+    else:
+        assert result.returncode == 1
+        assert found["sink datadog"].startswith("failing (")
+        assert "the credentials were rejected: check DD_API_KEY or api_key" in found["sink datadog"]
+    assert "ci-dummy" not in result.stdout + result.stderr, "keys are never printed"

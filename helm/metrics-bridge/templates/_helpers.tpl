@@ -123,3 +123,111 @@ path: refuse to render rather than ship it.
 {{- end }}
 {{- $text }}
 {{- end }}
+
+{{/*
+What the bridge's container and the `helm test` pod (templates/tests/check.yaml)
+share, so the check sees exactly what the bridge sees: the image, the config
+file's path, the Secret's keys and extra env, the locked-down security
+contexts, the mounts and the volumes.
+*/}}
+{{- define "metrics-bridge.image" -}}
+image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- end }}
+
+{{- define "metrics-bridge.configDir" -}}
+/etc/metrics-bridge
+{{- end }}
+
+{{- define "metrics-bridge.configPath" -}}
+{{ include "metrics-bridge.configDir" . }}/config.yaml
+{{- end }}
+
+{{/* envFrom (the Secret, extraEnvFrom) and env (extraEnv); empty when there is neither. */}}
+{{- define "metrics-bridge.env" -}}
+{{- if or (include "metrics-bridge.createSecret" .) .Values.existingSecret .Values.extraEnvFrom }}
+envFrom:
+  {{- if or (include "metrics-bridge.createSecret" .) .Values.existingSecret }}
+  - secretRef:
+      name: {{ include "metrics-bridge.secretName" . }}
+  {{- end }}
+  {{- with .Values.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+env:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "metrics-bridge.podSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{- define "metrics-bridge.securityContext" -}}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end }}
+
+{{- define "metrics-bridge.volumeMounts" -}}
+volumeMounts:
+  - name: config
+    mountPath: {{ include "metrics-bridge.configDir" . }}
+    readOnly: true
+  - name: spool
+    mountPath: /var/lib/metrics-bridge
+  - name: tmp
+    mountPath: /tmp
+{{- end }}
+
+{{/*
+The pod's volumes; called with (dict "root" $ "scratchSpool" bool). The test
+pod passes scratchSpool: `check` opens no spool and no state file, and a
+ReadWriteOnce claim held by the bridge's pod cannot be attached on another
+node, so it gets an emptyDir in the claim's place (same path, same owner).
+*/}}
+{{- define "metrics-bridge.volumes" -}}
+{{- $root := .root }}
+{{- $persistence := $root.Values.spool.persistence }}
+volumes:
+  - name: config
+    configMap:
+      name: {{ include "metrics-bridge.fullname" $root }}
+  - name: spool
+    {{- if and $persistence.enabled (not .scratchSpool) }}
+    persistentVolumeClaim:
+      claimName: {{ $persistence.existingClaim | default (printf "%s-spool" (include "metrics-bridge.fullname" $root)) }}
+    {{- else }}
+    emptyDir:
+      sizeLimit: {{ $root.Values.spool.emptyDir.sizeLimit }}
+    {{- end }}
+  - name: tmp
+    emptyDir:
+      medium: Memory
+      sizeLimit: {{ $root.Values.tmpSizeLimit }}
+{{- end }}
+
+{{/* Where the pod may run: the nodes, tolerations and affinity the bridge has (its egress, too). */}}
+{{- define "metrics-bridge.scheduling" -}}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "metrics-bridge.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
