@@ -435,19 +435,3 @@ def test_a_scrape_of_the_same_shape_skips_the_parser(monkeypatch: pytest.MonkeyP
 def _doubled(line: str) -> str:
     head, space, token = line.rpartition(" ")
     return line if line.startswith("#") or not space else f"{head} {float(token) * 2}"
-
-
-def test_a_burst_of_new_series_is_frozen_out_of_the_collector_s_passes_one_sweep_later() -> None:
-    import gc
-
-    table = SeriesTable("t-freeze")
-    gc.unfreeze()
-    try:
-        for n in range(10_000):
-            seen(table, str(n), ns(T0))
-        table.sweep(ns(T0))
-        assert gc.get_freeze_count() == 0, "not in the sweep that saw them: the sinks have not made their memos yet"
-        table.sweep(ns(T0 + 60))
-        assert gc.get_freeze_count() > 10_000
-    finally:
-        gc.unfreeze()

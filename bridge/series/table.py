@@ -17,7 +17,6 @@ and simulated clocks agree). Metered as `bridge_series_tracked{owner}` and
 
 from __future__ import annotations
 
-import gc
 import itertools
 from collections.abc import Hashable, Iterator
 from typing import Any
@@ -28,8 +27,6 @@ Attrs = tuple[tuple[str, str], ...]
 NS_PER_S = 1_000_000_000
 DEFAULT_MAX_SERIES = 200_000
 DEFAULT_IDLE_SECONDS = 3600.0
-#: New series since the last gc.freeze() that make the next sweep freeze again (see SeriesTable.sweep).
-FREEZE_AFTER_NEW_SERIES = 10_000
 
 _slots = itertools.count(1)
 
@@ -80,8 +77,6 @@ class SeriesTable:
         self._size = 0
         self._last_sweep_ns = 0
         self.evictions = 0  # grows with every eviction: who keeps references to entries checks it
-        self._new_since_freeze = 0
-        self._freeze_due = False
 
     def bound(self, max_series: int, idle_seconds: float) -> None:
         self.max_series = max_series
@@ -107,7 +102,6 @@ class SeriesTable:
         if series is None:
             series = members[key] = Series(family, key, attributes, lifted, members)
             self._size += 1
-            self._new_since_freeze += 1
         return series
 
     def sweep(self, now_ns: int) -> None:
@@ -128,18 +122,6 @@ class SeriesTable:
             evicted = self._remove(lambda series: series.seen_ns <= oldest, limit=excess)
             telemetry.SERIES_EVICTED.labels(self.owner, "limit").inc(evicted)
         telemetry.SERIES_TRACKED.labels(self.owner).set(self._size)
-        if self._freeze_due:
-            # Series live for hours, and each is a few container objects: left to the cyclic collector, every
-            # full collection walks all of them (and the sinks' memos), a large part of a steady 100k-series
-            # scrape. Frozen, they are skipped; an evicted series is still freed at once by its reference count
-            # (no entry is part of a cycle once its family forgets it). Done one scrape after the series came,
-            # so the sinks' memos made for that scrape are frozen with them. A collection first, so no garbage
-            # of the moment is frozen with them (rare: once per 10,000 new series).
-            gc.collect()
-            gc.freeze()
-        self._freeze_due = self._new_since_freeze >= FREEZE_AFTER_NEW_SERIES
-        if self._freeze_due:
-            self._new_since_freeze = 0
 
     def _remove(self, doomed: Any, limit: int | None = None) -> int:
         removed = 0
