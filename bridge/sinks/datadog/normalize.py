@@ -30,12 +30,11 @@ check does.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from bridge.clock import Clock
 from bridge.model import NS_PER_S, Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality, Value
@@ -310,32 +309,8 @@ class Normalizer:
     # ------------------------------------------------------------ per kind
     # A metric's values follow its kind (a float for a gauge or counter), which the type checker cannot
     # see: hence the `type: ignore`s on the values below.
-    def _in_one_go(self, plan: _Plan, metric: Metric, run: _Run, metric_type: int) -> bool:
-        """The usual batch of gauges or per-window counts, whole: one window, every value finite, the stamp
-        accepted. Its samples are zipped from the columns at C speed; False (nothing done) for any other."""
-        starts, ends = metric.starts, metric.ends
-        start_ns, end_ns = starts[0], ends[0]
-        if starts.count(start_ns) != len(starts) or ends.count(end_ns) != len(ends):
-            return False
-        at = start_ns if metric_type == encode.COUNT else (start_ns or end_ns)
-        timestamp = _seconds(at)
-        values = cast(list[float], metric.values)  # a gauge's or a count's values are floats
-        if not run.oldest <= timestamp <= run.newest or not all(map(math.isfinite, values)):
-            return False
-        slot = plan.slot
-        heads: list[str] = [entry.memo.get(slot, "") for entry in metric.series]
-        if "" in heads:  # first sight of some series: their heads are made now
-            heads = [
-                head or plan.only_head(entry, metric_type) for head, entry in zip(heads, metric.series, strict=True)
-            ]
-        interval = _interval(start_ns, end_ns) if metric_type == encode.COUNT else None
-        run.out.samples.extend(zip(heads, itertools.repeat(timestamp), values, itertools.repeat(interval)))
-        return True
-
     def _gauges(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         """The hot loop (most points are gauges): one memo lookup per point, the stamp checked once per window."""
-        if self._in_one_go(plan, metric, run, encode.GAUGE):
-            return
         slot, only_head, samples = plan.slot, plan.only_head, run.out.samples
         stamp, timestamp, accepted = -1, 0, False
         for entry, value, start_ns, end_ns in zip(
@@ -370,8 +345,6 @@ class Normalizer:
 
     def _deltas(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         """Per-window counts as they are: the hot loop of the Cerebras families, like `_gauges`."""
-        if self._in_one_go(plan, metric, run, encode.COUNT):
-            return
         slot, only_head, samples = plan.slot, plan.only_head, run.out.samples
         window, timestamp, interval, accepted = (-1, -1), 0, 0, False
         for entry, value, start_ns, end_ns in zip(
