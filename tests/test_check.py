@@ -102,9 +102,12 @@ def test_a_refused_cerebras_request_is_explained(
 
 
 def test_refused_and_timeout(cerebras: ExpositionServer, tmp_path: Path) -> None:
-    port = free_port()  # nothing listens there
+    port, datadog_port = free_port(), free_port()  # nothing listens there
     sources = source(cerebras, Response(body=FIXTURE, delay=5), timeout=1)
-    sinks = f"  collector:\n    type: otlp\n    protocol: grpc\n    endpoint: http://127.0.0.1:{port}\n"
+    sinks = (
+        f"  collector:\n    type: otlp\n    protocol: grpc\n    endpoint: http://127.0.0.1:{port}\n"
+        f"  dd:\n    type: datadog\n    url: http://127.0.0.1:{datadog_port}\n    api_key: {DD_KEY}\n"
+    )
     result = check(tmp_path, sources, sinks, "--json")
     assert result.returncode == 1
     found = {o["component"]: o for o in map(json.loads, result.stdout.splitlines())}
@@ -112,6 +115,7 @@ def test_refused_and_timeout(cerebras: ExpositionServer, tmp_path: Path) -> None
     assert "no answer in time" in found["source cb"]["advice"]
     assert not found["sink collector"]["ok"]
     assert found["sink collector"]["advice"] == f"connection refused: is the collector listening on 127.0.0.1:{port}?"
+    assert found["sink dd"]["advice"] == f"connection refused: is the API listening on 127.0.0.1:{datadog_port}?"
 
 
 def test_wrong_keys_tls_and_an_unwritable_file(

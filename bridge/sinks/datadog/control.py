@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
+from bridge import secrets
+from bridge.http import excerpt
 from bridge.sinks.base import PermanentError, RetryableError
 
 
@@ -41,5 +43,7 @@ async def validate_api_key(base_url: str, api_key: str, timeout_seconds: float) 
             raise PermanentError(f"http_{exc.status}", "Datadog rejected the API key") from None
         reason = f"http_{exc.status}" if exc.status else "connection_error"
         raise RetryableError(reason, "API key validation failed") from None
-    except urllib3.exceptions.HTTPError as exc:  # connection refused, timeouts (after the client's own retries)
-        raise RetryableError("connection_error", type(exc).__name__) from None
+    except urllib3.exceptions.HTTPError as exc:  # connection refused, TLS, timeouts (after the client's own retries)
+        cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
+        # the innermost error says what happened (refused, certificate verify failed); the key is in no message
+        raise RetryableError("connection_error", secrets.redact(excerpt(f"{type(cause).__name__}: {cause}"))) from None
