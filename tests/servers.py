@@ -9,12 +9,22 @@ different upstreams at once.
 from __future__ import annotations
 
 import gzip
+import socketserver
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from bridge.serverthread import ServerThread
+
+
+def serve_tls(server: socketserver.TCPServer, tls: tuple[str, str] | None) -> None:
+    """Make a loopback test server answer over TLS with this (certificate file, key file), if given."""
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
 
 
 @dataclass

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import gzip
-import ssl
 import threading
 import zlib
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, ResourceMetrics
 
 from bridge.serverthread import ServerThread
 from tests.receivers import hostile
+from tests.servers import serve_tls
 
 HOST = "127.0.0.1"
 METRICS_PATH = "/v1/metrics"
@@ -279,10 +279,7 @@ class HttpReceiver(_Recorder, ServerThread):
     def _make_server(self) -> _HttpServer:
         server = _HttpServer((HOST, 0), _Handler)
         server.receiver = self
-        if self.tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*self.tls)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
+        serve_tls(server, self.tls)
         return server
 
     @property

@@ -8,7 +8,6 @@ the wire carried. Requests are answered 204 unless answers were scripted.
 from __future__ import annotations
 
 import collections
-import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ import cramjam
 
 from bridge.serverthread import ServerThread
 from tests.remote_write_proto import WriteRequest
+from tests.servers import serve_tls
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,7 @@ class RemoteWriteReceiver(ServerThread):
     def _make_server(self) -> _Server:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.owner = self
-        if self.tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*self.tls)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
+        serve_tls(server, self.tls)
         return server
 
     @property
