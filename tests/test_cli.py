@@ -45,7 +45,7 @@ def test_once_dry_run_prints_what_would_be_sent() -> None:
     result = cli("once", "--dry-run")  # the embedded default: simulator -> console
     assert result.returncode == 0, result.stderr
     assert "=== sink console (console): 1 payload(s)" in result.stdout
-    assert "requests_count_total" in result.stdout and "counter/delta" in result.stdout
+    assert "endpoint            status  requests  success  failures" in result.stdout  # the summary layout
 
 
 def wait_for(predicate, timeout: float = 20.0) -> None:
@@ -62,13 +62,13 @@ def test_run_shows_a_window_at_once_and_stops_cleanly_on_sigterm(tmp_path: Path)
     with out.open("w") as stdout:
         process = subprocess.Popen([*CLI, "run"], stdout=stdout, stderr=subprocess.PIPE, text=True)
         try:
-            wait_for(lambda: "requests_count_total" in out.read_text())
+            wait_for(lambda: "acme-llama-3.3-70b" in out.read_text())
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=20) == 0
         finally:
             process.kill()
             process.wait()
-    assert "── demo · window" in out.read_text()
+    assert "── demo · " in out.read_text() and " · 3 endpoints · " in out.read_text()
 
 
 def test_sighup_reloads_and_refuses_an_invalid_config(tmp_path: Path) -> None:
