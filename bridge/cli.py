@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bridge import __version__, secrets
+from bridge import __version__, secrets, sharding
 from bridge.config import BridgeConfig, ConfigError, load_config
 from bridge.context import Context, WindowLedger
 from bridge.telemetry import setup_logging
@@ -89,6 +89,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{args.config}: ok ({len(config.sources)} source(s): {', '.join(config.sources)}; "
         f"{len(config.sinks)} sink(s): {', '.join(config.sinks)})"
     )
+    shard = config.sharding
+    if shard.count > 1:  # config or environment: the replica this would be under `run`
+        owned = sharding.owned(config.sources, shard)
+        print(
+            f"shard {shard.index}/{shard.count}: runs {len(owned)} of {len(config.sources)} source(s): {', '.join(owned)}"
+        )
     return 0
 
 
@@ -214,12 +220,14 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
         await health_server.start()
     async with reloading:
         await pipeline.start()
+    shard = config.sharding
     log.info(
-        "metrics-bridge %s running %s: %s -> %s",
+        "metrics-bridge %s running %s: %s -> %s%s",
         __version__,
         config.path,
-        _a_few(list(config.sources), "source"),
+        _a_few(list(pipeline.sources), "source"),
         _a_few(list(config.sinks), "sink"),
+        f" (shard {shard.index}/{shard.count} of {len(config.sources)} sources)" if shard.count > 1 else "",
     )
     await stop.wait()
     if reloads:  # a reload under way gets the grace period to finish, then is cancelled

@@ -31,7 +31,7 @@ from pydantic import (
     ValidationError,
 )
 
-from bridge import registry, secrets
+from bridge import registry, secrets, sharding
 from bridge.schema import (
     SeriesConfig,
     SinkConfig,
@@ -41,6 +41,7 @@ from bridge.schema import (
     TransformConfig,
     not_a_regular_file,
 )
+from bridge.sharding import ShardingConfig
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -69,6 +70,7 @@ class BridgeConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     series: SeriesConfig = field(default_factory=SeriesConfig)
     state_path: str | None = None  # where forwarded windows are remembered across restarts
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)  # which sources this replica runs
     path: str = "<embedded default>"
 
 
@@ -82,7 +84,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
-_TOP_KEYS = {"sources", "sinks", "transforms", "telemetry", "series", "state_path"}
+_TOP_KEYS = {"sources", "sinks", "transforms", "telemetry", "series", "state_path", "sharding"}
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 
 
@@ -348,6 +350,10 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
     state_path = data.get("state_path")
     if state_path is not None and not isinstance(state_path, str):
         problems.append("state_path: expected a file path")
+    shard_data, index_origin = sharding.resolve(data.get("sharding"), os.environ, problems)
+    shard = validate_model(ShardingConfig, shard_data, "sharding", problems)
+    if shard is not None:
+        sharding.check(shard, index_origin, problems)
     _check_spools(sinks, problems)
     if problems:
         raise ConfigError(problems)
@@ -359,6 +365,7 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
         telemetry=telemetry,
         series=series,
         state_path=state_path,
+        sharding=shard,
         path=origin,
     )
 

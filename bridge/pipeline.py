@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from bridge import registry, series, telemetry
+from bridge import registry, series, sharding, telemetry
 from bridge.config import BridgeConfig, ConfigError
 from bridge.context import Context
 from bridge.delivery import SinkRunner
@@ -78,8 +78,9 @@ class Pipeline:
             name: SourceTask(
                 source_config, registry.sources.require(source_config.type)(name, source_config, self.context)
             )
-            for name, source_config in config.sources.items()
+            for name, source_config in _owned(config).items()
         }
+        _report_shard(config, self.sources)
         self._activity = asyncio.Event()
 
     def _build_lane(self, name: str, sink_config: SinkConfig, config: BridgeConfig) -> SinkLane:
@@ -262,7 +263,7 @@ class Pipeline:
                 if lane is None or lane.config != sink_config:  # an unchanged sink config includes its transforms
                     lane = self._build_lane(name, sink_config, config)
                 lanes[name] = lane
-            for name, source_config in config.sources.items():
+            for name, source_config in _owned(config).items():
                 where = f"sources.{name}"
                 entry = old_sources.get(name)
                 if entry is None or entry.config != source_config:
@@ -283,6 +284,7 @@ class Pipeline:
         # Nothing can fail from here on: swap, schedule the new sources, retire what the config dropped.
         self.config, self.transforms = config, transforms
         self.lanes, self.sources = lanes, sources
+        _report_shard(config, sources)
         for name, entry in old_sources.items():
             if sources.get(name) is not entry:
                 await _quietly(f"source {name}", self._stop_source(entry))
@@ -373,6 +375,20 @@ class Pipeline:
         if self.health is not None:
             self.health.expect_source(name, entry.source.interval_seconds)
         entry.task = asyncio.create_task(self._source_loop(entry), name=f"source:{name}")
+
+
+def _owned(config: BridgeConfig) -> dict[str, Any]:
+    """The sources of this replica's shard: the others are never constructed, so they cost nothing here."""
+    return {name: config.sources[name] for name in sharding.owned(config.sources, config.sharding)}
+
+
+def _report_shard(config: BridgeConfig, sources: dict[str, SourceTask]) -> None:
+    """Self-metrics of what this replica runs, replaced as a whole (a reload may move sources or the shard)."""
+    telemetry.SHARD_SOURCES.clear()
+    telemetry.SHARD_SOURCES.labels(f"{config.sharding.index}/{config.sharding.count}").set(len(sources))
+    telemetry.SOURCE_OWNED.clear()
+    for name in sources:
+        telemetry.SOURCE_OWNED.labels(name).set(1)
 
 
 def _shares_spool(old: SinkLane | None, new: SinkLane) -> bool:

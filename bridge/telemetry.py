@@ -110,6 +110,21 @@ DELIVERY_SPOOL_FAILURES = Counter(
 )
 # ---- end delivery -------------------------------------------------------------
 
+# ---- sharding (bridge/sharding.py) -------------------------------------------
+SHARD_SOURCES = Gauge(
+    "bridge_shard_sources",
+    "Sources this replica runs, by shard (index/count; 0/1 unsharded): its share of the config's sources.",
+    ["shard"],
+    registry=REGISTRY,
+)
+SOURCE_OWNED = Gauge(
+    "bridge_source_owned",
+    "1 for each source this replica runs: across the replicas of one config, each source appears exactly once.",
+    ["source"],
+    registry=REGISTRY,
+)
+# ---- end sharding ---------------------------------------------------------------
+
 # ---- series tables (bridge/series) -------------------------------------------
 SERIES_TRACKED = Gauge(
     "bridge_series_tracked",
