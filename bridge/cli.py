@@ -92,9 +92,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     shard = config.sharding
     if shard.count > 1:  # config or environment: the replica this would be under `run`
         owned = sharding.owned(config.sources, shard)
-        print(
-            f"shard {shard.index}/{shard.count}: runs {len(owned)} of {len(config.sources)} source(s): {', '.join(owned)}"
-        )
+        share = f"{len(owned)} of {len(config.sources)} source(s)"
+        print(f"shard {shard.index}/{shard.count}: runs {share}: {', '.join(owned)}")
     return 0
 
 
