@@ -54,6 +54,9 @@ CRD_DURATION = re.compile(
     r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
 )
 DASHBOARD_CONFIGMAP = "ConfigMap/grafana-dashboards"  # by_kind's key for the second ConfigMap
+HEADLESS_SERVICE = "Service/headless"  # by_kind's key for a sharded release's second Service
+SHARDING_VALUES = CHART / "ci" / "sharding-values.yaml"
+SHARD_ENV = ("SHARD_COUNT", "POD_NAME")  # what a sharded pod's env has that the check pod's has not
 
 pytestmark = pytest.mark.slow
 
@@ -109,19 +112,28 @@ def render_error(helm: str, *extra: str, chart: Path = CHART) -> str:
 
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each object by its kind; the Grafana dashboard's ConfigMap, next to the config's, by DASHBOARD_CONFIGMAP."""
+    """Each object by its kind; the Grafana dashboard's ConfigMap, next to the config's, by DASHBOARD_CONFIGMAP;
+    a sharded release's headless Service, next to the metrics Service, by HEADLESS_SERVICE."""
     kinds: dict[str, dict[str, Any]] = {}
     for doc in docs:
         key = doc["kind"]
         if key == "ConfigMap" and doc["metadata"]["name"] == f"{FULLNAME}-grafana-dashboards":
             key = DASHBOARD_CONFIGMAP
+        if key == "Service" and doc["metadata"]["name"] == f"{FULLNAME}-headless":
+            key = HEADLESS_SERVICE
         assert key not in kinds, f"two {key} objects"
         kinds[key] = doc
     return kinds
 
 
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bridge's Deployment, or its StatefulSet when sharded: never both."""
+    (found,) = [doc for doc in docs if doc["kind"] in ("Deployment", "StatefulSet")]
+    return found
+
+
 def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return by_kind(docs)["Deployment"]["spec"]["template"]["spec"]
+    return workload(docs)["spec"]["template"]["spec"]
 
 
 def config_text(docs: list[dict[str, Any]]) -> str:
@@ -167,7 +179,8 @@ def test_lint_strict(helm: str, values_file: Path | None) -> None:
 @pytest.mark.parametrize("values_file", VALUE_SETS)
 def test_rendered_objects_validate_against_kubernetes_schemas(helm: str, values_file: Path | None) -> None:
     docs = render(helm, values_file)
-    assert {"ConfigMap", "Deployment", "Service", "ServiceAccount"} <= set(by_kind(docs))
+    assert {"ConfigMap", "Service", "ServiceAccount"} <= set(by_kind(docs))
+    assert workload(docs)["kind"] == ("StatefulSet" if values_file == SHARDING_VALUES else "Deployment")
     for doc in docs:
         if doc["kind"] in CRD_KINDS:
             continue
@@ -559,7 +572,10 @@ def assert_check_pod_matches_the_deployment(docs: list[dict[str, Any]]) -> list[
     (container,) = spec["containers"]
     (bridge,) = bridge_spec["containers"]
     for field in SHARED_CONTAINER_FIELDS:
-        assert container.get(field) == bridge.get(field), field
+        expected = bridge.get(field)
+        if field == "env" and expected is not None:  # a shard's own: `check` tries every source
+            expected = [var for var in expected if var["name"] not in SHARD_ENV] or None
+        assert container.get(field) == expected, field
     assert "args" not in container
     # the config the bridge runs: the same `-c` path, inside the mount of the ConfigMap it reads
     assert bridge["args"][:2] == ["run", "-c"]
@@ -573,6 +589,9 @@ def assert_check_pod_matches_the_deployment(docs: list[dict[str, Any]]) -> list[
     assert config_path.removeprefix(mount["mountPath"] + "/") in kinds["ConfigMap"]["data"]
     # every volume the same, except a spool on a claim: check opens none, and a ReadWriteOnce claim
     # held by the bridge's pod cannot be attached on another node
+    if workload(docs)["kind"] == "StatefulSet":  # each shard's spool is its claim from volumeClaimTemplates
+        (claim,) = workload(docs)["spec"]["volumeClaimTemplates"]
+        bridge_volumes["spool"] = {"name": "spool", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
     assert volumes.keys() == bridge_volumes.keys()
     for name, volume in volumes.items():
         if name == "spool" and "persistentVolumeClaim" in bridge_volumes[name]:
@@ -691,3 +710,63 @@ def test_helm_test_command_on_datadog_values_against_loopback_stand_ins(
         assert found["sink datadog"].startswith("failing (")
         assert "the credentials were rejected: check DD_API_KEY or api_key" in found["sink datadog"]
     assert "ci-dummy" not in result.stdout + result.stderr, "keys are never printed"
+
+
+# Scale-out: sharding.replicas > 1 renders a StatefulSet whose pods split the sources (README "Scale-out").
+def test_sharding_renders_a_statefulset_of_n_shards_with_a_claim_each(helm: str) -> None:
+    docs = render(helm, SHARDING_VALUES, "--set", "spool.persistence.storageClassName=fast")
+    kinds = by_kind(docs)
+    assert "Deployment" not in kinds and "PersistentVolumeClaim" not in kinds
+    statefulset = kinds["StatefulSet"]
+    assert statefulset["metadata"]["name"] == FULLNAME  # pods mb-metrics-bridge-0..2: the ordinal is the shard
+    assert statefulset["spec"]["replicas"] == 3
+    assert statefulset["spec"]["serviceName"] == f"{FULLNAME}-headless"
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "spool"
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "fast",
+        "resources": {"requests": {"storage": "1Gi"}},
+    }
+    spec = pod_spec(docs)
+    assert "spool" not in {volume["name"] for volume in spec["volumes"]}  # the claim mounts in its place
+    (container,) = spec["containers"]
+    assert {"name": "spool", "mountPath": "/var/lib/metrics-bridge"} in container["volumeMounts"]
+    env = {var["name"]: var for var in container["env"]}
+    assert env["SHARD_COUNT"] == {"name": "SHARD_COUNT", "value": "3"}
+    assert env["POD_NAME"] == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+
+
+def test_sharding_adds_a_headless_service_that_the_service_monitor_scrapes(helm: str) -> None:
+    kinds = by_kind(render(helm, SHARDING_VALUES))
+    headless = kinds[HEADLESS_SERVICE]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == kinds["StatefulSet"]["spec"]["selector"]["matchLabels"]
+    selector = kinds["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= headless["metadata"]["labels"].items()  # each shard scraped once, not twice
+    assert not selector.items() <= kinds["Service"]["metadata"]["labels"].items()
+
+
+def test_a_shard_knows_its_shard_from_the_env_the_chart_gives_it(helm: str, tmp_path: Path) -> None:
+    """The rendered config and env, as pod mb-metrics-bridge-1 gets them, pass `validate` as shard 1 of 3."""
+    docs = render(helm, SHARDING_VALUES)
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(docs))
+    env = {"PATH": os.environ.get("PATH", ""), "SHARD_COUNT": "3", "POD_NAME": f"{FULLNAME}-1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "validate", "-c", str(config)],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "shard 1/3: runs " in result.stdout
+
+
+def test_one_shard_is_the_deployment_and_a_shared_claim_is_refused(helm: str) -> None:
+    assert "StatefulSet" not in by_kind(render(helm, None, "--set", "sharding.replicas=1"))
+    error = render_error(helm, "--set", "sharding.replicas=2", "--set", "spool.persistence.existingClaim=mine")
+    assert "spool.persistence.existingClaim cannot be shared by the shards" in error
+    assert "at '/sharding/replicas': minimum: got 0, want 1" in render_error(helm, "--set", "sharding.replicas=0")

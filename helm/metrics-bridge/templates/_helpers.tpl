@@ -143,21 +143,36 @@ imagePullPolicy: {{ .Values.image.pullPolicy }}
 {{ include "metrics-bridge.configDir" . }}/config.yaml
 {{- end }}
 
-{{/* envFrom (the Secret, extraEnvFrom) and env (extraEnv); empty when there is neither. */}}
+{{/*
+envFrom (the Secret, extraEnvFrom) and env (a sharded pod's shard, extraEnv); empty when there is
+neither. Called with (dict "root" $ "sharded" bool).
+*/}}
 {{- define "metrics-bridge.env" -}}
-{{- if or (include "metrics-bridge.createSecret" .) .Values.existingSecret .Values.extraEnvFrom }}
+{{- $values := .root.Values }}
+{{- if or (include "metrics-bridge.createSecret" .root) $values.existingSecret $values.extraEnvFrom }}
 envFrom:
-  {{- if or (include "metrics-bridge.createSecret" .) .Values.existingSecret }}
+  {{- if or (include "metrics-bridge.createSecret" .root) $values.existingSecret }}
   - secretRef:
-      name: {{ include "metrics-bridge.secretName" . }}
+      name: {{ include "metrics-bridge.secretName" .root }}
   {{- end }}
-  {{- with .Values.extraEnvFrom }}
+  {{- with $values.extraEnvFrom }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
-{{- with .Values.extraEnv }}
+{{- if or .sharded $values.extraEnv }}
 env:
+  {{- if .sharded }}
+  # the shard: SHARD_COUNT, and the ordinal that ends the pod's name (<fullname>-<ordinal>)
+  - name: SHARD_COUNT
+    value: {{ include "metrics-bridge.shards" .root | quote }}
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  {{- end }}
+  {{- with $values.extraEnv }}
   {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 {{- end }}
 
@@ -183,10 +198,11 @@ volumeMounts:
 {{- end }}
 
 {{/*
-The pod's volumes; called with (dict "root" $ "scratchSpool" bool). The test
+The pod's volumes; called with (dict "root" $ "scratchSpool" bool "claimedSpool" bool). The test
 pod passes scratchSpool: `check` opens no spool and no state file, and a
 ReadWriteOnce claim held by the bridge's pod cannot be attached on another
 node, so it gets an emptyDir in the claim's place (same path, same owner).
+A sharded pod passes claimedSpool: its spool is its StatefulSet claim, not a volume.
 */}}
 {{- define "metrics-bridge.volumes" -}}
 {{- $root := .root }}
@@ -195,6 +211,7 @@ volumes:
   - name: config
     configMap:
       name: {{ include "metrics-bridge.fullname" $root }}
+  {{- if not .claimedSpool }}
   - name: spool
     {{- if and $persistence.enabled (not .scratchSpool) }}
     persistentVolumeClaim:
@@ -203,6 +220,7 @@ volumes:
     emptyDir:
       sizeLimit: {{ $root.Values.spool.emptyDir.sizeLimit }}
     {{- end }}
+  {{- end }}
   - name: tmp
     emptyDir:
       medium: Memory
@@ -230,4 +248,76 @@ tolerations:
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end }}
+
+{{/* How many replicas split the sources: 1 (the default) runs one Deployment, more a StatefulSet. */}}
+{{- define "metrics-bridge.shards" -}}
+{{- int ((.Values.sharding | default dict).replicas | default 1) }}
+{{- end }}
+
+{{/*
+The bridge's pod template, shared by the Deployment and the sharded StatefulSet;
+called with (dict "root" $ "sharded" bool). A sharded pod runs only its share of
+the sources: SHARD_COUNT and its own name (the StatefulSet ordinal) say which,
+and its spool is its own claim from the StatefulSet's volumeClaimTemplates.
+*/}}
+{{- define "metrics-bridge.podTemplate" -}}
+{{- $root := .root -}}
+metadata:
+  annotations:
+    # roll the pod when the config or the chart-managed secret changes
+    checksum/config: {{ include "metrics-bridge.config" $root | sha256sum }}
+    {{- if include "metrics-bridge.createSecret" $root }}
+    checksum/secret: {{ include "metrics-bridge.secretData" $root | sha256sum }}
+    {{- end }}
+    {{- with $root.Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  labels:
+    {{- include "metrics-bridge.labels" $root | nindent 4 }}
+    {{- with $root.Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "metrics-bridge.serviceAccountName" $root }}
+  automountServiceAccountToken: false
+  {{- with include "metrics-bridge.imagePullSecrets" $root | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with $root.Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  # SIGTERM: stop scraping, flush queues, spool the rest; give that time
+  terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
+  {{- include "metrics-bridge.podSecurityContext" $root | nindent 2 }}
+  containers:
+    - name: metrics-bridge
+      {{- include "metrics-bridge.image" $root | nindent 6 }}
+      # flush for up to 10 s less than Kubernetes waits before SIGKILL
+      args: ["run", "-c", {{ include "metrics-bridge.configPath" $root | quote }}, "--grace", "{{ sub (int $root.Values.terminationGracePeriodSeconds) 10 }}"]
+      ports:
+        - name: metrics
+          containerPort: {{ $root.Values.service.port }}
+          protocol: TCP
+      {{- with include "metrics-bridge.env" (dict "root" $root "sharded" .sharded) | trim }}
+      {{- . | nindent 6 }}
+      {{- end }}
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: metrics
+        {{- toYaml $root.Values.livenessProbe | nindent 8 }}
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: metrics
+        {{- toYaml $root.Values.readinessProbe | nindent 8 }}
+      resources:
+        {{- toYaml $root.Values.resources | nindent 8 }}
+      {{- include "metrics-bridge.securityContext" $root | nindent 6 }}
+      {{- include "metrics-bridge.volumeMounts" $root | nindent 6 }}
+  {{- include "metrics-bridge.volumes" (dict "root" $root "scratchSpool" false "claimedSpool" .sharded) | trim | nindent 2 }}
+  {{- with include "metrics-bridge.scheduling" $root | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
 {{- end }}
