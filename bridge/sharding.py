@@ -27,10 +27,16 @@ class ShardingConfig(StrictModel):
     index: int = Field(0, ge=0, description="this replica's shard, 0..count-1 (the pod name's ordinal if unset)")
 
 
+def hashmod(text: str, modulus: int) -> int:
+    """Prometheus' hashmod: the last 8 bytes of the MD5 of the text, big-endian, modulo `modulus`
+    (relabel's `hashmod` action; here, the shard of a source name)."""
+    digest = hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()
+    return int.from_bytes(digest[8:], "big") % modulus
+
+
 def shard_of(name: str, count: int) -> int:
     """The shard a source name belongs to, the same in every process and every release."""
-    digest = hashlib.md5(name.encode("utf-8"), usedforsecurity=False).digest()
-    return int.from_bytes(digest[8:], "big") % count
+    return hashmod(name, count)
 
 
 def owned(names: Iterable[str], sharding: ShardingConfig) -> list[str]:

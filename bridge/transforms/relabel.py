@@ -16,7 +16,6 @@ None when a rule drops it.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any, Literal
 
@@ -26,6 +25,7 @@ from bridge import registry
 from bridge.model import Batch, Kind, Metric, Series
 from bridge.schema import StrictModel, TransformConfig
 from bridge.series import new_slot, shared
+from bridge.sharding import hashmod
 from bridge.transforms.base import Transform
 from bridge.transforms.re2 import compile_re2
 
@@ -184,8 +184,7 @@ class _Rule:
         return True
 
     def _hashmod(self, labels: dict[str, str]) -> bool:
-        digest = hashlib.md5(self._value(labels).encode(), usedforsecurity=False).digest()
-        _set(labels, self.config.target_label, str(int.from_bytes(digest[8:], "big") % self.config.modulus))
+        _set(labels, self.config.target_label, str(hashmod(self._value(labels), self.config.modulus)))
         return True
 
     def _labelmap(self, labels: dict[str, str]) -> bool:
