@@ -19,6 +19,7 @@ from bridge.context import Context, WindowLedger
 from bridge.telemetry import setup_logging
 
 if TYPE_CHECKING:
+    from bridge.ha import LeaseClient, Standby
     from bridge.model import Batch
     from bridge.pipeline import Pipeline
 
@@ -218,7 +219,8 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
     if health_server is not None:
         await health_server.start()
     async with reloading:
-        await pipeline.start()
+        await pipeline.start(sources=not config.ha.enabled)
+    standby = await _start_standby(config, context, pipeline, reloading) if config.ha.enabled else None
     shard = config.sharding
     log.info(
         "metrics-bridge %s running %s: %s -> %s%s",
@@ -233,6 +235,8 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
         _, unfinished = await asyncio.wait(reloads, timeout=grace)
         for task in unfinished:
             task.cancel()
+    if standby is not None:
+        await standby.stop()
     log.info("stopping: flushing sinks for up to %.0f s", grace)
     stuck = await pipeline.stop(grace)
     if health_server is not None:
@@ -242,6 +246,47 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
         logging.shutdown()
         os._exit(1)
     return 0
+
+
+class _StandbyTask:
+    """The warm standby's loop (bridge/ha.py) and its Lease client, for _run to stop."""
+
+    def __init__(self, standby: Standby, client: LeaseClient) -> None:
+        self.standby = standby
+        self.client = client
+        self.task = asyncio.create_task(standby.run(), name="ha")
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        if self.standby.active:  # hand over at the standby's next poll instead of after the lease duration
+            from bridge.ha import LeaseError
+
+            try:
+                await asyncio.wait_for(self.standby.elector.release(), 5.0)
+            except (LeaseError, TimeoutError) as exc:  # the Lease then simply expires
+                log.warning("ha: Lease not released (%s); it expires on its own", exc)
+        await self.client.close()
+
+
+async def _start_standby(
+    config: BridgeConfig, context: Context, pipeline: Pipeline, reloading: asyncio.Lock
+) -> _StandbyTask:
+    from bridge import ha
+
+    assert config.ha.identity is not None
+    client = ha.LeaseClient.in_cluster(config.ha)
+    elector = ha.LeaseElector(client, config.ha.identity, config.ha.lease_duration_seconds, context.clock)
+
+    async def activate() -> None:
+        async with reloading:
+            await pipeline.start_sources()
+
+    async def deactivate() -> None:
+        async with reloading:
+            await pipeline.stop_sources()
+
+    return _StandbyTask(ha.Standby(config.ha, elector, context.windows, activate, deactivate), client)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

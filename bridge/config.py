@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,7 @@ from pydantic import (
 
 from bridge import registry, secrets, sharding
 from bridge.schema import (
+    HAConfig,
     SeriesConfig,
     SinkConfig,
     SourceConfig,
@@ -71,6 +73,7 @@ class BridgeConfig:
     series: SeriesConfig = field(default_factory=SeriesConfig)
     state_path: str | None = None  # where forwarded windows are remembered across restarts
     sharding: ShardingConfig = field(default_factory=ShardingConfig)  # which sources this replica runs
+    ha: HAConfig = field(default_factory=HAConfig)  # warm standby: a Lease decides which replica runs the sources
     path: str = "<embedded default>"
 
 
@@ -84,7 +87,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
-_TOP_KEYS = {"sources", "sinks", "transforms", "telemetry", "series", "state_path", "sharding"}
+_TOP_KEYS = {"sources", "sinks", "transforms", "telemetry", "series", "state_path", "sharding", "ha"}
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 
 
@@ -354,6 +357,7 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
     shard = validate_model(ShardingConfig, shard_data, "sharding", problems)
     if shard is not None:
         sharding.check(shard, index_origin, problems)
+    ha = validate_model(HAConfig, _ha_defaults(data.get("ha"), shard, os.environ, problems), "ha", problems)
     _check_spools(sinks, problems)
     if problems:
         raise ConfigError(problems)
@@ -366,8 +370,35 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
         series=series,
         state_path=state_path,
         sharding=shard,
+        ha=ha,
         path=origin,
     )
+
+
+def _ha_defaults(
+    data: object, shard: ShardingConfig | None, env: Mapping[str, str], problems: list[str]
+) -> dict[str, object]:
+    """The `ha` mapping to validate: namespace and identity from the pod's env when the config leaves them out."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append("ha: expected a mapping (enabled, lease_name, namespace, identity)")
+        return {}
+    merged: dict[str, object] = dict(data)
+    if not merged.get("enabled"):
+        return merged
+    if merged.get("namespace") is None and env.get("POD_NAMESPACE", "").strip():
+        merged["namespace"] = env["POD_NAMESPACE"].strip()
+    if merged.get("identity") is None:
+        identity = env.get("POD_NAME", "").strip() or env.get("HOSTNAME", "").strip()
+        if identity:
+            merged["identity"] = identity
+    if merged.get("lease_name") is None:
+        merged["lease_name"] = f"metrics-bridge-shard-{shard.index if shard is not None else 0}"
+    for key, variable in (("namespace", "POD_NAMESPACE"), ("identity", "POD_NAME or HOSTNAME")):
+        if merged.get(key) is None:
+            problems.append(f"ha.{key}: not set and ${variable} is empty")
+    return merged
 
 
 def _check_spools(sinks: dict[str, SinkConfig], problems: list[str]) -> None:

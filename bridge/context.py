@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,6 +83,8 @@ class WindowLedger:
         self.clock: Clock = SystemClock()
         self._save_failing = False  # warn once per bad spell, not at every window
         self._ends: dict[str, float] = self._load(self.path) if self.path is not None and self.path.exists() else {}
+        #: called after every record (bridge/ha.py: the active replica writes the ends into its Lease)
+        self.listeners: list[Callable[[], None]] = []
 
     @staticmethod
     def _load(path: Path) -> dict[str, float]:
@@ -118,6 +121,27 @@ class WindowLedger:
     def record(self, key: str, end: float) -> None:
         self._ends[key] = end
         if self.path is not None:
+            self._save(self.path)
+        for listener in self.listeners:
+            listener()
+
+    def snapshot(self) -> dict[str, float]:
+        """Every upstream's last forwarded window end (what a warm standby needs to take over)."""
+        return dict(self._ends)
+
+    def merge(self, ends: dict[str, float]) -> None:
+        """Take over another replica's history: per upstream the later end wins; bad entries are skipped."""
+        changed = False
+        for key, value in ends.items():
+            end = _finite_float(value)
+            if end is None:
+                log.warning("window history from the Lease: end %r of %r is not a time; ignored", value, key)
+                telemetry.STATE_ENTRIES_IGNORED.labels("invalid").inc()
+                continue
+            if end > self._ends.get(str(key), float("-inf")):
+                self._ends[str(key)] = end
+                changed = True
+        if changed and self.path is not None:
             self._save(self.path)
 
     def _save(self, path: Path) -> None:

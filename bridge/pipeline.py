@@ -82,6 +82,8 @@ class Pipeline:
         }
         _report_shard(config, self.sources)
         self._activity = asyncio.Event()
+        #: False on a warm standby (bridge/ha.py): sinks run, sources wait for the Lease
+        self.sources_running = True
 
     def _build_lane(self, name: str, sink_config: SinkConfig, config: BridgeConfig) -> SinkLane:
         sink = registry.sinks.require(sink_config.type)(name, sink_config, self.context)
@@ -90,14 +92,37 @@ class Pipeline:
         return SinkLane(sink_config, transform_configs, build_transforms(transform_configs, name), runner)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def start(self, *, schedule: bool = True) -> None:
-        """Start sinks first (so nothing scraped waits for them), then sources and their schedules."""
+    async def start(self, *, schedule: bool = True, sources: bool = True) -> None:
+        """Start sinks first (so nothing scraped waits for them), then sources and their schedules.
+
+        `sources=False`: a warm standby's start; start_sources() follows when it takes the Lease.
+        """
         for name, lane in self.lanes.items():
             await lane.runner.start()
             if self.health is not None:
                 self.health.expect_sink(name)
+        self.sources_running = sources
+        if sources:
+            for name, entry in self.sources.items():
+                await self._start_source(name, entry, schedule)
+
+    async def start_sources(self) -> None:
+        """A standby taking over: start every source and its schedule."""
+        if self.sources_running:
+            return
+        self.sources_running = True
         for name, entry in self.sources.items():
-            await self._start_source(name, entry, schedule)
+            await self._start_source(name, entry, True)
+
+    async def stop_sources(self) -> None:
+        """An active replica that lost its Lease: stop every source; sinks keep flushing what they hold."""
+        if not self.sources_running:
+            return
+        self.sources_running = False
+        for name, entry in self.sources.items():
+            await _quietly(f"source {name}", self._stop_source(entry))
+            if self.health is not None:
+                self.health.forget(name)
 
     async def _start_source(self, name: str, entry: SourceTask, schedule: bool) -> None:
         await entry.source.start()
@@ -277,7 +302,9 @@ class Pipeline:
         handovers = [name for name, lane in new_lanes.items() if _shares_spool(old_lanes.get(name), lane)]
         await self._start_new(
             {name: lane for name, lane in new_lanes.items() if name not in handovers},
-            {name: entry for name, entry in sources.items() if old_sources.get(name) is not entry},
+            {name: entry for name, entry in sources.items() if old_sources.get(name) is not entry}
+            if self.sources_running
+            else {},  # a standby's sources start when it takes the Lease
         )
         await self._hand_over(handovers, new_lanes, old_lanes, sources)
 
@@ -291,7 +318,7 @@ class Pipeline:
                 if self.health is not None and name not in sources:
                     self.health.forget(name)
         for name, entry in sources.items():
-            if old_sources.get(name) is not entry:
+            if old_sources.get(name) is not entry and self.sources_running:
                 self._schedule(name, entry)
         retired = [
             (name, lane) for name, lane in old_lanes.items() if lanes.get(name) is not lane and name not in handovers

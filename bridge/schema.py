@@ -14,7 +14,7 @@ import ssl
 import stat
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -86,6 +86,34 @@ class SeriesConfig(StrictModel):
     idle_seconds: float = Field(
         3600.0, gt=0, description="a series not seen for this long (in window time) is forgotten"
     )
+
+
+class HAConfig(StrictModel):
+    """Warm standby (README "Scale-out"): the replica holding the Lease runs the sources, the other waits.
+
+    namespace and identity default from the pod's env (POD_NAMESPACE; POD_NAME, else HOSTNAME).
+    """
+
+    enabled: bool = False
+    lease_name: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="the coordination.k8s.io/v1 Lease (default: metrics-bridge-shard-<index>)",
+    )
+    namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    identity: str | None = Field(None, min_length=1, max_length=253, description="this replica's holderIdentity")
+    lease_duration_seconds: int = Field(15, ge=1, description="a Lease not renewed for this long is taken over")
+    renew_seconds: float = Field(5.0, gt=0, description="the active replica renews, the standby polls, this often")
+    api_url: str | None = Field(
+        None,
+        description="the API server (default: in-cluster, https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)",
+    )
+
+    @model_validator(mode="after")
+    def _renew_within_duration(self) -> HAConfig:
+        if self.renew_seconds >= self.lease_duration_seconds:
+            raise ValueError("renew_seconds must be shorter than lease_duration_seconds")
+        return self
 
 
 class TelemetryConfig(StrictModel):

@@ -1,0 +1,464 @@
+"""Warm standby (bridge/ha.py): the Lease client, the standby loop, and two real processes taking over.
+
+No Kubernetes API server can run on the test machines, so everything here talks to
+LeaseStandIn: a small loopback stand-in for the coordination.k8s.io/v1 Lease endpoints.
+It is NOT an API server; it enforces only the API's rules that matter to a leader
+election: a write carrying a resourceVersion that is not the current one answers 409
+Conflict (and so does a PUT without one), a missing Lease answers 404 and is created by
+POST (a second POST answers 409 AlreadyExists), every write gets a new resourceVersion,
+and renewTime / acquireTime are stored as the API stores a MicroTime (RFC 3339, UTC,
+6 fractional digits), holderIdentity as given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.clock import minute_floor
+from bridge.config import ConfigError, load_config
+from bridge.context import WindowLedger
+from bridge.ha import (
+    WINDOWS_ANNOTATION,
+    LeaseClient,
+    LeaseElector,
+    Standby,
+    format_micro_time,
+    parse_micro_time,
+)
+from bridge.schema import HAConfig
+from bridge.serverthread import ServerThread
+from bridge.simulator import CerebrasSimulator
+
+CLI = [sys.executable, "-m", "bridge.cli"]
+LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([a-z0-9-]+)/leases(?:/([a-z0-9.-]+))?$")
+MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+# ---------------------------------------------------------------- the stand-in
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": reason,
+        "code": code,
+        "message": message,
+    }
+
+
+def _micro_time(value: object) -> str:
+    """Parse as the API server does (RFC 3339) and store as it does (RFC3339Micro, UTC); ValueError if not a time."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a time")
+    parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaseStandIn(ServerThread):
+    """Stand-in for the Lease endpoints (see the module docstring): GET, POST, PUT, and what they enforce."""
+
+    thread_name = "lease-stand-in"
+
+    def __init__(self) -> None:
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.version = 0
+        self.conflicts = 0
+        self.history: list[tuple[float, str | None]] = []  # (when, holderIdentity) after every write
+        #: called with the stored Lease before a PUT is checked (a test's "another replica wrote meanwhile")
+        self.before_put: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address
+        return f"http://{host}:{port}"
+
+    def _make_server(self) -> ThreadingHTTPServer:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer(*stand_in.handle("GET", self.path, None))
+
+            def do_POST(self) -> None:
+                self._answer(*stand_in.handle("POST", self.path, self._body()))
+
+            def do_PUT(self) -> None:
+                self._answer(*stand_in.handle("PUT", self.path, self._body()))
+
+            def _body(self) -> Any:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    return None
+
+            def _answer(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+        match = LEASES.match(path.split("?", 1)[0])
+        if match is None:
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        namespace, name = match.groups()
+        with self.lock:
+            if method == "GET" and name is not None:
+                lease = self.leases.get((namespace, name))
+                if lease is None:
+                    return 404, _status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
+                return 200, json.loads(json.dumps(lease))
+            if not isinstance(body, dict) or body.get("kind", "Lease") != "Lease":
+                return 400, _status(400, "BadRequest", "expected a Lease")
+            metadata = body.get("metadata") or {}
+            if method == "POST" and name is None:
+                name = metadata.get("name")
+                if not isinstance(name, str):
+                    return 422, _status(422, "Invalid", "metadata.name: Required value")
+                if (namespace, name) in self.leases:
+                    self.conflicts += 1
+                    return 409, _status(409, "AlreadyExists", f'leases.coordination.k8s.io "{name}" already exists')
+                return self._store(namespace, name, body, created=True)
+            if method == "PUT" and name is not None:
+                current = self.leases.get((namespace, name))
+                if current is None:
+                    return 404, _status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
+                if metadata.get("name") != name:
+                    return 400, _status(400, "BadRequest", "the name of the object does not match the URL")
+                if self.before_put is not None:
+                    self.before_put(current)
+                    current = self.leases[(namespace, name)]
+                if metadata.get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                    self.conflicts += 1
+                    return 409, _status(
+                        409,
+                        "Conflict",
+                        f'Operation cannot be fulfilled on leases.coordination.k8s.io "{name}": the object has been '
+                        "modified; please apply your changes to the latest version and try again",
+                    )
+                return self._store(namespace, name, body, created=False)
+            return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def _store(self, namespace: str, name: str, body: dict[str, Any], *, created: bool) -> tuple[int, dict[str, Any]]:
+        spec = dict(body.get("spec") or {})
+        for key in ("acquireTime", "renewTime"):
+            if spec.get(key) is not None:
+                try:
+                    spec[key] = _micro_time(spec[key])
+                except ValueError:
+                    return 400, _status(400, "BadRequest", f"spec.{key}: not an RFC 3339 time")
+        duration = spec.get("leaseDurationSeconds")
+        if duration is not None and (not isinstance(duration, int) or isinstance(duration, bool) or duration <= 0):
+            return 422, _status(422, "Invalid", "spec.leaseDurationSeconds: must be a positive int32")
+        self.version += 1
+        metadata = dict(body.get("metadata") or {})
+        metadata.update(name=name, namespace=namespace, resourceVersion=str(self.version))
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+        self.leases[(namespace, name)] = lease
+        self.history.append((time.monotonic(), spec.get("holderIdentity")))
+        return (201 if created else 200), json.loads(json.dumps(lease))
+
+    def holder(self, namespace: str = "ns", name: str = "lease") -> str | None:
+        with self.lock:
+            lease = self.leases.get((namespace, name))
+            return None if lease is None else lease["spec"].get("holderIdentity")
+
+
+@pytest.fixture
+def stand_in() -> Iterator[LeaseStandIn]:
+    with LeaseStandIn() as server:
+        yield server
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, when: float) -> None:
+        self.t = max(self.t, when)
+
+
+def _elector(stand_in: LeaseStandIn, identity: str, clock: FakeClock, duration: int = 15) -> LeaseElector:
+    return LeaseElector(LeaseClient(stand_in.url, "ns", "lease"), identity, duration, clock)
+
+
+# ---------------------------------------------------------------- unit: times
+def test_micro_time_is_rfc3339_utc_with_six_digits() -> None:
+    text = format_micro_time(1_800_000_000.25)
+    assert MICRO_TIME.match(text), text
+    assert parse_micro_time(text) == pytest.approx(1_800_000_000.25)
+    assert (
+        parse_micro_time("2027-01-15T08:00:00Z") == datetime.datetime(2027, 1, 15, 8, tzinfo=datetime.UTC).timestamp()
+    )
+    assert parse_micro_time("2027-01-15T09:00:00.5+01:00") == pytest.approx(
+        datetime.datetime(2027, 1, 15, 8, tzinfo=datetime.UTC).timestamp() + 0.5
+    )
+
+
+# ---------------------------------------------------------------- unit: acquire, renew, expire, 409
+def test_acquire_creates_a_missing_lease_and_renew_keeps_it(stand_in: LeaseStandIn) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        assert await a.client.get() is None  # 404: not there yet
+        assert await a.try_acquire_or_renew()  # POST
+        lease = stand_in.leases[("ns", "lease")]
+        assert lease["spec"]["holderIdentity"] == "pod-a"
+        assert lease["spec"]["leaseDurationSeconds"] == 15
+        assert MICRO_TIME.match(lease["spec"]["renewTime"])
+        first_renew = lease["spec"]["renewTime"]
+        assert not await b.try_acquire_or_renew()  # held and not expired
+        assert b.holder == "pod-a"
+        clock.t += 5
+        assert await a.try_acquire_or_renew({WINDOWS_ANNOTATION: '{"k": 1}'})  # PUT with the rv read
+        lease = stand_in.leases[("ns", "lease")]
+        assert lease["spec"]["renewTime"] > first_renew
+        assert lease["spec"]["leaseTransitions"] == 0
+        assert lease["metadata"]["annotations"][WINDOWS_ANNOTATION] == '{"k": 1}'
+        clock.t += 14.9  # 14.9 s after the last renew: still held
+        assert not await b.try_acquire_or_renew()
+        await a.client.close()
+        await b.client.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_sees_it(stand_in: LeaseStandIn) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        assert await a.try_acquire_or_renew()
+        clock.t += 15.0  # renewTime + leaseDurationSeconds has passed
+        assert await b.try_acquire_or_renew()
+        spec = stand_in.leases[("ns", "lease")]["spec"]
+        assert spec["holderIdentity"] == "pod-b"
+        assert spec["leaseTransitions"] == 1
+        assert spec["acquireTime"] == spec["renewTime"]
+        assert not await a.try_acquire_or_renew()  # a's next renew: b holds it, not expired
+        assert a.holder == "pod-b"
+        await a.client.close()
+        await b.client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_write_with_a_stale_resource_version_answers_409_and_the_loser_backs_off(stand_in: LeaseStandIn) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        assert await a.try_acquire_or_renew()
+        clock.t += 20.0  # expired: both standbys see it so
+
+        def c_takes_it_first(current: dict[str, Any]) -> None:  # between b's GET and b's PUT
+            stand_in.before_put = None
+            stand_in.version += 1
+            current["metadata"]["resourceVersion"] = str(stand_in.version)
+            current["spec"]["holderIdentity"] = "pod-c"
+            current["spec"]["renewTime"] = format_micro_time(clock.t)
+
+        stand_in.before_put = c_takes_it_first
+        conflicts = stand_in.conflicts
+        assert not await b.try_acquire_or_renew()  # 409: pod-c won
+        assert stand_in.conflicts == conflicts + 1
+        assert stand_in.holder() == "pod-c"
+        # And a PUT without the current resourceVersion is refused outright.
+        stale = await b.client.get()
+        assert stale is not None
+        stale["metadata"]["resourceVersion"] = "1"
+        assert await b.client.replace(stale) is None
+        # Two replicas creating the Lease at once: the second POST answers 409 AlreadyExists.
+        body = {"kind": "Lease", "metadata": {"name": "lease"}, "spec": {}}
+        assert await b.client.create(body) is None
+        await a.client.close()
+        await b.client.close()
+
+    asyncio.run(scenario())
+
+
+def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(stand_in: LeaseStandIn) -> None:
+    clock = FakeClock()
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="pod-b")
+    events: list[str] = []
+
+    async def scenario() -> None:
+        a = _elector(stand_in, "pod-a", clock)
+        assert await a.try_acquire_or_renew({WINDOWS_ANNOTATION: json.dumps({"cerebras:org": 1_799_999_940.0})})
+        ledger = WindowLedger()
+        ledger.clock = clock
+
+        async def activate() -> None:
+            events.append(f"activate, ledger {ledger.snapshot()}")
+
+        async def deactivate() -> None:
+            events.append("deactivate")
+
+        b = _elector(stand_in, "pod-b", clock)
+        standby = Standby(config, b, ledger, activate, deactivate)
+        await standby.step(clock.now())
+        assert not standby.active and events == []  # a holds it: standby, no sources
+        clock.t += 16
+        await standby.step(clock.now())
+        assert standby.active
+        assert events == ["activate, ledger {'cerebras:org': 1799999940.0}"]
+        ledger.record("cerebras:org", 1_800_000_000.0)
+        await standby.step(clock.now())  # the renew writes the new end into the Lease
+        annotations = stand_in.leases[("ns", "lease")]["metadata"]["annotations"]
+        assert json.loads(annotations[WINDOWS_ANNOTATION]) == {"cerebras:org": 1_800_000_000.0}
+        # a comes back and takes it (say b stalled past the lease): b notices at its next renew and stops.
+        clock.t += 16
+        assert await a.try_acquire_or_renew()
+        await standby.step(clock.now())
+        assert not standby.active and events[-1] == "deactivate"
+        await a.client.close()
+        await b.client.close()
+
+    asyncio.run(scenario())
+
+
+def test_ha_config_defaults_from_the_pod_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text("sources:\n  demo:\n    type: simulator\nsinks:\n  out:\n    type: console\nha:\n  enabled: true\n")
+    monkeypatch.setenv("POD_NAMESPACE", "metrics")
+    monkeypatch.setenv("POD_NAME", "metrics-bridge-0-a")
+    ha = load_config(str(path)).ha
+    assert (ha.namespace, ha.identity, ha.lease_name) == ("metrics", "metrics-bridge-0-a", "metrics-bridge-shard-0")
+    assert (ha.lease_duration_seconds, ha.renew_seconds) == (15, 5.0)
+    monkeypatch.delenv("POD_NAMESPACE")
+    with pytest.raises(ConfigError, match=r"ha\.namespace: not set and \$POD_NAMESPACE is empty"):
+        load_config(str(path))
+    path.write_text(path.read_text() + "  namespace: metrics\n  renew_seconds: 20\n")
+    with pytest.raises(ConfigError, match="renew_seconds must be shorter than lease_duration_seconds"):
+        load_config(str(path))
+    path.write_text(path.read_text().replace("renew_seconds: 20", "bogus: 1"))
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(str(path))
+
+
+# ---------------------------------------------------------------- two real processes
+LEASE_SECONDS = 3
+RENEW_SECONDS = 0.5
+
+
+def _windows(path: Path) -> Counter[int]:
+    """Window ends (ns) a jsonl sink wrote, each counted once however many points it holds."""
+    if not path.exists():
+        return Counter()
+    ends: set[int] = set()
+    for line in path.read_text().splitlines():
+        try:
+            ends.add(json.loads(line)["end_ns"])
+        except ValueError:  # a line still being written
+            continue
+    return Counter(ends)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def test_two_processes_the_standby_takes_over_without_a_doubled_window(stand_in: LeaseStandIn, tmp_path: Path) -> None:
+    with CerebrasSimulator(organization_id="org_ha", api_key="sim-key") as sim:
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+        sinks = {name: tmp_path / f"{name}.jsonl" for name in ("pod-a", "pod-b")}
+        try:
+            for name, sink in sinks.items():
+                config = tmp_path / f"{name}.yaml"
+                config.write_text(
+                    "sources:\n  cerebras:\n    type: cerebras\n    organization_id: org_ha\n"
+                    f"    base_url: {sim.url.rsplit('/', 1)[0]}\n    offset_seconds: 1\n"
+                    f"sinks:\n  out:\n    type: jsonl\n    path: {sink}\n"
+                    f"ha:\n  enabled: true\n  lease_name: lease\n  api_url: {stand_in.url}\n"
+                    f"  lease_duration_seconds: {LEASE_SECONDS}\n  renew_seconds: {RENEW_SECONDS}\n"
+                )
+                env = {**os.environ, "POD_NAME": name, "POD_NAMESPACE": "ns", "CEREBRAS_API_KEY": "sim-key"}
+                with (tmp_path / f"{name}.log").open("wb") as log:
+                    processes[name] = subprocess.Popen(
+                        [*CLI, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log, env=env
+                    )
+                if name == "pod-a":  # pod-a first, so it is the one that becomes active
+                    _wait_for(lambda: stand_in.holder() == "pod-a", 30, "pod-a holding the Lease")
+
+            # The active one fetches the last complete minute at once; the standby sends nothing.
+            _wait_for(lambda: bool(_windows(sinks["pod-a"])), 30, "pod-a forwarding its first window")
+            time.sleep(2 * RENEW_SECONDS)  # the renew that carries that window end into the Lease
+            if not 3.0 <= time.time() % 60 <= 55.0:  # not while pod-a's next scrape (second 1) may be in flight
+                time.sleep((63.0 - time.time() % 60) % 60)
+            assert stand_in.holder() == "pod-a"
+            assert not _windows(sinks["pod-b"])
+            # Every request so far was pod-a's, each forwarding one window: the standby costs no budget.
+            assert len(sim.requests_received) == len(_windows(sinks["pod-a"])), sim.requests_received
+
+            processes["pod-a"].send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            processes["pod-a"].wait(timeout=10)
+            _wait_for(lambda: stand_in.holder() == "pod-b", LEASE_SECONDS + 5, "pod-b taking the Lease")
+            takeover = next(t for t, holder in stand_in.history if holder == "pod-b") - killed
+            print(f"takeover {takeover:.2f} s after SIGKILL (lease {LEASE_SECONDS} s, poll {RENEW_SECONDS} s)")
+            assert takeover <= LEASE_SECONDS + RENEW_SECONDS + 1.0
+
+            # pod-b fetches at once (that minute, if not yet forwarded, else a duplicate it drops),
+            # then the next minute: wait for a window later than any pod-a forwarded.
+            last_a = max(_windows(sinks["pod-a"]))
+            next_boundary = minute_floor(time.time()) + 60.0
+            _wait_for(
+                lambda: any(end > last_a for end in _windows(sinks["pod-b"])),
+                max(0.0, next_boundary - time.time()) + 15,
+                "pod-b forwarding a later window",
+            )
+            assert processes["pod-b"].poll() is None
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in processes.values():
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+        a, b = _windows(sinks["pod-a"]), _windows(sinks["pod-b"])
+        both = a + b
+        assert all(count == 1 for count in both.values()), f"a window forwarded twice: {both}"
+        assert not set(a) & set(b)
+        # Every window after the first, forwarded once: no minute missing between the first and the last.
+        ends = sorted(both)
+        assert ends == list(range(ends[0], ends[-1] + 1, 60 * 10**9)), ends
+        # And exactly the windows the simulator served (a duplicate fetch serves a window already counted).
+        assert {end // 10**9 - 60 for end in ends} == {int(start) for start in sim.served_windows}
