@@ -462,3 +462,21 @@ def test_two_processes_the_standby_takes_over_without_a_doubled_window(stand_in:
         assert ends == list(range(ends[0], ends[-1] + 1, 60 * 10**9)), ends
         # And exactly the windows the simulator served (a duplicate fetch serves a window already counted).
         assert {end // 10**9 - 60 for end in ends} == {int(start) for start in sim.served_windows}
+
+
+def test_a_released_lease_is_taken_at_the_next_poll(stand_in: LeaseStandIn) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        assert await a.try_acquire_or_renew()
+        await b.release()  # not the holder: changes nothing
+        assert stand_in.holder() == "pod-a"
+        await a.release()  # a clean stop
+        assert stand_in.holder() is None
+        assert await b.try_acquire_or_renew()  # no waiting for the lease duration
+        assert stand_in.holder() == "pod-b"
+        await a.client.close()
+        await b.client.close()
+
+    asyncio.run(scenario())
