@@ -119,10 +119,16 @@ class Pipeline:
         if not self.sources_running:
             return
         self.sources_running = False
-        for name, entry in self.sources.items():
+        for name, entry in list(self.sources.items()):
             await _quietly(f"source {name}", self._stop_source(entry))
             if self.health is not None:
                 self.health.forget(name)
+            try:  # a closed source cannot start again: the next start_sources gets a fresh one
+                source = registry.sources.require(entry.config.type)(name, entry.config, self.context)
+            except Exception:  # a plug-in that raises now: logged; starting the closed one will be logged too
+                log.exception("source %s could not be rebuilt after stopping", name)
+                continue
+            self.sources[name] = SourceTask(entry.config, source)
 
     async def _start_source(self, name: str, entry: SourceTask, schedule: bool) -> None:
         await entry.source.start()

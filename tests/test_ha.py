@@ -480,3 +480,27 @@ def test_a_released_lease_is_taken_at_the_next_poll(stand_in: LeaseStandIn) -> N
         await b.client.close()
 
     asyncio.run(scenario())
+
+
+def test_sources_stop_on_losing_the_lease_and_start_again_on_taking_it_back(tmp_path: Path) -> None:
+    from bridge.pipeline import Pipeline
+
+    path = tmp_path / "bridge.yaml"
+    sink = tmp_path / "out.jsonl"
+    path.write_text(f"sources:\n  demo:\n    type: simulator\nsinks:\n  out:\n    type: jsonl\n    path: {sink}\n")
+
+    async def scenario() -> None:
+        pipeline = Pipeline(load_config(str(path)))
+        await pipeline.start(sources=False)  # a standby
+        assert not pipeline.sources_running
+        assert all(entry.task is None for entry in pipeline.sources.values())
+        await pipeline.start_sources()  # took the Lease
+        first = pipeline.sources["demo"]
+        assert first.task is not None
+        await pipeline.stop_sources()  # lost it
+        assert pipeline.sources["demo"] is not first and pipeline.sources["demo"].task is None
+        await pipeline.start_sources()  # took it back: a fresh source that works
+        assert await pipeline.collect(pipeline.sources["demo"]) is not None
+        assert await pipeline.stop(grace=5) == 0
+
+    asyncio.run(scenario())
