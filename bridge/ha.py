@@ -68,24 +68,31 @@ class LeaseClient:
     """GET, POST and PUT of one Lease; 404 and 409 are answers (None), anything else raises LeaseError."""
 
     def __init__(
-        self, base_url: str, namespace: str, name: str, *, token: str | None = None, verify: str | bool = True
+        self, base_url: str, namespace: str, name: str, *, token_file: Path | None = None, verify: str | bool = True
     ) -> None:
         self.name = name
         self.namespace = namespace
         self.collection = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, verify=verify, timeout=REQUEST_TIMEOUT_SECONDS
-        )
+        self.token_file = token_file
+        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), verify=verify, timeout=REQUEST_TIMEOUT_SECONDS)
+
+    def _headers(self) -> dict[str, str]:
+        """The service account token, re-read at every call: the kubelet rotates a projected token (about hourly)."""
+        if self.token_file is None or not self.token_file.exists():
+            return {}
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise LeaseError(f"service account token {self.token_file}: {exc.strerror}") from exc
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     @classmethod
     def in_cluster(cls, config: HAConfig) -> LeaseClient:
         """From the config: the in-cluster API server, token and CA unless `api_url` names another server."""
         assert config.namespace is not None and config.lease_name is not None
         token_file = SERVICE_ACCOUNT / "token"
-        token = token_file.read_text().strip() if token_file.exists() else None
         if config.api_url:
-            return cls(config.api_url, config.namespace, config.lease_name, token=token)
+            return cls(config.api_url, config.namespace, config.lease_name, token_file=token_file)
         host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         if not host:
@@ -96,7 +103,7 @@ class LeaseClient:
             f"https://{host}:{port}",
             config.namespace,
             config.lease_name,
-            token=token,
+            token_file=token_file,
             verify=str(ca) if ca.exists() else True,
         )
 
@@ -111,7 +118,7 @@ class LeaseClient:
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
         try:
-            response = await self.client.request(method, path, json=body)
+            response = await self.client.request(method, path, json=body, headers=self._headers())
         except httpx.HTTPError as exc:
             raise LeaseError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code in (404, 409):

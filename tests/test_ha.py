@@ -504,3 +504,14 @@ def test_sources_stop_on_losing_the_lease_and_start_again_on_taking_it_back(tmp_
         assert await pipeline.stop(grace=5) == 0
 
     asyncio.run(scenario())
+
+
+def test_the_token_is_read_at_every_call(stand_in: LeaseStandIn, tmp_path: Path) -> None:
+    """A projected service account token is rotated by the kubelet: a token read once would expire."""
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    client = LeaseClient(stand_in.url, "ns", "lease", token_file=token)
+    assert client._headers() == {"Authorization": "Bearer first"}
+    token.write_text("second\n")
+    assert client._headers() == {"Authorization": "Bearer second"}
+    asyncio.run(client.close())
