@@ -18,7 +18,7 @@ and simulated clocks agree). Metered as `bridge_series_tracked{owner}` and
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 #: Attributes (labels) of a point: sorted (key, value) pairs, hashable.
@@ -39,7 +39,7 @@ def new_slot() -> int:
 class Series:
     """One series: identity plus what the source and every consumer remember about it."""
 
-    __slots__ = ("attributes", "family", "key", "last", "lifted", "members", "memo", "seen_ns", "start_ns")
+    __slots__ = ("attributes", "family", "key", "last", "lifted", "members", "memo", "seen_ns")
 
     def __init__(
         self,
@@ -55,8 +55,8 @@ class Series:
         #: resource labels taken off the attributes (the Cerebras organization), put back if they differ
         self.lifted = lifted
         self.seen_ns = 0  # window end of the last observation
-        self.start_ns = 0  # cumulative series: the start of its current life (0: none yet)
-        self.last: Any = None  # cumulative series: the source's counter state (bridge/series/counter.py)
+        #: cumulative series: the source's counter state (bridge/series/counter.py; its start is the series' start)
+        self.last: Any = None
         self.memo: dict[int, Any] = {}
         #: the family's live members, shared by every series of the family (carry-forward walks it)
         self.members: dict[Hashable, Series] = {} if members is None else members
@@ -118,12 +118,12 @@ class SeriesTable:
                 telemetry.SERIES_EVICTED.labels(self.owner, "idle").inc(expired)
         excess = self._size - self.max_series
         if excess > 0:
-            oldest = sorted((s.seen_ns for s in self), reverse=False)[excess - 1]
+            oldest = sorted(s.seen_ns for s in self)[excess - 1]
             evicted = self._remove(lambda series: series.seen_ns <= oldest, limit=excess)
             telemetry.SERIES_EVICTED.labels(self.owner, "limit").inc(evicted)
         telemetry.SERIES_TRACKED.labels(self.owner).set(self._size)
 
-    def _remove(self, doomed: Any, limit: int | None = None) -> int:
+    def _remove(self, doomed: Callable[[Series], bool], limit: int | None = None) -> int:
         removed = 0
         for name, members in list(self._families.items()):
             for key in [k for k, s in members.items() if doomed(s)]:

@@ -272,7 +272,7 @@ class Classifier:
                 if end is None:
                     end = _BAD_TIME  # judged by the assembly: a plain point is skipped, a bucket's time unused
             if learner is not None:
-                learner.see(sample, placed, end is not None)
+                learner.see(sample, placed)
             if placed is None:
                 continue
             series, part = placed
@@ -512,15 +512,18 @@ _POINTS = {"counter": _counter_points, "histogram": _histogram_points, "summary"
 def _tracked_start(series: Series, value: Value, window_start_ns: int, end_ns: int) -> int:
     """A cumulative series' start when the target gives none: the first window seen, renewed at each reset.
 
-    `series.last` keeps the source's counter state (the rule's own), judged against this observation.
+    `series.last` keeps the source's counter state (the rule's own; its start is the series' start),
+    judged against this observation.
     """
+    state = series.last
     if has_no_value(value):  # nothing recorded: nothing to judge a reset by
-        return series.start_ns or window_start_ns
-    observed, series.last = difference(series.last, series.start_ns, end_ns, value)
+        return state.start_ns if state is not None else window_start_ns
+    start = state.start_ns if state is not None else window_start_ns
+    observed, state = difference(state, start, end_ns, value)
     if observed.change is Change.BASELINE or observed.change is Change.RESET:
-        series.start_ns = window_start_ns
-        series.last.start_ns = window_start_ns
-    return series.start_ns
+        state.start_ns = window_start_ns
+    series.last = state
+    return state.start_ns
 
 
 def _bound(labels: Attrs, label: str) -> tuple[float | None, Attrs]:
@@ -547,8 +550,8 @@ class _Learner:
         self.samples: list[float] = []
         self.usable = True
 
-    def see(self, sample: Sample, placed: tuple[Series, Part] | None, timed: bool) -> None:
-        if placed is None or timed or sample.timestamp is not None:
+    def see(self, sample: Sample, placed: tuple[Series, Part] | None) -> None:
+        if placed is None or sample.timestamp is not None:
             self.usable = False  # a left-out or timed sample: this shape is always parsed
         self.samples.append(sample.value)
 
