@@ -394,7 +394,8 @@ def _ha_defaults(
         if identity:
             merged["identity"] = identity
     if merged.get("lease_name") is None:
-        merged["lease_name"] = f"metrics-bridge-shard-{shard.index if shard is not None else 0}"
+        prefix = merged.get("lease_prefix") or "metrics-bridge"
+        merged["lease_name"] = f"{prefix}-shard-{shard.index if shard is not None else 0}"
     for key, variable in (("namespace", "POD_NAMESPACE"), ("identity", "POD_NAME or HOSTNAME")):
         if merged.get(key) is None:
             problems.append(f"ha.{key}: not set and ${variable} is empty")

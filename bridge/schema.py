@@ -98,7 +98,12 @@ class HAConfig(StrictModel):
     lease_name: str | None = Field(
         None,
         pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
-        description="the coordination.k8s.io/v1 Lease (default: metrics-bridge-shard-<index>)",
+        description="the coordination.k8s.io/v1 Lease (default: <lease_prefix>-shard-<sharding index>)",
+    )
+    lease_prefix: str = Field(
+        "metrics-bridge",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,230}[a-z0-9])?$",
+        description="the default lease_name's prefix: one per release, so two releases never share a Lease",
     )
     namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     identity: str | None = Field(None, min_length=1, max_length=253, description="this replica's holderIdentity")

@@ -365,6 +365,19 @@ def test_ha_config_defaults_from_the_pod_env(tmp_path: Path, monkeypatch: pytest
         load_config(str(path))
 
 
+def test_ha_default_lease_name_is_per_release_and_per_shard(tmp_path: Path) -> None:
+    """The chart sets lease_prefix to the release's fullname: two releases never share a Lease."""
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "sources:\n  demo:\n    type: simulator\nsinks:\n  out:\n    type: console\n"
+        "sharding: {count: 3, index: 2}\nha: {enabled: true, namespace: ns, identity: me, lease_prefix: prod-bridge}\n"
+    )
+    assert load_config(str(path)).ha.lease_name == "prod-bridge-shard-2"
+    path.write_text(path.read_text().replace("prod-bridge", "Prod_Bridge"))
+    with pytest.raises(ConfigError, match=r"ha\.lease_prefix"):
+        load_config(str(path))
+
+
 # ---------------------------------------------------------------- two real processes
 LEASE_SECONDS = 3
 RENEW_SECONDS = 0.5
