@@ -17,6 +17,7 @@ TLS file) is refused here too, so `validate` answers for `run`.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -387,6 +388,8 @@ def _ha_defaults(
     merged: dict[str, object] = dict(data)
     if not merged.get("enabled"):
         return merged
+    if importlib.util.find_spec("kubernetes") is None:
+        problems.append("ha.enabled: needs the kubernetes client, the `ha` extra: pip install 'metrics-bridge[ha]'")
     if merged.get("namespace") is None and env.get("POD_NAMESPACE", "").strip():
         merged["namespace"] = env["POD_NAMESPACE"].strip()
     if merged.get("identity") is None:

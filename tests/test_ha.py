@@ -6,8 +6,10 @@ It is NOT an API server; it enforces only the API's rules that matter to a leade
 election: a write carrying a resourceVersion that is not the current one answers 409
 Conflict (and so does a PUT without one), a missing Lease answers 404 and is created by
 POST (a second POST answers 409 AlreadyExists), every write gets a new resourceVersion,
-and renewTime / acquireTime are stored as the API stores a MicroTime (RFC 3339, UTC,
-6 fractional digits), holderIdentity as given.
+and renewTime / acquireTime must be written as the API parses a MicroTime (Go's
+RFC3339Micro: exactly 6 fractional digits, else 400) and are stored as it stores them (UTC),
+holderIdentity as given. The bridge reaches it through the official `kubernetes` client,
+as in a cluster.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.aio.client import V1Lease, V1ObjectMeta
 
 from bridge.clock import minute_floor
 from bridge.config import ConfigError, load_config
@@ -37,17 +40,22 @@ from bridge.ha import (
     WINDOWS_ANNOTATION,
     LeaseClient,
     LeaseElector,
+    LeaseError,
     Standby,
     format_micro_time,
-    parse_micro_time,
+    micro_time,
 )
 from bridge.schema import HAConfig
 from bridge.serverthread import ServerThread
 from bridge.simulator import CerebrasSimulator
+from tests.servers import serve_tls
+from tests.test_otlp_wire import self_signed  # noqa: F401  # a fixture: the certificate made at test time
 
 CLI = [sys.executable, "-m", "bridge.cli"]
 LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([a-z0-9-]+)/leases(?:/([a-z0-9.-]+))?$")
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+#: What Go's time.Parse(RFC3339Micro, ...) accepts: 6 fractional digits, Z or an offset.
+RFC3339_MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
 
 
 # ---------------------------------------------------------------- the stand-in
@@ -63,9 +71,9 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 
 def _micro_time(value: object) -> str:
-    """Parse as the API server does (RFC 3339) and store as it does (RFC3339Micro, UTC); ValueError if not a time."""
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a time")
+    """Parse as the API server does (RFC3339Micro) and store as it does (UTC); ValueError if not such a time."""
+    if not isinstance(value, str) or not RFC3339_MICRO.match(value):
+        raise ValueError(f"{value!r} is not an RFC3339Micro time")
     parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -75,7 +83,11 @@ class LeaseStandIn(ServerThread):
 
     thread_name = "lease-stand-in"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None, token: str | None = None) -> None:
+        self.tls = tls
+        #: when set, a request without `Authorization: Bearer <token>` answers 401 (a service account's token)
+        self.token = token
+        self.authorizations: set[str] = set()
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.version = 0
@@ -87,20 +99,29 @@ class LeaseStandIn(ServerThread):
     @property
     def url(self) -> str:
         host, port = self.server_address
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def _make_server(self) -> ThreadingHTTPServer:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self._answer(*stand_in.handle("GET", self.path, None))
+                self._answer(*self._authorized() or stand_in.handle("GET", self.path, None))
 
             def do_POST(self) -> None:
-                self._answer(*stand_in.handle("POST", self.path, self._body()))
+                self._answer(*self._authorized() or stand_in.handle("POST", self.path, self._body()))
 
             def do_PUT(self) -> None:
-                self._answer(*stand_in.handle("PUT", self.path, self._body()))
+                self._answer(*self._authorized() or stand_in.handle("PUT", self.path, self._body()))
+
+            def _authorized(self) -> tuple[int, dict[str, Any]] | None:
+                """None when the request may go on; 401 (as the API server) without the expected bearer token."""
+                authorization = self.headers.get("Authorization") or ""
+                stand_in.authorizations.add(authorization)
+                scheme, _, token = authorization.partition(" ")
+                if stand_in.token is None or (scheme.lower() == "bearer" and token == stand_in.token):
+                    return None
+                return 401, _status(401, "Unauthorized", "Unauthorized")
 
             def _body(self) -> Any:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -120,7 +141,9 @@ class LeaseStandIn(ServerThread):
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        serve_tls(server, self.tls)
+        return server
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
         match = LEASES.match(path.split("?", 1)[0])
@@ -171,7 +194,7 @@ class LeaseStandIn(ServerThread):
                 try:
                     spec[key] = _micro_time(spec[key])
                 except ValueError:
-                    return 400, _status(400, "BadRequest", f"spec.{key}: not an RFC 3339 time")
+                    return 400, _status(400, "BadRequest", f"spec.{key}: not an RFC3339Micro time")
         duration = spec.get("leaseDurationSeconds")
         if duration is not None and (not isinstance(duration, int) or isinstance(duration, bool) or duration <= 0):
             return 422, _status(422, "Invalid", "spec.leaseDurationSeconds: must be a positive int32")
@@ -206,21 +229,19 @@ class FakeClock:
         self.t = max(self.t, when)
 
 
-def _elector(stand_in: LeaseStandIn, identity: str, clock: FakeClock, duration: int = 15) -> LeaseElector:
-    return LeaseElector(LeaseClient(stand_in.url, "ns", "lease"), identity, duration, clock)
+async def _elector(stand_in: LeaseStandIn, identity: str, clock: FakeClock, duration: int = 15) -> LeaseElector:
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity=identity, api_url=stand_in.url)
+    return LeaseElector(await LeaseClient.from_config(config), identity, duration, clock)
 
 
 # ---------------------------------------------------------------- unit: times
 def test_micro_time_is_rfc3339_utc_with_six_digits() -> None:
-    text = format_micro_time(1_800_000_000.25)
+    text = format_micro_time(micro_time(1_800_000_000.25))
     assert MICRO_TIME.match(text), text
-    assert parse_micro_time(text) == pytest.approx(1_800_000_000.25)
-    assert (
-        parse_micro_time("2027-01-15T08:00:00Z") == datetime.datetime(2027, 1, 15, 8, tzinfo=datetime.UTC).timestamp()
-    )
-    assert parse_micro_time("2027-01-15T09:00:00.5+01:00") == pytest.approx(
-        datetime.datetime(2027, 1, 15, 8, tzinfo=datetime.UTC).timestamp() + 0.5
-    )
+    assert text == "2027-01-15T08:00:00.250000Z"
+    # A whole second keeps its six digits: datetime.isoformat() would drop them, and the API answer 400.
+    whole = datetime.datetime(2027, 1, 15, 9, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    assert format_micro_time(whole) == "2027-01-15T08:00:00.000000Z"
 
 
 # ---------------------------------------------------------------- unit: acquire, renew, expire, 409
@@ -228,7 +249,7 @@ def test_acquire_creates_a_missing_lease_and_renew_keeps_it(stand_in: LeaseStand
     clock = FakeClock()
 
     async def scenario() -> None:
-        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        a, b = await _elector(stand_in, "pod-a", clock), await _elector(stand_in, "pod-b", clock)
         assert await a.client.get() is None  # 404: not there yet
         assert await a.try_acquire_or_renew()  # POST
         lease = stand_in.leases[("ns", "lease")]
@@ -256,7 +277,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_sees_it(stand_in: Lea
     clock = FakeClock()
 
     async def scenario() -> None:
-        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        a, b = await _elector(stand_in, "pod-a", clock), await _elector(stand_in, "pod-b", clock)
         assert await a.try_acquire_or_renew()
         clock.t += 15.0  # renewTime + leaseDurationSeconds has passed
         assert await b.try_acquire_or_renew()
@@ -276,7 +297,7 @@ def test_a_write_with_a_stale_resource_version_answers_409_and_the_loser_backs_o
     clock = FakeClock()
 
     async def scenario() -> None:
-        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        a, b = await _elector(stand_in, "pod-a", clock), await _elector(stand_in, "pod-b", clock)
         assert await a.try_acquire_or_renew()
         clock.t += 20.0  # expired: both standbys see it so
 
@@ -285,7 +306,7 @@ def test_a_write_with_a_stale_resource_version_answers_409_and_the_loser_backs_o
             stand_in.version += 1
             current["metadata"]["resourceVersion"] = str(stand_in.version)
             current["spec"]["holderIdentity"] = "pod-c"
-            current["spec"]["renewTime"] = format_micro_time(clock.t)
+            current["spec"]["renewTime"] = format_micro_time(micro_time(clock.t))
 
         stand_in.before_put = c_takes_it_first
         conflicts = stand_in.conflicts
@@ -295,11 +316,11 @@ def test_a_write_with_a_stale_resource_version_answers_409_and_the_loser_backs_o
         # And a PUT without the current resourceVersion is refused outright.
         stale = await b.client.get()
         assert stale is not None
-        stale["metadata"]["resourceVersion"] = "1"
+        assert stale.metadata is not None
+        stale.metadata.resource_version = "1"
         assert await b.client.replace(stale) is None
         # Two replicas creating the Lease at once: the second POST answers 409 AlreadyExists.
-        body = {"kind": "Lease", "metadata": {"name": "lease"}, "spec": {}}
-        assert await b.client.create(body) is None
+        assert await b.client.create(V1Lease(kind="Lease", metadata=V1ObjectMeta(name="lease"))) is None
         await a.client.close()
         await b.client.close()
 
@@ -312,7 +333,7 @@ def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(st
     events: list[str] = []
 
     async def scenario() -> None:
-        a = _elector(stand_in, "pod-a", clock)
+        a = await _elector(stand_in, "pod-a", clock)
         assert await a.try_acquire_or_renew({WINDOWS_ANNOTATION: json.dumps({"cerebras:org": 1_799_999_940.0})})
         ledger = WindowLedger()
         ledger.clock = clock
@@ -323,7 +344,7 @@ def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(st
         async def deactivate() -> None:
             events.append("deactivate")
 
-        b = _elector(stand_in, "pod-b", clock)
+        b = await _elector(stand_in, "pod-b", clock)
         standby = Standby(config, b, ledger, activate, deactivate)
         await standby.step(clock.now())
         assert not standby.active and events == []  # a holds it: standby, no sources
@@ -481,7 +502,7 @@ def test_a_released_lease_is_taken_at_the_next_poll(stand_in: LeaseStandIn) -> N
     clock = FakeClock()
 
     async def scenario() -> None:
-        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        a, b = await _elector(stand_in, "pod-a", clock), await _elector(stand_in, "pod-b", clock)
         assert await a.try_acquire_or_renew()
         await b.release()  # not the holder: changes nothing
         assert stand_in.holder() == "pod-a"
@@ -521,12 +542,50 @@ def test_sources_stop_on_losing_the_lease_and_start_again_on_taking_it_back(tmp_
     asyncio.run(scenario())
 
 
-def test_the_token_is_read_at_every_call(stand_in: LeaseStandIn, tmp_path: Path) -> None:
-    """A projected service account token is rotated by the kubelet: a token read once would expire."""
-    token = tmp_path / "token"
-    token.write_text("first\n")
-    client = LeaseClient(stand_in.url, "ns", "lease", token_file=token)
-    assert client._headers() == {"Authorization": "Bearer first"}
-    token.write_text("second\n")
-    assert client._headers() == {"Authorization": "Bearer second"}
-    asyncio.run(client.close())
+def test_in_a_pod_the_client_sends_the_service_account_token_over_tls(
+    tmp_path: Path,
+    self_signed: tuple[str, str],  # noqa: F811
+) -> None:
+    """As in a pod: $KUBERNETES_SERVICE_HOST/PORT, and the service account's token and CA (the client re-reads
+    the token every minute, as the kubelet rotates it). The stand-in serves TLS and wants that token."""
+    cert, _ = self_signed
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("sa-token")
+    (account / "ca.crt").write_text(Path(cert).read_text())
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="pod-a")
+
+    async def acquire(environ: dict[str, str]) -> bool:
+        client = await LeaseClient.from_config(config, service_account=account, environ=environ)
+        try:
+            return await LeaseElector(client, "pod-a", 15, FakeClock()).try_acquire_or_renew()
+        finally:
+            await client.close()
+
+    with LeaseStandIn(tls=self_signed, token="sa-token") as stand_in:
+        environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(stand_in.server_address[1])}
+        assert asyncio.run(acquire(environ))
+        assert stand_in.holder() == "pod-a"
+        assert stand_in.authorizations == {"bearer sa-token"}  # the client's spelling of the scheme
+        (account / "token").write_text("revoked")
+        stand_in.token = "rotated"
+        with pytest.raises(LeaseError, match=r"GET lease ns/lease: HTTP 401 Unauthorized"):
+            asyncio.run(acquire(environ))
+    with pytest.raises(LeaseError, match=r"neither in a cluster nor a usable kubeconfig"):
+        asyncio.run(acquire({"KUBECONFIG": str(tmp_path / "missing")}))
+
+
+def test_without_the_ha_extra_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubernetes client is the `ha` extra: without it, validate and run say how to install it."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "kubernetes"] + ["kubernetes"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: find_spec and import both fail
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "sources:\n  demo:\n    type: simulator\nsinks:\n  out:\n    type: console\n"
+        "ha: {enabled: true, namespace: ns, identity: me}\n"
+    )
+    with pytest.raises(ConfigError, match=re.escape("ha.enabled: needs the kubernetes client, the `ha` extra")):
+        load_config(str(path))
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="me", api_url="http://127.0.0.1:1")
+    with pytest.raises(LeaseError, match=re.escape("pip install 'metrics-bridge[ha]'")):
+        asyncio.run(LeaseClient.from_config(config))
