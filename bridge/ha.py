@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge import telemetry
 from bridge.clock import Clock, SystemClock
 from bridge.context import WindowLedger
 from bridge.schema import HAConfig
@@ -265,6 +266,7 @@ class Standby:
         self._announced = False
         self._wake = asyncio.Event()
         ledger.listeners.append(self._ledger_changed)
+        telemetry.HA_ACTIVE.labels(config.lease_name).set(0)
 
     def _ledger_changed(self) -> None:
         if self.active:
@@ -286,6 +288,7 @@ class Standby:
         try:
             held = await self.elector.try_acquire_or_renew(window_annotations(self.ledger) if self.active else None)
         except LeaseError as exc:
+            telemetry.HA_LEASE_ERRORS.labels(self.config.lease_name).inc()
             log.warning("ha: Lease %s: %s", self.config.lease_name, exc)
             # Keep running through a short outage, but stop before the Lease can expire for the others.
             deadline = self.config.lease_duration_seconds - self.config.renew_seconds
@@ -297,6 +300,8 @@ class Standby:
             if not self.active:
                 self.ledger.merge(window_ends(self.elector.observed_annotations))
                 self.active = True
+                telemetry.HA_ACTIVE.labels(self.config.lease_name).set(1)
+                telemetry.HA_TRANSITIONS.labels(self.config.lease_name, "active").inc()
                 log.info(
                     "ha: %s holds Lease %s/%s: active, starting sources",
                     self.elector.identity,
@@ -313,4 +318,6 @@ class Standby:
     async def _step_down(self, why: str) -> None:
         log.warning("ha: %s: standby, stopping sources", why)
         self.active = False
+        telemetry.HA_ACTIVE.labels(self.config.lease_name).set(0)
+        telemetry.HA_TRANSITIONS.labels(self.config.lease_name, "standby").inc()
         await self.deactivate()

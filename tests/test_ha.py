@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from kubernetes.aio.client import V1Lease, V1ObjectMeta
 
+from bridge import telemetry
 from bridge.clock import minute_floor
 from bridge.config import ConfigError, load_config
 from bridge.context import WindowLedger
@@ -58,6 +59,10 @@ class FakeClock:
 
     async def sleep_until(self, when: float) -> None:
         self.t = max(self.t, when)
+
+
+def _sample(name: str, **labels: str) -> float:
+    return telemetry.REGISTRY.get_sample_value(name, {"lease": "lease", **labels}) or 0.0
 
 
 async def _elector(stand_in: LeaseStandIn, identity: str, clock: FakeClock, duration: int = 15) -> LeaseElector:
@@ -177,11 +182,15 @@ def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(st
 
         b = await _elector(stand_in, "pod-b", clock)
         standby = Standby(config, b, ledger, activate, deactivate)
+        became_active = _sample("bridge_ha_transitions_total", to="active")
         await standby.step(clock.now())
         assert not standby.active and events == []  # a holds it: standby, no sources
+        assert _sample("bridge_ha_active") == 0
         clock.t += 16
         await standby.step(clock.now())
         assert standby.active
+        assert _sample("bridge_ha_active") == 1
+        assert _sample("bridge_ha_transitions_total", to="active") == became_active + 1
         assert events == ["activate, ledger {'cerebras:org': 1799999940.0}"]
         ledger.record("cerebras:org", 1_800_000_000.0)
         await standby.step(clock.now())  # the renew writes the new end into the Lease
@@ -192,6 +201,7 @@ def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(st
         assert await a.try_acquire_or_renew()
         await standby.step(clock.now())
         assert not standby.active and events[-1] == "deactivate"
+        assert _sample("bridge_ha_active") == 0
         await a.client.close()
         await b.client.close()
 
