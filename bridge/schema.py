@@ -51,7 +51,9 @@ class TransformConfig(ComponentConfig):
 class DeliveryConfig(StrictModel):
     """Per-sink queue, retry and spool policy (bridge/delivery; README "Delivery and reliability")."""
 
-    max_batches: int = Field(1000, ge=1, description="queued payloads before the oldest is evicted")
+    max_batches: int = Field(
+        100_000, ge=1, description="queued payloads (one per source window) before the oldest is evicted"
+    )
     max_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="queued payload bytes held in memory before eviction (no spool)"
     )
