@@ -65,6 +65,10 @@ is filled in from service.port; a listen on another port is refused rather
 than silently replaced. Logs default to JSON.
 state_path defaults to the spool volume, so a restarted pod never forwards a
 window twice.
+With ha.enabled the chart owns config.ha: enabled, lease_prefix (the fullname,
+so the Leases are <fullname>-shard-<i>, the names the RBAC Role allows) and the
+timings from the values' ha. A config.ha of the user's is refused rather than
+merged: a lease_name or lease_prefix of theirs would fall outside the Role.
 Every ${VAR} the config references must be provided, or the pod would only
 crash-loop at start: refuse to render instead, naming the missing variable.
 */}}
@@ -90,6 +94,16 @@ crash-loop at start: refuse to render instead, naming the missing variable.
 {{- $_ = set $telemetry "log_format" ($telemetry.log_format | default "json") }}
 {{- $_ = set $config "telemetry" $telemetry }}
 {{- $_ = set $config "state_path" ($config.state_path | default "/var/lib/metrics-bridge/state.json") }}
+{{- if hasKey $config "ha" }}
+{{- fail "config.ha is rendered by the chart from the values' ha (ha.enabled, ha.leaseDurationSeconds, ha.renewSeconds): remove config.ha and set those instead (the Lease names must match the chart's RBAC Role)" }}
+{{- end }}
+{{- if include "metrics-bridge.ha" . }}
+{{- $ha := .Values.ha }}
+{{- if ge (float64 $ha.renewSeconds) (float64 $ha.leaseDurationSeconds) }}
+{{- fail (printf "ha.renewSeconds (%v) must be shorter than ha.leaseDurationSeconds (%v)" $ha.renewSeconds $ha.leaseDurationSeconds) }}
+{{- end }}
+{{- $_ = set $config "ha" (dict "enabled" true "lease_prefix" (include "metrics-bridge.fullname" .) "lease_duration_seconds" (int $ha.leaseDurationSeconds) "renew_seconds" $ha.renewSeconds) }}
+{{- end }}
 {{- include "metrics-bridge.checkEnv" (dict "root" . "text" (toYaml .Values.config)) }}
 {{- toYaml $config }}
 {{- end }}
@@ -144,8 +158,10 @@ imagePullPolicy: {{ .Values.image.pullPolicy }}
 {{- end }}
 
 {{/*
-envFrom (the Secret, extraEnvFrom) and env (a sharded pod's shard, extraEnv); empty when there is
-neither. Called with (dict "root" $ "sharded" bool).
+envFrom (the Secret, extraEnvFrom) and env (a sharded pod's shard, the namespace of an ha pod's
+Lease, extraEnv); empty when there is neither. Called with (dict "root" $ "sharded" bool "ha" bool):
+`ha` for the bridge's pods and the check pod of an ha release (the bridge's config names no
+namespace, so loading it needs POD_NAMESPACE; the holder identity is POD_NAME, else HOSTNAME).
 */}}
 {{- define "metrics-bridge.env" -}}
 {{- $values := .root.Values }}
@@ -159,7 +175,7 @@ envFrom:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
-{{- if or .sharded $values.extraEnv }}
+{{- if or .sharded .ha $values.extraEnv }}
 env:
   {{- if .sharded }}
   # the shard: SHARD_COUNT, and the ordinal that ends the pod's name (<fullname>-<ordinal>)
@@ -169,6 +185,13 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: metadata.name
+  {{- end }}
+  {{- if .ha }}
+  # warm standby: the namespace of the shard's Lease (the holder identity is POD_NAME)
+  - name: POD_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
   {{- end }}
   {{- with $values.extraEnv }}
   {{- toYaml . | nindent 2 }}
@@ -227,19 +250,47 @@ volumes:
       sizeLimit: {{ $root.Values.tmpSizeLimit }}
 {{- end }}
 
-{{/* Where the pod may run: the nodes, tolerations and affinity the bridge has (its egress, too). */}}
+{{/*
+Where the pod may run: the nodes, tolerations and affinity the bridge has (its egress, too).
+Called with (dict "root" $ "ha" bool): an ha pod without a user-set affinity gets the
+anti-affinity of ha.antiAffinity (the check pod passes ha false: it keeps the user's only).
+*/}}
 {{- define "metrics-bridge.scheduling" -}}
-{{- with .Values.nodeSelector }}
+{{- $values := .root.Values }}
+{{- with $values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- $affinity := $values.affinity }}
+{{- if and .ha (not $affinity) }}
+{{- $affinity = include "metrics-bridge.antiAffinity" .root | fromYaml }}
+{{- end }}
+{{- with $affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with $values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+ha.antiAffinity against the release's pods across nodes (kubernetes.io/hostname): soft
+(preferred, weight 100), hard (required: one release pod per node, so 2 x shards schedulable
+nodes), none (empty).
+*/}}
+{{- define "metrics-bridge.antiAffinity" -}}
+{{- $mode := .Values.ha.antiAffinity | default "soft" }}
+{{- $term := dict "labelSelector" (dict "matchLabels" (include "metrics-bridge.selectorLabels" . | fromYaml)) "topologyKey" "kubernetes.io/hostname" }}
+{{- if eq $mode "soft" }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    {{- list (dict "weight" 100 "podAffinityTerm" $term) | toYaml | nindent 4 }}
+{{- else if eq $mode "hard" }}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    {{- list $term | toYaml | nindent 4 }}
 {{- end }}
 {{- end }}
 
@@ -255,11 +306,61 @@ imagePullSecrets:
 {{- int ((.Values.sharding | default dict).replicas | default 1) }}
 {{- end }}
 
+{{/* "true" when ha.enabled (a warm standby per shard), else empty. */}}
+{{- define "metrics-bridge.ha" -}}
+{{- if (.Values.ha | default dict).enabled }}true{{ end }}
+{{- end }}
+
 {{/*
-The bridge's pod template, shared by the Deployment and the sharded StatefulSet;
-called with (dict "root" $ "sharded" bool). A sharded pod runs only its share of
-the sources: SHARD_COUNT and its own name (the StatefulSet ordinal) say which,
-and its spool is its own claim from the StatefulSet's volumeClaimTemplates.
+The StatefulSets to render, as a JSON list of name suffixes: ha.enabled, two ("a", "b": pods
+<fullname>-a-<i> and <fullname>-b-<i> share shard i); sharded, one ("": pods <fullname>-<i>);
+otherwise none (the Deployment runs).
+*/}}
+{{- define "metrics-bridge.statefulSets" -}}
+{{- if include "metrics-bridge.ha" . }}["a","b"]
+{{- else if ne (include "metrics-bridge.shards" .) "1" }}[""]
+{{- else }}[]
+{{- end }}
+{{- end }}
+
+{{/* "true" when the bridge runs in StatefulSets rather than the Deployment, else empty. */}}
+{{- define "metrics-bridge.stateful" -}}
+{{- if include "metrics-bridge.statefulSets" . | fromJsonArray }}true{{ end }}
+{{- end }}
+
+{{/* A StatefulSet's name: the fullname, with "-<set>" for one of ha's two. (dict "root" $ "set" string) */}}
+{{- define "metrics-bridge.statefulSetName" -}}
+{{- $fullname := include "metrics-bridge.fullname" .root }}
+{{- if .set }}
+{{- printf "%s-%s" ($fullname | trunc 61 | trimSuffix "-") .set }}
+{{- else }}
+{{- $fullname }}
+{{- end }}
+{{- end }}
+
+{{/* The label that tells ha's two StatefulSets' pods apart (each one's selector); empty otherwise. */}}
+{{- define "metrics-bridge.setLabel" -}}
+{{- with .set }}
+metrics-bridge.io/ha-set: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The Leases of an ha release, <fullname>-shard-0..N-1: the bridge's lease_prefix is the fullname. */}}
+{{- define "metrics-bridge.leaseNames" -}}
+{{- $fullname := include "metrics-bridge.fullname" . }}
+{{- range $i := until (int (include "metrics-bridge.shards" .)) }}
+- {{ printf "%s-shard-%d" $fullname $i }}
+{{- end }}
+{{- end }}
+
+{{/*
+The bridge's pod template, shared by the Deployment and the StatefulSets;
+called with (dict "root" $ "sharded" bool "set" string). A sharded pod runs only
+its share of the sources: SHARD_COUNT and its own name (the StatefulSet ordinal)
+say which, and its spool is its own claim from the StatefulSet's
+volumeClaimTemplates. `set` ("a" or "b", ha.enabled) labels the pod for its
+StatefulSet's selector, adds POD_NAMESPACE, mounts the service account token
+(the Lease calls need it) and the default anti-affinity.
 */}}
 {{- define "metrics-bridge.podTemplate" -}}
 {{- $root := .root -}}
@@ -275,12 +376,20 @@ metadata:
     {{- end }}
   labels:
     {{- include "metrics-bridge.labels" $root | nindent 4 }}
+    {{- with include "metrics-bridge.setLabel" . | trim }}
+    {{- . | nindent 4 }}
+    {{- end }}
     {{- with $root.Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
   serviceAccountName: {{ include "metrics-bridge.serviceAccountName" $root }}
+  {{- if .set }}
+  # the Lease calls authenticate with the service account's token (the Role of rbac.yaml)
+  automountServiceAccountToken: true
+  {{- else }}
   automountServiceAccountToken: false
+  {{- end }}
   {{- with include "metrics-bridge.imagePullSecrets" $root | trim }}
   {{- . | nindent 2 }}
   {{- end }}
@@ -299,7 +408,7 @@ spec:
         - name: metrics
           containerPort: {{ $root.Values.service.port }}
           protocol: TCP
-      {{- with include "metrics-bridge.env" (dict "root" $root "sharded" .sharded) | trim }}
+      {{- with include "metrics-bridge.env" (dict "root" $root "sharded" .sharded "ha" (not (empty .set))) | trim }}
       {{- . | nindent 6 }}
       {{- end }}
       livenessProbe:
@@ -317,7 +426,7 @@ spec:
       {{- include "metrics-bridge.securityContext" $root | nindent 6 }}
       {{- include "metrics-bridge.volumeMounts" $root | nindent 6 }}
   {{- include "metrics-bridge.volumes" (dict "root" $root "scratchSpool" false "claimedSpool" .sharded) | trim | nindent 2 }}
-  {{- with include "metrics-bridge.scheduling" $root | trim }}
+  {{- with include "metrics-bridge.scheduling" (dict "root" $root "ha" (not (empty .set))) | trim }}
   {{- . | nindent 2 }}
   {{- end }}
 {{- end }}
