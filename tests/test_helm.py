@@ -57,6 +57,13 @@ DASHBOARD_CONFIGMAP = "ConfigMap/grafana-dashboards"  # by_kind's key for the se
 HEADLESS_SERVICE = "Service/headless"  # by_kind's key for a sharded release's second Service
 SHARDING_VALUES = CHART / "ci" / "sharding-values.yaml"
 SHARD_ENV = ("SHARD_COUNT", "POD_NAME")  # what a sharded pod's env has that the check pod's has not
+HA_VALUES = CHART / "ci" / "ha-values.yaml"  # warm standby, one shard
+HA_SHARDING_VALUES = CHART / "ci" / "ha-sharding-values.yaml"  # warm standby, three shards
+HA_SETS = ("a", "b")  # ha's StatefulSets <fullname>-a and <fullname>-b; by_kind's keys "StatefulSet/a", "StatefulSet/b"
+HA_SET_LABEL = "metrics-bridge.io/ha-set"  # tells the two sets' pods apart (each StatefulSet's selector)
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set on StatefulSet pods by Kubernetes (1.28+)
+SELECTOR_LABELS = {"app.kubernetes.io/name": "metrics-bridge", "app.kubernetes.io/instance": RELEASE}
+STATEFUL_VALUES = {SHARDING_VALUES, HA_VALUES, HA_SHARDING_VALUES}
 
 pytestmark = pytest.mark.slow
 
@@ -113,27 +120,70 @@ def render_error(helm: str, *extra: str, chart: Path = CHART) -> str:
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each object by its kind; the Grafana dashboard's ConfigMap, next to the config's, by DASHBOARD_CONFIGMAP;
-    a sharded release's headless Service, next to the metrics Service, by HEADLESS_SERVICE."""
+    a sharded release's headless Service, next to the metrics Service, by HEADLESS_SERVICE; ha's StatefulSets and
+    per-shard PodDisruptionBudgets by their name less the fullname ("StatefulSet/a", "PodDisruptionBudget/shard-0")."""
     kinds: dict[str, dict[str, Any]] = {}
     for doc in docs:
-        key = doc["kind"]
-        if key == "ConfigMap" and doc["metadata"]["name"] == f"{FULLNAME}-grafana-dashboards":
+        key, name = doc["kind"], doc["metadata"]["name"]
+        if key == "ConfigMap" and name == f"{FULLNAME}-grafana-dashboards":
             key = DASHBOARD_CONFIGMAP
-        if key == "Service" and doc["metadata"]["name"] == f"{FULLNAME}-headless":
+        if key == "Service" and name == f"{FULLNAME}-headless":
             key = HEADLESS_SERVICE
+        if key in ("StatefulSet", "PodDisruptionBudget") and name != FULLNAME:
+            key = f"{key}/{name.removeprefix(FULLNAME + '-')}"
         assert key not in kinds, f"two {key} objects"
         kinds[key] = doc
     return kinds
 
 
-def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The bridge's Deployment, or its StatefulSet when sharded: never both."""
-    (found,) = [doc for doc in docs if doc["kind"] in ("Deployment", "StatefulSet")]
+def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The bridge's Deployment, its StatefulSet when sharded, or ha's two StatefulSets: never a Deployment with them."""
+    found = [doc for doc in docs if doc["kind"] in ("Deployment", "StatefulSet")]
+    assert [doc["kind"] for doc in found] in (["Deployment"], ["StatefulSet"], ["StatefulSet"] * len(HA_SETS)), found
     return found
+
+
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bridge's workload; with ha, the first of its two StatefulSets (their pods differ only in their set label)."""
+    return workloads(docs)[0]
 
 
 def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return workload(docs)["spec"]["template"]["spec"]
+
+
+def is_ha(docs: list[dict[str, Any]]) -> bool:
+    return len(workloads(docs)) == len(HA_SETS)
+
+
+def pod_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
+    """A container's env as the kubelet resolves it for pod `pod_name` in NAMESPACE: values, and the downward API's
+    metadata.name and metadata.namespace; HOSTNAME, which the container runtime sets to the pod's name."""
+    fields = {"metadata.name": pod_name, "metadata.namespace": NAMESPACE}
+    env = {"HOSTNAME": pod_name}
+    for var in container.get("env", []):
+        env[var["name"]] = var["value"] if "value" in var else fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def first_pod_name(docs: list[dict[str, Any]]) -> str:
+    """The name of the workload's first pod: <statefulset>-0, or a Deployment's (any name without an ordinal)."""
+    found = workload(docs)
+    return f"{found['metadata']['name']}-0" if found["kind"] == "StatefulSet" else f"{FULLNAME}-5d9f8c7b6-x2x4q"
+
+
+def anti_affinity(mode: str) -> dict[str, Any] | None:
+    """The pod anti-affinity ha.antiAffinity renders: against the release's pods, across nodes."""
+    term = {"labelSelector": {"matchLabels": SELECTOR_LABELS}, "topologyKey": "kubernetes.io/hostname"}
+    if mode == "soft":
+        return {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+            }
+        }
+    if mode == "hard":
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    return None
 
 
 def config_text(docs: list[dict[str, Any]]) -> str:
@@ -162,6 +212,9 @@ def test_the_example_value_sets_exist() -> None:
         "both-values.yaml",
         "existing-secret-values.yaml",
         "dashboards-values.yaml",
+        "sharding-values.yaml",
+        "ha-values.yaml",
+        "ha-sharding-values.yaml",
     }
     minimal = yaml.safe_load(MINIMAL_VALUES.read_text())
     assert minimal.keys() == {"config"} and minimal["config"].keys() == {"sources", "sinks"}
@@ -180,7 +233,8 @@ def test_lint_strict(helm: str, values_file: Path | None) -> None:
 def test_rendered_objects_validate_against_kubernetes_schemas(helm: str, values_file: Path | None) -> None:
     docs = render(helm, values_file)
     assert {"ConfigMap", "Service", "ServiceAccount"} <= set(by_kind(docs))
-    assert workload(docs)["kind"] == ("StatefulSet" if values_file == SHARDING_VALUES else "Deployment")
+    assert workload(docs)["kind"] == ("StatefulSet" if values_file in STATEFUL_VALUES else "Deployment")
+    assert is_ha(docs) == (values_file in (HA_VALUES, HA_SHARDING_VALUES))
     for doc in docs:
         if doc["kind"] in CRD_KINDS:
             continue
@@ -210,13 +264,14 @@ def test_default_install_renders_the_demo(helm: str) -> None:
 
 @pytest.mark.parametrize("values_file", VALUE_SETS)
 def test_rendered_config_passes_metrics_bridge_validate(helm: str, values_file: Path | None, tmp_path: Path) -> None:
-    """What the pod mounts must pass the real CLI, in an environment holding only what the pod gets from
-    its Secret (dummy values); the keys the chart owns are filled in."""
+    """What the pod mounts must pass the real CLI, in an environment holding only what the pod gets: from
+    its Secret (dummy values) and its own env (a shard's, ha's); the keys the chart owns are filled in."""
     docs = render(helm, values_file)
     text = config_text(docs)
     path = tmp_path / "config.yaml"
     path.write_text(text)
     env = {key: f"ci-dummy-{key.lower()}" for key in pod_secret_keys(docs, values_file)}
+    env |= pod_env(pod_spec(docs)["containers"][0], first_pod_name(docs))
     env["PATH"] = os.environ.get("PATH", "")
     result = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "validate", "-c", str(path)],
@@ -568,7 +623,13 @@ def assert_check_pod_matches_the_deployment(docs: list[dict[str, Any]]) -> list[
     spec, bridge_spec = pod["spec"], pod_spec(docs)
     assert spec["restartPolicy"] == "Never"
     for field in SHARED_POD_FIELDS:
-        assert spec.get(field) == bridge_spec.get(field), field
+        expected = bridge_spec.get(field)
+        if field == "automountServiceAccountToken":  # an ha pod's Lease calls need the token; check makes none
+            assert expected is is_ha(docs)
+            expected = False
+        if field == "affinity" and expected in (anti_affinity("soft"), anti_affinity("hard")):
+            expected = None  # ha's anti-affinity keeps bridge pods apart; the check pod has the user's affinity only
+        assert spec.get(field) == expected, field
     (container,) = spec["containers"]
     (bridge,) = bridge_spec["containers"]
     for field in SHARED_CONTAINER_FIELDS:
@@ -635,15 +696,17 @@ def test_helm_test_pod_is_off_with_helm_test_enabled_false(helm: str) -> None:
 
 def run_check_pod_command(docs: list[dict[str, Any]], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """The check pod's command on the rendered config, in an environment holding what the pod gets: the rendered
-    Secret's keys (envFrom) and extraEnv, and the image's METRICS_BRIDGE_LOG_FORMAT."""
+    Secret's keys (envFrom), its env (extraEnv; an ha release's POD_NAMESPACE from the downward API), HOSTNAME,
+    and the image's METRICS_BRIDGE_LOG_FORMAT."""
     command = assert_check_pod_matches_the_deployment(docs)
     assert command[:2] == ["metrics-bridge", "check"]
     path = tmp_path / "config.yaml"
     path.write_text(config_text(docs))
     secret = by_kind(docs).get("Secret", {"data": {}})
     env = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-    (container,) = check_pod(docs)["spec"]["containers"]
-    env |= {item["name"]: item["value"] for item in container.get("env", [])}
+    pod = check_pod(docs)
+    (container,) = pod["spec"]["containers"]
+    env |= pod_env(container, pod["metadata"]["name"])
     env |= {"PATH": os.environ.get("PATH", ""), "METRICS_BRIDGE_LOG_FORMAT": "json"}
     return subprocess.run(
         [sys.executable, "-m", "bridge.cli", *command[1:-1], str(path)],
@@ -661,9 +724,11 @@ def check_lines(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in result.stdout.splitlines())
 
 
-def test_helm_test_command_passes_on_the_demo(helm: str, tmp_path: Path) -> None:
-    """Default values: the check pod checks the embedded simulator (on its own loopback) and the console."""
-    result = run_check_pod_command(render(helm), tmp_path)
+@pytest.mark.parametrize("extra", [[], ["--set", "ha.enabled=true"]], ids=["default", "ha"])
+def test_helm_test_command_passes_on_the_demo(helm: str, tmp_path: Path, extra: list[str]) -> None:
+    """Default values: the check pod checks the embedded simulator (on its own loopback) and the console; with ha,
+    on a config whose `ha` needs the namespace its env gives it."""
+    result = run_check_pod_command(render(helm, None, *extra), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     found = check_lines(result)
     assert found.keys() == {"source demo", "sink console"}
