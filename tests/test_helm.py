@@ -13,6 +13,10 @@ archive `helm package` makes (the chart's files/ are symlinks to dashboards/,
 never copies). The `helm test` Pod carries the Deployment's image, env, Secret,
 mounts and security contexts, and its `metrics-bridge check` command runs here
 on the rendered config (no Kubernetes API server: `helm test` itself cannot).
+Scale-out: the sharded StatefulSet, and ha's warm standby (two StatefulSets, the
+RBAC for exactly the release's Leases, a PodDisruptionBudget per shard,
+anti-affinity), cross-checked against bridge.config: the Lease each pod's config
+names is one the Role allows.
 """
 
 from __future__ import annotations
@@ -455,25 +459,20 @@ def test_spool_on_a_persistent_volume_claim(helm: str) -> None:
     }
 
 
-def test_notes_give_the_first_commands(helm: str) -> None:
+def install_notes(helm: str, *extra: str) -> str:
+    """The NOTES `helm install` prints (client-side dry run)."""
     result = subprocess.run(
-        [
-            helm,
-            "install",
-            RELEASE,
-            str(CHART),
-            "--dry-run=client",
-            "--namespace",
-            NAMESPACE,
-            "--set",
-            "existingSecret=keys",
-        ],
+        [helm, "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *extra],
         capture_output=True,
         check=False,
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    notes = result.stdout.split("NOTES:", 1)[1]
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_give_the_first_commands(helm: str) -> None:
+    notes = install_notes(helm, "--set", "existingSecret=keys")
     for command in (
         f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}",
         f"kubectl -n {NAMESPACE} logs -f deployment/{FULLNAME}",
@@ -835,3 +834,223 @@ def test_one_shard_is_the_deployment_and_a_shared_claim_is_refused(helm: str) ->
     error = render_error(helm, "--set", "sharding.replicas=2", "--set", "spool.persistence.existingClaim=mine")
     assert "spool.persistence.existingClaim cannot be shared by the shards" in error
     assert "at '/sharding/replicas': minimum: got 0, want 1" in render_error(helm, "--set", "sharding.replicas=0")
+
+
+# Warm standby: ha.enabled renders two StatefulSets whose pods of one ordinal share that shard's Lease
+# (README "Scale-out", "Warm standby"; bridge/ha.py).
+HA_FILES = [pytest.param(HA_VALUES, 1, id="ha-values.yaml"), pytest.param(HA_SHARDING_VALUES, 3, id="ha-sharding")]
+
+
+def lease_names(shards: int) -> list[str]:
+    return [f"{FULLNAME}-shard-{i}" for i in range(shards)]
+
+
+@pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
+def test_ha_renders_two_statefulsets_of_one_pod_per_shard(helm: str, values_file: Path, shards: int) -> None:
+    kinds = by_kind(render(helm, values_file))
+    assert "Deployment" not in kinds and "StatefulSet" not in kinds and "PersistentVolumeClaim" not in kinds
+    pod_labels = {}
+    for name in HA_SETS:
+        statefulset = kinds[f"StatefulSet/{name}"]
+        assert statefulset["metadata"]["name"] == f"{FULLNAME}-{name}"  # pods mb-metrics-bridge-<set>-<shard>
+        assert statefulset["spec"]["replicas"] == shards
+        assert statefulset["spec"]["serviceName"] == f"{FULLNAME}-headless"
+        assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+        selector = statefulset["spec"]["selector"]["matchLabels"]
+        assert selector == SELECTOR_LABELS | {HA_SET_LABEL: name}
+        template = statefulset["spec"]["template"]
+        assert selector.items() <= template["metadata"]["labels"].items()
+        pod_labels[name] = template["metadata"]["labels"]
+        (claim,) = statefulset["spec"]["volumeClaimTemplates"]  # a spool and state claim per pod
+        assert claim["metadata"]["name"] == "spool" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+        spec = template["spec"]
+        assert spec["automountServiceAccountToken"] is True, "the Lease calls authenticate with the token"
+        assert spec["serviceAccountName"] == kinds["ServiceAccount"]["metadata"]["name"]
+        (container,) = spec["containers"]
+        assert container["env"] == [
+            {"name": "SHARD_COUNT", "value": str(shards)},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # the two sets' selectors never claim each other's pods
+    a, b = (kinds[f"StatefulSet/{name}"]["spec"]["selector"]["matchLabels"] for name in HA_SETS)
+    assert not a.items() <= pod_labels["b"].items() and not b.items() <= pod_labels["a"].items()
+    # the metrics Service and the headless one select both (the standby serves /metrics and is ready too)
+    for service in (kinds["Service"], kinds[HEADLESS_SERVICE]):
+        assert all(service["spec"]["selector"].items() <= labels.items() for labels in pod_labels.values())
+    assert kinds[HEADLESS_SERVICE]["spec"]["clusterIP"] == "None"
+
+
+def test_ha_service_monitor_scrapes_every_pod_once_through_the_headless_service(helm: str) -> None:
+    kinds = by_kind(render(helm, HA_SHARDING_VALUES))
+    selector = kinds["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= kinds[HEADLESS_SERVICE]["metadata"]["labels"].items()
+    assert not selector.items() <= kinds["Service"]["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
+def test_ha_config_names_the_release_leases(helm: str, values_file: Path, shards: int) -> None:
+    config = yaml.safe_load(config_text(render(helm, values_file)))
+    assert config["ha"] == {
+        "enabled": True,
+        "lease_prefix": FULLNAME,
+        "lease_duration_seconds": 15,
+        "renew_seconds": 5,
+    }
+    tuned = render(helm, values_file, "--set", "ha.leaseDurationSeconds=30", "--set-json", "ha.renewSeconds=2.5")
+    assert yaml.safe_load(config_text(tuned))["ha"] == config["ha"] | {
+        "lease_duration_seconds": 30,
+        "renew_seconds": 2.5,
+    }
+
+
+def test_ha_refuses_what_would_not_work(helm: str) -> None:
+    """A config.ha of the user's (its names would fall outside the Role), a renew not shorter than the lease, a
+    shared claim, an unknown anti-affinity, and a Kubernetes whose StatefulSet pods lack the pod-index label."""
+    error = render_error(helm, "--set", "config.ha.enabled=true")
+    assert "config.ha is rendered by the chart from the values' ha" in error
+    error = render_error(helm, "--set", "ha.enabled=true", "--set", "config.ha.lease_name=mine")
+    assert "remove config.ha and set those instead" in error
+    error = render_error(helm, "--set", "ha.enabled=true", "--set", "ha.renewSeconds=15")
+    assert "ha.renewSeconds (15) must be shorter than ha.leaseDurationSeconds (15)" in error
+    error = render_error(helm, "--set", "ha.enabled=true", "--set", "spool.persistence.existingClaim=mine")
+    assert "spool.persistence.existingClaim cannot be shared by the pods" in error
+    assert "/ha/antiAffinity" in render_error(helm, "--set", "ha.antiAffinity=strict")
+    assert "/ha/leaseDurationSeconds" in render_error(helm, "--set", "ha.leaseDurationSeconds=0")
+    error = render_error(helm, "--set", "ha.enabled=true", "--kube-version", "1.27.0")
+    assert "ha.enabled needs Kubernetes 1.28 or later" in error
+
+
+@pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
+def test_ha_role_allows_exactly_the_shard_leases(helm: str, values_file: Path, shards: int) -> None:
+    kinds = by_kind(render(helm, values_file))
+    role = kinds["Role"]
+    assert role["metadata"]["name"] == FULLNAME and "namespace" not in role["metadata"]  # the release's namespace
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": lease_names(shards),
+            "verbs": ["get", "update"],
+        },
+    ]
+    binding = kinds["RoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": kinds["ServiceAccount"]["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    assert binding["subjects"][0]["name"] == pod_spec(render(helm, values_file))["serviceAccountName"]
+
+
+def test_ha_role_binds_the_service_account_the_pods_run_as_and_rbac_create_false_leaves_it_out(helm: str) -> None:
+    args = ("--set", "ha.enabled=true", "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=bridge")
+    docs = render(helm, None, *args)
+    assert by_kind(docs)["RoleBinding"]["subjects"][0]["name"] == "bridge" == pod_spec(docs)["serviceAccountName"]
+    kinds = by_kind(render(helm, None, "--set", "ha.enabled=true", "--set", "rbac.create=false"))
+    assert "Role" not in kinds and "RoleBinding" not in kinds
+    assert not {"Role", "RoleBinding"} & set(by_kind(render(helm, SHARDING_VALUES))), "only with ha"
+
+
+@pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
+def test_ha_budget_per_shard_keeps_one_of_its_two_pods(helm: str, values_file: Path, shards: int) -> None:
+    """One PodDisruptionBudget per shard, minAvailable 1 over the pods of that index in both sets, and no
+    release-wide one even when podDisruptionBudget.enabled (a pod under two budgets cannot be evicted)."""
+    kinds = by_kind(render(helm, values_file, "--set", "podDisruptionBudget.enabled=true"))
+    budgets = {key: doc for key, doc in kinds.items() if key.startswith("PodDisruptionBudget")}
+    assert sorted(budgets) == [f"PodDisruptionBudget/shard-{i}" for i in range(shards)]
+    for i in range(shards):
+        budget = budgets[f"PodDisruptionBudget/shard-{i}"]
+        assert budget["metadata"]["name"] == f"{FULLNAME}-shard-{i}"
+        assert budget["spec"] == {
+            "minAvailable": 1,
+            "selector": {"matchLabels": SELECTOR_LABELS | {POD_INDEX_LABEL: str(i)}},
+        }
+        for name in HA_SETS:  # Kubernetes adds the pod-index label to <set>-<i>; the rest is in the template
+            labels = kinds[f"StatefulSet/{name}"]["spec"]["template"]["metadata"]["labels"] | {POD_INDEX_LABEL: str(i)}
+            assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard", "none"])
+def test_ha_anti_affinity_spreads_the_release_across_nodes(helm: str, mode: str) -> None:
+    docs = render(helm, HA_VALUES, "--set", f"ha.antiAffinity={mode}")
+    for statefulset in workloads(docs):
+        assert statefulset["spec"]["template"]["spec"].get("affinity") == anti_affinity(mode)
+    assert "affinity" not in check_pod(docs)["spec"], "the check pod is no bridge replica"
+    assert "antiAffinity" not in yaml.safe_load(HA_VALUES.read_text())["ha"]
+    assert pod_spec(render(helm, HA_VALUES))["affinity"] == anti_affinity("soft"), "the default"
+
+
+def test_ha_a_user_affinity_wins(helm: str) -> None:
+    term = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+    args = ("--set", f"{term}.matchExpressions[0].key=pool", "--set", f"{term}.matchExpressions[0].operator=Exists")
+    docs = render(helm, HA_SHARDING_VALUES, *args)
+    expected = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "Exists"}]}]
+            }
+        }
+    }
+    for statefulset in workloads(docs):
+        assert statefulset["spec"]["template"]["spec"]["affinity"] == expected
+    assert check_pod(docs)["spec"]["affinity"] == expected
+    assert_check_pod_matches_the_deployment(docs)
+
+
+@pytest.mark.parametrize("pod", [f"{FULLNAME}-{name}-{i}" for name in HA_SETS for i in range(3)])
+def test_ha_each_pod_takes_the_lease_the_role_allows(
+    helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pod: str
+) -> None:
+    """The chart against the bridge: the rendered config, loaded by bridge.config with the env the chart gives pod
+    <fullname>-<set>-<i>, names Lease <fullname>-shard-<i>, one of the Role's resourceNames."""
+    from bridge.config import load_config
+
+    docs = render(helm, HA_SHARDING_VALUES)
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(docs))
+    env = pod_env(pod_spec(docs)["containers"][0], pod)  # what the chart sets, as the kubelet resolves it
+    assert env["SHARD_COUNT"] == "3" and env["POD_NAME"] == pod
+    monkeypatch.setenv("SHARD_COUNT", env["SHARD_COUNT"])
+    monkeypatch.setenv("POD_NAME", env["POD_NAME"])
+    monkeypatch.setenv("POD_NAMESPACE", "ns")
+    ha = load_config(path).ha
+    assert ha.enabled is True
+    assert ha.lease_name == f"{FULLNAME}-shard-{pod.rsplit('-', 1)[1]}"
+    assert ha.lease_name in by_kind(docs)["Role"]["rules"][1]["resourceNames"]
+    assert ha.namespace == "ns" and ha.identity == pod
+
+
+# Every ha.* value but ha.enabled, changed: with ha off none of them may reach a rendered object.
+HA_OFF_BUT_TUNED = (
+    *("--set", "ha.enabled=false", "--set", "ha.leaseDurationSeconds=30", "--set", "ha.renewSeconds=10"),
+    *("--set", "ha.antiAffinity=hard", "--set", "rbac.create=false"),
+)
+
+
+@pytest.mark.parametrize("values_file", [None, SHARDING_VALUES, CHART / "ci" / "existing-secret-values.yaml"])
+def test_ha_off_renders_exactly_what_the_chart_rendered_without_it(helm: str, values_file: Path | None) -> None:
+    """The Deployment, the sharded StatefulSet and the release-wide budget as before ha existed: ha.* leaves no trace
+    when off (the chart was also diffed byte for byte against its rendering before ha, for every ci/ file)."""
+    docs = render(helm, values_file)
+    assert render(helm, values_file, *HA_OFF_BUT_TUNED) == docs
+    assert not {"Role", "RoleBinding"} & set(by_kind(docs))
+    assert "ha" not in yaml.safe_load(config_text(docs))
+    spec = pod_spec(docs)
+    assert spec["automountServiceAccountToken"] is False and "affinity" not in spec
+    assert all(var["name"] != "POD_NAMESPACE" for var in spec["containers"][0].get("env", []))
+    assert HA_SET_LABEL not in workload(docs)["spec"]["template"]["metadata"]["labels"]
+
+
+def test_ha_notes_name_the_statefulsets_and_the_leases(helm: str) -> None:
+    notes = install_notes(helm, "-f", str(HA_SHARDING_VALUES), "--set", "existingSecret=keys")
+    for command in (
+        f"rollout status statefulset/{FULLNAME}-a",
+        f"rollout status statefulset/{FULLNAME}-b",
+        f"get lease {' '.join(lease_names(3))} -o custom-columns=",
+        f"exec {FULLNAME}-a-0 -- metrics-bridge validate",
+        f"rollout restart statefulset/{FULLNAME}-a statefulset/{FULLNAME}-b",
+    ):
+        assert command in notes, command
+    assert "deployment/" not in notes
