@@ -1050,7 +1050,8 @@ def test_ha_notes_name_the_statefulsets_and_the_leases(helm: str) -> None:
         f"rollout status statefulset/{FULLNAME}-b",
         f"get lease {' '.join(lease_names(3))} -o custom-columns=",
         f"exec {FULLNAME}-a-0 -- metrics-bridge validate",
-        f"rollout restart statefulset/{FULLNAME}-a statefulset/{FULLNAME}-b",
+        f"rollout restart statefulset/{FULLNAME}-a && kubectl -n {NAMESPACE} rollout status statefulset/{FULLNAME}-a"
+        f" && kubectl -n {NAMESPACE} rollout restart statefulset/{FULLNAME}-b",
     ):
         assert command in notes, command
     assert "deployment/" not in notes
