@@ -19,7 +19,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY bridge ./bridge
 RUN pip wheel --no-deps --wheel-dir /dist . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install -c constraints.txt /dist/*.whl
+ && /opt/venv/bin/pip install -c constraints.txt "$(ls /dist/*.whl)[ha]"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 LABEL org.opencontainers.image.title="metrics-bridge" \

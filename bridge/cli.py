@@ -186,6 +186,7 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
     from bridge.health import HealthServer, HealthState
     from bridge.pipeline import Pipeline
 
+    lease_client = await _lease_client(config) if config.ha.enabled else None  # a wrong setup stops here, first
     context = Context(windows=WindowLedger(config.state_path))
     context.health = HealthState(context.clock)
     health_server = HealthServer(config.telemetry.listen, context.health) if config.telemetry.listen else None
@@ -220,7 +221,7 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
         await health_server.start()
     async with reloading:
         await pipeline.start(sources=not config.ha.enabled)
-    standby = await _start_standby(config, context, pipeline, reloading) if config.ha.enabled else None
+    standby = _start_standby(config, lease_client, context, pipeline, reloading) if lease_client else None
     shard = config.sharding
     log.info(
         "metrics-bridge %s running %s: %s -> %s%s",
@@ -269,13 +270,18 @@ class _StandbyTask:
         await self.client.close()
 
 
-async def _start_standby(
-    config: BridgeConfig, context: Context, pipeline: Pipeline, reloading: asyncio.Lock
+async def _lease_client(config: BridgeConfig) -> LeaseClient:
+    from bridge.ha import LeaseClient
+
+    return await LeaseClient.from_config(config.ha)
+
+
+def _start_standby(
+    config: BridgeConfig, client: LeaseClient, context: Context, pipeline: Pipeline, reloading: asyncio.Lock
 ) -> _StandbyTask:
     from bridge import ha
 
     assert config.ha.identity is not None
-    client = ha.LeaseClient.in_cluster(config.ha)
     elector = ha.LeaseElector(client, config.ha.identity, config.ha.lease_duration_seconds, context.clock)
 
     async def activate() -> None:

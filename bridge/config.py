@@ -17,6 +17,7 @@ TLS file) is refused here too, so `validate` answers for `run`.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -353,11 +354,13 @@ def parse_config(data: Any, *, origin: str = "<config>") -> BridgeConfig:
     state_path = data.get("state_path")
     if state_path is not None and not isinstance(state_path, str):
         problems.append("state_path: expected a file path")
-    shard_data, index_origin = sharding.resolve(data.get("sharding"), os.environ, problems)
+    ha_data = data.get("ha")
+    standby = isinstance(ha_data, dict) and ha_data.get("enabled") is True
+    shard_data, index_origin = sharding.resolve(data.get("sharding"), os.environ, problems, standby=standby)
     shard = validate_model(ShardingConfig, shard_data, "sharding", problems)
     if shard is not None:
         sharding.check(shard, index_origin, problems)
-    ha = validate_model(HAConfig, _ha_defaults(data.get("ha"), shard, os.environ, problems), "ha", problems)
+    ha = validate_model(HAConfig, _ha_defaults(ha_data, shard, os.environ, problems), "ha", problems)
     _check_spools(sinks, problems)
     if problems:
         raise ConfigError(problems)
@@ -387,6 +390,8 @@ def _ha_defaults(
     merged: dict[str, object] = dict(data)
     if not merged.get("enabled"):
         return merged
+    if importlib.util.find_spec("kubernetes") is None:
+        problems.append("ha.enabled: needs the kubernetes client, the `ha` extra: pip install 'metrics-bridge[ha]'")
     if merged.get("namespace") is None and env.get("POD_NAMESPACE", "").strip():
         merged["namespace"] = env["POD_NAMESPACE"].strip()
     if merged.get("identity") is None:

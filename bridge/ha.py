@@ -12,28 +12,30 @@ bridge/context.py WindowLedger) into the Lease's annotations. The replica that t
 merges them into its ledger before it starts its sources, so it forwards only later
 windows; its sources fetch the last complete minute at once.
 
-Talks to the API server with httpx (a dependency already), not the `kubernetes` client:
-four REST calls on one object do not justify a second HTTP stack and its dependencies.
+The Lease goes through the official `kubernetes` client's asyncio API (kubernetes.aio, the
+`ha` extra), imported only when `ha.enabled`: the base install and a replica without a
+standby do not carry it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import datetime
 import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
+from bridge import telemetry
 from bridge.clock import Clock, SystemClock
 from bridge.context import WindowLedger
 from bridge.schema import HAConfig
+
+if TYPE_CHECKING:
+    from kubernetes.aio.client import ApiClient, V1Lease
 
 log = logging.getLogger(__name__)
 
@@ -41,97 +43,105 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 #: The Lease annotation holding the active replica's window ledger, as a JSON object {upstream: unix end}.
 WINDOWS_ANNOTATION = "metrics-bridge.io/delivered-window-ends"
 REQUEST_TIMEOUT_SECONDS = 5.0
+INSTALL_HINT = "ha.enabled needs the kubernetes client: pip install 'metrics-bridge[ha]'"
 
 
 class LeaseError(Exception):
-    """The API server answered something other than success, 404 or 409."""
+    """The API server answered something other than success, 404 or 409, or could not be reached."""
 
 
-def format_micro_time(t: float) -> str:
-    """metav1.MicroTime as the API stores it: RFC 3339 in UTC with 6 fractional digits."""
-    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def format_micro_time(t: datetime.datetime) -> str:
+    """metav1.MicroTime as the API parses it (Go's RFC3339Micro): UTC with exactly 6 fractional digits."""
+    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_micro_time(text: str) -> float:
-    """RFC 3339 (any number of fractional digits, Z or an offset) as unix seconds."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    if "." in value:  # fromisoformat before 3.11 wanted exactly 3 or 6 digits: normalise to 6
-        head, _, rest = value.partition(".")
-        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
-        value = f"{head}.{(digits + '000000')[:6]}{rest[len(digits) :]}"
-    return datetime.datetime.fromisoformat(value).timestamp()
+def micro_time(t: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC)
+
+
+def _api_client(configuration: Any) -> ApiClient:
+    """The client's ApiClient, writing times as MicroTime.
+
+    Its serializer writes a datetime with isoformat(), which drops the fractional digits when
+    the microsecond is 0: the API server then refuses renewTime (400), once in a million renews.
+    """
+    from kubernetes.aio.client import ApiClient
+
+    class MicroTimeApiClient(ApiClient):
+        def sanitize_for_serialization(self, obj: Any) -> Any:
+            if isinstance(obj, datetime.datetime):
+                return format_micro_time(obj)
+            return super().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+
+    return MicroTimeApiClient(configuration)
 
 
 class LeaseClient:
-    """GET, POST and PUT of one Lease; 404 and 409 are answers (None), anything else raises LeaseError."""
+    """GET, POST and PUT of one Lease (CoordinationV1Api); 404 and 409 are answers (None), anything else LeaseError."""
 
-    def __init__(
-        self, base_url: str, namespace: str, name: str, *, token_file: Path | None = None, verify: str | bool = True
-    ) -> None:
+    def __init__(self, api_client: ApiClient, namespace: str, name: str) -> None:
+        from kubernetes.aio.client import CoordinationV1Api
+
         self.name = name
         self.namespace = namespace
-        self.collection = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-        self.token_file = token_file
-        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), verify=verify, timeout=REQUEST_TIMEOUT_SECONDS)
-
-    def _headers(self) -> dict[str, str]:
-        """The service account token, re-read at every call: the kubelet rotates a projected token (about hourly)."""
-        if self.token_file is None or not self.token_file.exists():
-            return {}
-        try:
-            token = self.token_file.read_text().strip()
-        except OSError as exc:
-            raise LeaseError(f"service account token {self.token_file}: {exc.strerror}") from exc
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        self.api_client = api_client
+        self.api = CoordinationV1Api(api_client)
 
     @classmethod
-    def in_cluster(cls, config: HAConfig) -> LeaseClient:
-        """From the config: the in-cluster API server, token and CA unless `api_url` names another server."""
+    async def from_config(
+        cls, config: HAConfig, service_account: Path = SERVICE_ACCOUNT, environ: dict[str, str] | None = None
+    ) -> LeaseClient:
+        """`api_url` when set (e.g. `kubectl proxy`); else in-cluster (the service account's token, re-read
+        by the client every minute as the kubelet rotates it, and CA); else the kubeconfig."""
         assert config.namespace is not None and config.lease_name is not None
-        token_file = SERVICE_ACCOUNT / "token"
-        if config.api_url:
-            return cls(config.api_url, config.namespace, config.lease_name, token_file=token_file)
-        host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if not host:
-            raise LeaseError("ha: not in a cluster ($KUBERNETES_SERVICE_HOST is empty) and no ha.api_url")
-        host = f"[{host}]" if ":" in host else host
-        ca = SERVICE_ACCOUNT / "ca.crt"
-        return cls(
-            f"https://{host}:{port}",
-            config.namespace,
-            config.lease_name,
-            token_file=token_file,
-            verify=str(ca) if ca.exists() else True,
-        )
-
-    async def get(self) -> dict[str, Any] | None:
-        return await self._call("GET", f"{self.collection}/{self.name}")
-
-    async def create(self, lease: dict[str, Any]) -> dict[str, Any] | None:
-        return await self._call("POST", self.collection, lease)
-
-    async def replace(self, lease: dict[str, Any]) -> dict[str, Any] | None:
-        return await self._call("PUT", f"{self.collection}/{self.name}", lease)
-
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
         try:
-            response = await self.client.request(method, path, json=body, headers=self._headers())
-        except httpx.HTTPError as exc:
-            raise LeaseError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code in (404, 409):
-            return None
-        if response.status_code >= 300:
-            raise LeaseError(f"{method} {path}: HTTP {response.status_code}: {response.text[:200]}")
-        result = response.json()
-        if not isinstance(result, dict):
-            raise LeaseError(f"{method} {path}: not a JSON object")
-        return result
+            from kubernetes.aio import config as kube_config
+            from kubernetes.aio.client import Configuration
+        except ImportError as exc:
+            raise LeaseError(INSTALL_HINT) from exc
+        configuration = Configuration()
+        environ = dict(os.environ) if environ is None else environ
+        try:
+            if config.api_url:
+                configuration.host = config.api_url.rstrip("/")
+            elif environ.get("KUBERNETES_SERVICE_HOST"):
+                kube_config.incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                    str(service_account / "token"), str(service_account / "ca.crt"), environ=environ
+                ).load_and_set(configuration)
+            else:
+                await kube_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except kube_config.ConfigException as exc:
+            raise LeaseError(f"ha: no ha.api_url, and neither in a cluster nor a usable kubeconfig: {exc}") from exc
+        return cls(_api_client(configuration), config.namespace, config.lease_name)
+
+    async def get(self) -> V1Lease | None:
+        return await self._call("GET", self.api.read_namespaced_lease(self.name, self.namespace, **_TIMEOUT))
+
+    async def create(self, lease: V1Lease) -> V1Lease | None:
+        return await self._call("POST", self.api.create_namespaced_lease(self.namespace, lease, **_TIMEOUT))
+
+    async def replace(self, lease: V1Lease) -> V1Lease | None:
+        return await self._call("PUT", self.api.replace_namespaced_lease(self.name, self.namespace, lease, **_TIMEOUT))
+
+    async def _call(self, method: str, call: Awaitable[V1Lease]) -> V1Lease | None:
+        import aiohttp
+        from kubernetes.aio.client import ApiException
+
+        where = f"{method} lease {self.namespace}/{self.name}"
+        try:
+            return await call
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return None
+            raise LeaseError(f"{where}: HTTP {exc.status} {exc.reason}: {str(exc.body or '')[:200]}") from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise LeaseError(f"{where}: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.api_client.close()  # type: ignore[no-untyped-call]
+
+
+_TIMEOUT: dict[str, Any] = {"_request_timeout": REQUEST_TIMEOUT_SECONDS}
 
 
 class LeaseElector:
@@ -146,57 +156,58 @@ class LeaseElector:
         self.observed_annotations: dict[str, str] = {}
         self.holder: str | None = None
 
-    def expired(self, spec: dict[str, Any], now: float) -> bool:
+    def expired(self, lease: V1Lease, now: float) -> bool:
         """No holder, no renewTime, or renewTime + leaseDurationSeconds has passed."""
-        if not spec.get("holderIdentity") or not spec.get("renewTime"):
+        spec = lease.spec
+        if spec is None or not spec.holder_identity or spec.renew_time is None:
             return True
-        try:
-            renewed = parse_micro_time(str(spec["renewTime"]))
-        except ValueError:
-            return True
-        return now >= renewed + float(spec.get("leaseDurationSeconds") or self.duration_seconds)
+        return now >= spec.renew_time.timestamp() + float(spec.lease_duration_seconds or self.duration_seconds)
 
     async def try_acquire_or_renew(self, annotations: dict[str, str] | None = None) -> bool:
         """True when this replica holds the Lease afterwards; `annotations` are written only by the holder."""
+        from kubernetes.aio.client import V1Lease, V1LeaseSpec, V1ObjectMeta
+
         lease = await self.client.get()
         now = self.clock.now()
-        stamp = format_micro_time(now)
+        stamp = micro_time(now)
         if lease is None:
-            body: dict[str, Any] = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.client.name, "namespace": self.client.namespace},
-                "spec": {
-                    "holderIdentity": self.identity,
-                    "leaseDurationSeconds": self.duration_seconds,
-                    "acquireTime": stamp,
-                    "renewTime": stamp,
-                    "leaseTransitions": 0,
-                },
-            }
-            if annotations:
-                body["metadata"]["annotations"] = dict(annotations)
             self.observed_annotations = {}
-            created = await self.client.create(body)  # None: 409, another replica created it first
+            created = await self.client.create(  # None: 409, another replica created it first
+                V1Lease(
+                    api_version="coordination.k8s.io/v1",
+                    kind="Lease",
+                    metadata=V1ObjectMeta(
+                        name=self.client.name, namespace=self.client.namespace, annotations=dict(annotations or {})
+                    ),
+                    spec=V1LeaseSpec(
+                        holder_identity=self.identity,
+                        lease_duration_seconds=self.duration_seconds,
+                        acquire_time=stamp,
+                        renew_time=stamp,
+                        lease_transitions=0,
+                    ),
+                )
+            )
             self.holder = self.identity if created is not None else None
             return created is not None
-        metadata = lease.get("metadata") or {}
-        spec = lease.get("spec") or {}
-        self.observed_annotations = dict(metadata.get("annotations") or {})
-        self.holder = spec.get("holderIdentity")
+        metadata = lease.metadata or V1ObjectMeta()
+        spec = lease.spec or V1LeaseSpec()
+        self.observed_annotations = dict(metadata.annotations or {})
+        self.holder = spec.holder_identity
         ours = self.holder == self.identity
-        if not ours and not self.expired(spec, now):
+        if not ours and not self.expired(lease, now):
             return False
-        updated = copy.deepcopy(lease)
-        new_spec = updated.setdefault("spec", {})
-        new_spec["holderIdentity"] = self.identity
-        new_spec["leaseDurationSeconds"] = self.duration_seconds
-        new_spec["renewTime"] = stamp
+        updated = lease.model_copy(deep=True)
+        new_spec = updated.spec = updated.spec or V1LeaseSpec()
+        new_spec.holder_identity = self.identity
+        new_spec.lease_duration_seconds = self.duration_seconds
+        new_spec.renew_time = stamp
         if not ours:
-            new_spec["acquireTime"] = stamp
-            new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+            new_spec.acquire_time = stamp
+            new_spec.lease_transitions = (spec.lease_transitions or 0) + 1
         if annotations:
-            updated.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
+            updated.metadata = updated.metadata or V1ObjectMeta()
+            updated.metadata.annotations = {**(updated.metadata.annotations or {}), **annotations}
         replaced = await self.client.replace(updated)  # carries the resourceVersion read: 409 if it moved
         if replaced is None:
             self.holder = None
@@ -207,10 +218,11 @@ class LeaseElector:
     async def release(self) -> None:
         """On a clean stop: clear the holder so the standby takes over at its next poll, not after expiry."""
         lease = await self.client.get()
-        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+        if lease is None or lease.spec is None or lease.spec.holder_identity != self.identity:
             return
-        updated = copy.deepcopy(lease)
-        updated["spec"]["holderIdentity"] = None
+        updated = lease.model_copy(deep=True)
+        assert updated.spec is not None
+        updated.spec.holder_identity = None
         await self.client.replace(updated)
 
 
@@ -254,6 +266,7 @@ class Standby:
         self._announced = False
         self._wake = asyncio.Event()
         ledger.listeners.append(self._ledger_changed)
+        telemetry.HA_ACTIVE.labels(config.lease_name).set(0)
 
     def _ledger_changed(self) -> None:
         if self.active:
@@ -275,6 +288,7 @@ class Standby:
         try:
             held = await self.elector.try_acquire_or_renew(window_annotations(self.ledger) if self.active else None)
         except LeaseError as exc:
+            telemetry.HA_LEASE_ERRORS.labels(self.config.lease_name).inc()
             log.warning("ha: Lease %s: %s", self.config.lease_name, exc)
             # Keep running through a short outage, but stop before the Lease can expire for the others.
             deadline = self.config.lease_duration_seconds - self.config.renew_seconds
@@ -286,6 +300,8 @@ class Standby:
             if not self.active:
                 self.ledger.merge(window_ends(self.elector.observed_annotations))
                 self.active = True
+                telemetry.HA_ACTIVE.labels(self.config.lease_name).set(1)
+                telemetry.HA_TRANSITIONS.labels(self.config.lease_name, "active").inc()
                 log.info(
                     "ha: %s holds Lease %s/%s: active, starting sources",
                     self.elector.identity,
@@ -302,4 +318,6 @@ class Standby:
     async def _step_down(self, why: str) -> None:
         log.warning("ha: %s: standby, stopping sources", why)
         self.active = False
+        telemetry.HA_ACTIVE.labels(self.config.lease_name).set(0)
+        telemetry.HA_TRANSITIONS.labels(self.config.lease_name, "standby").inc()
         await self.deactivate()

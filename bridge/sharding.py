@@ -16,7 +16,7 @@ from pydantic import Field
 
 from bridge.schema import StrictModel
 
-#: The StatefulSet pod name's ordinal: metrics-bridge-2 is shard 2.
+#: The StatefulSet pod name's ordinal: metrics-bridge-2 is shard 2 (with ha.enabled and 3 shards, so is -5).
 _ORDINAL = re.compile(r"-(\d+)$")
 
 
@@ -44,10 +44,15 @@ def owned(names: Iterable[str], sharding: ShardingConfig) -> list[str]:
     return [name for name in names if shard_of(name, sharding.count) == sharding.index]
 
 
-def resolve(data: object, env: Mapping[str, str], problems: list[str]) -> tuple[dict[str, object], str]:
+def resolve(
+    data: object, env: Mapping[str, str], problems: list[str], *, standby: bool = False
+) -> tuple[dict[str, object], str]:
     """The `sharding` mapping to validate, and where its index came from (for messages).
 
     Config keys first, then SHARD_COUNT and the ordinal of POD_NAME (else HOSTNAME).
+    With a warm standby (`standby`, ha.enabled) the shard is the ordinal modulo the count:
+    pods i and i+count of one StatefulSet share shard i, so a rolling update (one pod at a
+    time, highest ordinal first) never restarts both of a shard's replicas at once.
     Problems name where a value came from (the YAML path or the variable), as every config error does.
     """
     if data is not None and not isinstance(data, dict):
@@ -66,8 +71,13 @@ def resolve(data: object, env: Mapping[str, str], problems: list[str]) -> tuple[
     match = _ORDINAL.search(pod)
     if match is None:
         problems.append(f"sharding.index: not set, and {variable} {pod!r} does not end in a StatefulSet ordinal (-<n>)")
-    else:
-        merged["index"] = int(match.group(1))
+        return merged, "sharding.index"
+    ordinal = int(match.group(1))
+    count = merged.get("count")
+    if standby and isinstance(count, int) and count > 0:
+        merged["index"] = ordinal % count
+        return merged, f"sharding.index (from {variable} {pod}, modulo {count} with ha.enabled)"
+    merged["index"] = ordinal
     return merged, f"sharding.index (from {variable} {pod})"
 
 

@@ -125,6 +125,26 @@ SOURCE_OWNED = Gauge(
 )
 # ---- end sharding ---------------------------------------------------------------
 
+# ---- warm standby (bridge/ha.py) ------------------------------------------------
+HA_ACTIVE = Gauge(
+    "bridge_ha_active",
+    "1 while this replica holds its Lease and runs the sources, 0 on standby: per Lease, exactly one replica is 1.",
+    ["lease"],
+    registry=REGISTRY,
+)
+HA_TRANSITIONS = Counter(
+    "bridge_ha_transitions_total",
+    "Times this replica became active (took the Lease) or standby (lost it or could not renew it in time).",
+    ["lease", "to"],
+    registry=REGISTRY,
+)
+HA_LEASE_ERRORS = Counter(
+    "bridge_ha_lease_errors_total",
+    "Lease reads or writes the API server refused or did not answer (409 and 404 are answers, not errors).",
+    ["lease"],
+    registry=REGISTRY,
+)
+
 # ---- series tables (bridge/series) -------------------------------------------
 SERIES_TRACKED = Gauge(
     "bridge_series_tracked",

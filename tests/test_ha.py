@@ -1,13 +1,9 @@
 """Warm standby (bridge/ha.py): the Lease client, the standby loop, and two real processes taking over.
 
 No Kubernetes API server can run on the test machines, so everything here talks to
-LeaseStandIn: a small loopback stand-in for the coordination.k8s.io/v1 Lease endpoints.
-It is NOT an API server; it enforces only the API's rules that matter to a leader
-election: a write carrying a resourceVersion that is not the current one answers 409
-Conflict (and so does a PUT without one), a missing Lease answers 404 and is created by
-POST (a second POST answers 409 AlreadyExists), every write gets a new resourceVersion,
-and renewTime / acquireTime are stored as the API stores a MicroTime (RFC 3339, UTC,
-6 fractional digits), holderIdentity as given.
+LeaseStandIn (tests/ha_harness.py): a small loopback stand-in for the coordination.k8s.io/v1
+Lease endpoints that enforces the API's rules a leader election depends on (its docstring
+lists them), reached through the official `kubernetes` client as in a cluster.
 """
 
 from __future__ import annotations
@@ -15,21 +11,19 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.aio.client import V1Lease, V1ObjectMeta
 
+from bridge import telemetry
 from bridge.clock import minute_floor
 from bridge.config import ConfigError, load_config
 from bridge.context import WindowLedger
@@ -37,156 +31,17 @@ from bridge.ha import (
     WINDOWS_ANNOTATION,
     LeaseClient,
     LeaseElector,
+    LeaseError,
     Standby,
     format_micro_time,
-    parse_micro_time,
+    micro_time,
 )
 from bridge.schema import HAConfig
-from bridge.serverthread import ServerThread
 from bridge.simulator import CerebrasSimulator
+from tests.ha_harness import LeaseStandIn, start_replica, stop_replicas, wait_for, windows
+from tests.test_otlp_wire import self_signed  # noqa: F401  # a fixture: the certificate made at test time
 
-CLI = [sys.executable, "-m", "bridge.cli"]
-LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([a-z0-9-]+)/leases(?:/([a-z0-9.-]+))?$")
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-# ---------------------------------------------------------------- the stand-in
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "status": "Failure",
-        "reason": reason,
-        "code": code,
-        "message": message,
-    }
-
-
-def _micro_time(value: object) -> str:
-    """Parse as the API server does (RFC 3339) and store as it does (RFC3339Micro, UTC); ValueError if not a time."""
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a time")
-    parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class LeaseStandIn(ServerThread):
-    """Stand-in for the Lease endpoints (see the module docstring): GET, POST, PUT, and what they enforce."""
-
-    thread_name = "lease-stand-in"
-
-    def __init__(self) -> None:
-        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
-        self.lock = threading.Lock()
-        self.version = 0
-        self.conflicts = 0
-        self.history: list[tuple[float, str | None]] = []  # (when, holderIdentity) after every write
-        #: called with the stored Lease before a PUT is checked (a test's "another replica wrote meanwhile")
-        self.before_put: Callable[[dict[str, Any]], None] | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address
-        return f"http://{host}:{port}"
-
-    def _make_server(self) -> ThreadingHTTPServer:
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self._answer(*stand_in.handle("GET", self.path, None))
-
-            def do_POST(self) -> None:
-                self._answer(*stand_in.handle("POST", self.path, self._body()))
-
-            def do_PUT(self) -> None:
-                self._answer(*stand_in.handle("PUT", self.path, self._body()))
-
-            def _body(self) -> Any:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    return json.loads(raw)
-                except ValueError:
-                    return None
-
-            def _answer(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-
-    def handle(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
-        match = LEASES.match(path.split("?", 1)[0])
-        if match is None:
-            return 404, _status(404, "NotFound", "the server could not find the requested resource")
-        namespace, name = match.groups()
-        with self.lock:
-            if method == "GET" and name is not None:
-                lease = self.leases.get((namespace, name))
-                if lease is None:
-                    return 404, _status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
-                return 200, json.loads(json.dumps(lease))
-            if not isinstance(body, dict) or body.get("kind", "Lease") != "Lease":
-                return 400, _status(400, "BadRequest", "expected a Lease")
-            metadata = body.get("metadata") or {}
-            if method == "POST" and name is None:
-                name = metadata.get("name")
-                if not isinstance(name, str):
-                    return 422, _status(422, "Invalid", "metadata.name: Required value")
-                if (namespace, name) in self.leases:
-                    self.conflicts += 1
-                    return 409, _status(409, "AlreadyExists", f'leases.coordination.k8s.io "{name}" already exists')
-                return self._store(namespace, name, body, created=True)
-            if method == "PUT" and name is not None:
-                current = self.leases.get((namespace, name))
-                if current is None:
-                    return 404, _status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
-                if metadata.get("name") != name:
-                    return 400, _status(400, "BadRequest", "the name of the object does not match the URL")
-                if self.before_put is not None:
-                    self.before_put(current)
-                    current = self.leases[(namespace, name)]
-                if metadata.get("resourceVersion") != current["metadata"]["resourceVersion"]:
-                    self.conflicts += 1
-                    return 409, _status(
-                        409,
-                        "Conflict",
-                        f'Operation cannot be fulfilled on leases.coordination.k8s.io "{name}": the object has been '
-                        "modified; please apply your changes to the latest version and try again",
-                    )
-                return self._store(namespace, name, body, created=False)
-            return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here")
-
-    def _store(self, namespace: str, name: str, body: dict[str, Any], *, created: bool) -> tuple[int, dict[str, Any]]:
-        spec = dict(body.get("spec") or {})
-        for key in ("acquireTime", "renewTime"):
-            if spec.get(key) is not None:
-                try:
-                    spec[key] = _micro_time(spec[key])
-                except ValueError:
-                    return 400, _status(400, "BadRequest", f"spec.{key}: not an RFC 3339 time")
-        duration = spec.get("leaseDurationSeconds")
-        if duration is not None and (not isinstance(duration, int) or isinstance(duration, bool) or duration <= 0):
-            return 422, _status(422, "Invalid", "spec.leaseDurationSeconds: must be a positive int32")
-        self.version += 1
-        metadata = dict(body.get("metadata") or {})
-        metadata.update(name=name, namespace=namespace, resourceVersion=str(self.version))
-        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
-        self.leases[(namespace, name)] = lease
-        self.history.append((time.monotonic(), spec.get("holderIdentity")))
-        return (201 if created else 200), json.loads(json.dumps(lease))
-
-    def holder(self, namespace: str = "ns", name: str = "lease") -> str | None:
-        with self.lock:
-            lease = self.leases.get((namespace, name))
-            return None if lease is None else lease["spec"].get("holderIdentity")
 
 
 @pytest.fixture
@@ -206,21 +61,23 @@ class FakeClock:
         self.t = max(self.t, when)
 
 
-def _elector(stand_in: LeaseStandIn, identity: str, clock: FakeClock, duration: int = 15) -> LeaseElector:
-    return LeaseElector(LeaseClient(stand_in.url, "ns", "lease"), identity, duration, clock)
+def _sample(name: str, **labels: str) -> float:
+    return telemetry.REGISTRY.get_sample_value(name, {"lease": "lease", **labels}) or 0.0
+
+
+async def _elector(stand_in: LeaseStandIn, identity: str, clock: FakeClock, duration: int = 15) -> LeaseElector:
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity=identity, api_url=stand_in.url)
+    return LeaseElector(await LeaseClient.from_config(config), identity, duration, clock)
 
 
 # ---------------------------------------------------------------- unit: times
 def test_micro_time_is_rfc3339_utc_with_six_digits() -> None:
-    text = format_micro_time(1_800_000_000.25)
+    text = format_micro_time(micro_time(1_800_000_000.25))
     assert MICRO_TIME.match(text), text
-    assert parse_micro_time(text) == pytest.approx(1_800_000_000.25)
-    assert (
-        parse_micro_time("2027-01-15T08:00:00Z") == datetime.datetime(2027, 1, 15, 8, tzinfo=datetime.UTC).timestamp()
-    )
-    assert parse_micro_time("2027-01-15T09:00:00.5+01:00") == pytest.approx(
-        datetime.datetime(2027, 1, 15, 8, tzinfo=datetime.UTC).timestamp() + 0.5
-    )
+    assert text == "2027-01-15T08:00:00.250000Z"
+    # A whole second keeps its six digits: datetime.isoformat() would drop them, and the API would answer 400.
+    whole = datetime.datetime(2027, 1, 15, 9, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    assert format_micro_time(whole) == "2027-01-15T08:00:00.000000Z"
 
 
 # ---------------------------------------------------------------- unit: acquire, renew, expire, 409
@@ -228,7 +85,7 @@ def test_acquire_creates_a_missing_lease_and_renew_keeps_it(stand_in: LeaseStand
     clock = FakeClock()
 
     async def scenario() -> None:
-        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        a, b = await _elector(stand_in, "pod-a", clock), await _elector(stand_in, "pod-b", clock)
         assert await a.client.get() is None  # 404: not there yet
         assert await a.try_acquire_or_renew()  # POST
         lease = stand_in.leases[("ns", "lease")]
@@ -256,7 +113,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_sees_it(stand_in: Lea
     clock = FakeClock()
 
     async def scenario() -> None:
-        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        a, b = await _elector(stand_in, "pod-a", clock), await _elector(stand_in, "pod-b", clock)
         assert await a.try_acquire_or_renew()
         clock.t += 15.0  # renewTime + leaseDurationSeconds has passed
         assert await b.try_acquire_or_renew()
@@ -276,7 +133,7 @@ def test_a_write_with_a_stale_resource_version_answers_409_and_the_loser_backs_o
     clock = FakeClock()
 
     async def scenario() -> None:
-        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        a, b = await _elector(stand_in, "pod-a", clock), await _elector(stand_in, "pod-b", clock)
         assert await a.try_acquire_or_renew()
         clock.t += 20.0  # expired: both standbys see it so
 
@@ -285,7 +142,7 @@ def test_a_write_with_a_stale_resource_version_answers_409_and_the_loser_backs_o
             stand_in.version += 1
             current["metadata"]["resourceVersion"] = str(stand_in.version)
             current["spec"]["holderIdentity"] = "pod-c"
-            current["spec"]["renewTime"] = format_micro_time(clock.t)
+            current["spec"]["renewTime"] = format_micro_time(micro_time(clock.t))
 
         stand_in.before_put = c_takes_it_first
         conflicts = stand_in.conflicts
@@ -295,11 +152,11 @@ def test_a_write_with_a_stale_resource_version_answers_409_and_the_loser_backs_o
         # And a PUT without the current resourceVersion is refused outright.
         stale = await b.client.get()
         assert stale is not None
-        stale["metadata"]["resourceVersion"] = "1"
+        assert stale.metadata is not None
+        stale.metadata.resource_version = "1"
         assert await b.client.replace(stale) is None
         # Two replicas creating the Lease at once: the second POST answers 409 AlreadyExists.
-        body = {"kind": "Lease", "metadata": {"name": "lease"}, "spec": {}}
-        assert await b.client.create(body) is None
+        assert await b.client.create(V1Lease(kind="Lease", metadata=V1ObjectMeta(name="lease"))) is None
         await a.client.close()
         await b.client.close()
 
@@ -312,7 +169,7 @@ def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(st
     events: list[str] = []
 
     async def scenario() -> None:
-        a = _elector(stand_in, "pod-a", clock)
+        a = await _elector(stand_in, "pod-a", clock)
         assert await a.try_acquire_or_renew({WINDOWS_ANNOTATION: json.dumps({"cerebras:org": 1_799_999_940.0})})
         ledger = WindowLedger()
         ledger.clock = clock
@@ -323,13 +180,17 @@ def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(st
         async def deactivate() -> None:
             events.append("deactivate")
 
-        b = _elector(stand_in, "pod-b", clock)
+        b = await _elector(stand_in, "pod-b", clock)
         standby = Standby(config, b, ledger, activate, deactivate)
+        became_active = _sample("bridge_ha_transitions_total", to="active")
         await standby.step(clock.now())
         assert not standby.active and events == []  # a holds it: standby, no sources
+        assert _sample("bridge_ha_active") == 0
         clock.t += 16
         await standby.step(clock.now())
         assert standby.active
+        assert _sample("bridge_ha_active") == 1
+        assert _sample("bridge_ha_transitions_total", to="active") == became_active + 1
         assert events == ["activate, ledger {'cerebras:org': 1799999940.0}"]
         ledger.record("cerebras:org", 1_800_000_000.0)
         await standby.step(clock.now())  # the renew writes the new end into the Lease
@@ -340,6 +201,7 @@ def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(st
         assert await a.try_acquire_or_renew()
         await standby.step(clock.now())
         assert not standby.active and events[-1] == "deactivate"
+        assert _sample("bridge_ha_active") == 0
         await a.client.close()
         await b.client.close()
 
@@ -383,90 +245,48 @@ LEASE_SECONDS = 3
 RENEW_SECONDS = 0.5
 
 
-def _windows(path: Path) -> Counter[int]:
-    """Window ends (ns) a jsonl sink wrote, each counted once however many points it holds."""
-    if not path.exists():
-        return Counter()
-    ends: set[int] = set()
-    for line in path.read_text().splitlines():
-        try:
-            ends.add(json.loads(line)["end_ns"])
-        except ValueError:  # a line still being written
-            continue
-    return Counter(ends)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
-
-
 def test_two_processes_the_standby_takes_over_without_a_doubled_window(stand_in: LeaseStandIn, tmp_path: Path) -> None:
     with CerebrasSimulator(organization_id="org_ha", api_key="sim-key") as sim:
         processes: dict[str, subprocess.Popen[bytes]] = {}
         sinks = {name: tmp_path / f"{name}.jsonl" for name in ("pod-a", "pod-b")}
         try:
-            for name, sink in sinks.items():
-                config = tmp_path / f"{name}.yaml"
-                config.write_text(
-                    "sources:\n  cerebras:\n    type: cerebras\n    organization_id: org_ha\n"
-                    f"    base_url: {sim.url.rsplit('/', 1)[0]}\n    offset_seconds: 1\n"
-                    f"sinks:\n  out:\n    type: jsonl\n    path: {sink}\n"
-                    f"ha:\n  enabled: true\n  lease_name: lease\n  api_url: {stand_in.url}\n"
-                    f"  lease_duration_seconds: {LEASE_SECONDS}\n  renew_seconds: {RENEW_SECONDS}\n"
-                )
-                env = {**os.environ, "POD_NAME": name, "POD_NAMESPACE": "ns", "CEREBRAS_API_KEY": "sim-key"}
-                with (tmp_path / f"{name}.log").open("wb") as log:
-                    processes[name] = subprocess.Popen(
-                        [*CLI, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log, env=env
-                    )
+            for name in sinks:
+                processes[name] = start_replica(name, tmp_path, sim.url, stand_in, LEASE_SECONDS, RENEW_SECONDS)
                 if name == "pod-a":  # pod-a first, so it is the one that becomes active
-                    _wait_for(lambda: stand_in.holder() == "pod-a", 30, "pod-a holding the Lease")
+                    wait_for(lambda: stand_in.holder() == "pod-a", 30, "pod-a holding the Lease")
 
             # The active one fetches the last complete minute at once; the standby sends nothing.
-            _wait_for(lambda: bool(_windows(sinks["pod-a"])), 30, "pod-a forwarding its first window")
+            wait_for(lambda: bool(windows(sinks["pod-a"])), 30, "pod-a forwarding its first window")
             time.sleep(2 * RENEW_SECONDS)  # the renew that carries that window end into the Lease
             if not 3.0 <= time.time() % 60 <= 55.0:  # not while pod-a's next scrape (second 1) may be in flight
                 time.sleep((63.0 - time.time() % 60) % 60)
             assert stand_in.holder() == "pod-a"
-            assert not _windows(sinks["pod-b"])
+            assert not windows(sinks["pod-b"])
             # Every request so far was pod-a's, each forwarding one window: the standby costs no budget.
-            assert len(sim.requests_received) == len(_windows(sinks["pod-a"])), sim.requests_received
+            assert len(sim.requests_received) == len(windows(sinks["pod-a"])), sim.requests_received
 
             processes["pod-a"].send_signal(signal.SIGKILL)
             killed = time.monotonic()
             processes["pod-a"].wait(timeout=10)
-            _wait_for(lambda: stand_in.holder() == "pod-b", LEASE_SECONDS + 5, "pod-b taking the Lease")
+            wait_for(lambda: stand_in.holder() == "pod-b", LEASE_SECONDS + 5, "pod-b taking the Lease")
             takeover = next(t for t, holder in stand_in.history if holder == "pod-b") - killed
             print(f"takeover {takeover:.2f} s after SIGKILL (lease {LEASE_SECONDS} s, poll {RENEW_SECONDS} s)")
             assert takeover <= LEASE_SECONDS + RENEW_SECONDS + 1.0
 
             # pod-b fetches at once (that minute, if not yet forwarded, else a duplicate it drops),
             # then the next minute: wait for a window later than any pod-a forwarded.
-            last_a = max(_windows(sinks["pod-a"]))
+            last_a = max(windows(sinks["pod-a"]))
             next_boundary = minute_floor(time.time()) + 60.0
-            _wait_for(
-                lambda: any(end > last_a for end in _windows(sinks["pod-b"])),
+            wait_for(
+                lambda: any(end > last_a for end in windows(sinks["pod-b"])),
                 max(0.0, next_boundary - time.time()) + 15,
                 "pod-b forwarding a later window",
             )
             assert processes["pod-b"].poll() is None
         finally:
-            for process in processes.values():
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes.values():
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_replicas(list(processes.values()))
 
-        a, b = _windows(sinks["pod-a"]), _windows(sinks["pod-b"])
+        a, b = windows(sinks["pod-a"]), windows(sinks["pod-b"])
         both = a + b
         assert all(count == 1 for count in both.values()), f"a window forwarded twice: {both}"
         assert not set(a) & set(b)
@@ -481,7 +301,7 @@ def test_a_released_lease_is_taken_at_the_next_poll(stand_in: LeaseStandIn) -> N
     clock = FakeClock()
 
     async def scenario() -> None:
-        a, b = _elector(stand_in, "pod-a", clock), _elector(stand_in, "pod-b", clock)
+        a, b = await _elector(stand_in, "pod-a", clock), await _elector(stand_in, "pod-b", clock)
         assert await a.try_acquire_or_renew()
         await b.release()  # not the holder: changes nothing
         assert stand_in.holder() == "pod-a"
@@ -521,12 +341,50 @@ def test_sources_stop_on_losing_the_lease_and_start_again_on_taking_it_back(tmp_
     asyncio.run(scenario())
 
 
-def test_the_token_is_read_at_every_call(stand_in: LeaseStandIn, tmp_path: Path) -> None:
-    """A projected service account token is rotated by the kubelet: a token read once would expire."""
-    token = tmp_path / "token"
-    token.write_text("first\n")
-    client = LeaseClient(stand_in.url, "ns", "lease", token_file=token)
-    assert client._headers() == {"Authorization": "Bearer first"}
-    token.write_text("second\n")
-    assert client._headers() == {"Authorization": "Bearer second"}
-    asyncio.run(client.close())
+def test_in_a_pod_the_client_sends_the_service_account_token_over_tls(
+    tmp_path: Path,
+    self_signed: tuple[str, str],  # noqa: F811
+) -> None:
+    """As in a pod: $KUBERNETES_SERVICE_HOST/PORT, and the service account's token and CA (the client re-reads
+    the token every minute, as the kubelet rotates it). The stand-in serves TLS and wants that token."""
+    cert, _ = self_signed
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("sa-token")
+    (account / "ca.crt").write_text(Path(cert).read_text())
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="pod-a")
+
+    async def acquire(environ: dict[str, str]) -> bool:
+        client = await LeaseClient.from_config(config, service_account=account, environ=environ)
+        try:
+            return await LeaseElector(client, "pod-a", 15, FakeClock()).try_acquire_or_renew()
+        finally:
+            await client.close()
+
+    with LeaseStandIn(tls=self_signed, token="sa-token") as stand_in:
+        environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(stand_in.server_address[1])}
+        assert asyncio.run(acquire(environ))
+        assert stand_in.holder() == "pod-a"
+        assert stand_in.authorizations == {"bearer sa-token"}  # the client's spelling of the scheme
+        (account / "token").write_text("revoked")
+        stand_in.token = "rotated"
+        with pytest.raises(LeaseError, match=r"GET lease ns/lease: HTTP 401 Unauthorized"):
+            asyncio.run(acquire(environ))
+    with pytest.raises(LeaseError, match=r"neither in a cluster nor a usable kubeconfig"):
+        asyncio.run(acquire({"KUBECONFIG": str(tmp_path / "missing")}))
+
+
+def test_without_the_ha_extra_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubernetes client is the `ha` extra: without it, validate and run say how to install it."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "kubernetes"] + ["kubernetes"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: find_spec and import both fail
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "sources:\n  demo:\n    type: simulator\nsinks:\n  out:\n    type: console\n"
+        "ha: {enabled: true, namespace: ns, identity: me}\n"
+    )
+    with pytest.raises(ConfigError, match=re.escape("ha.enabled: needs the kubernetes client, the `ha` extra")):
+        load_config(str(path))
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="me", api_url="http://127.0.0.1:1")
+    with pytest.raises(LeaseError, match=re.escape("pip install 'metrics-bridge[ha]'")):
+        asyncio.run(LeaseClient.from_config(config))

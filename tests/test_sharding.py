@@ -95,6 +95,23 @@ def test_the_environment_gives_the_count_and_the_pod_name_the_index(no_shard_env
     assert parse_config(_config(["a"])).sharding == ShardingConfig(count=3, index=2)
 
 
+def test_with_a_standby_pods_i_and_i_plus_count_share_shard_i(no_shard_env: pytest.MonkeyPatch) -> None:
+    """The chart's ha mode: one StatefulSet of 2 x count pods, so a rolling update never takes a whole shard."""
+    no_shard_env.setenv("SHARD_COUNT", "3")
+    no_shard_env.setenv("POD_NAMESPACE", "ns")
+    with_ha = {**_config(["a"]), "ha": {"enabled": True}}
+    for pod, shard in (("metrics-bridge-1", 1), ("metrics-bridge-4", 1), ("metrics-bridge-5", 2)):
+        no_shard_env.setenv("POD_NAME", pod)
+        config = parse_config(with_ha)
+        assert config.sharding == ShardingConfig(count=3, index=shard)
+        assert config.ha.lease_name == f"metrics-bridge-shard-{shard}" and config.ha.identity == pod
+    with pytest.raises(ConfigError) as caught:  # without a standby a 4th pod of 3 shards is a mistake, as before
+        parse_config(_config(["a"]))
+    assert (
+        "sharding.index (from POD_NAME metrics-bridge-5): 5 is not in [0, 3) (the shard count)" in caught.value.problems
+    )
+
+
 def test_the_config_wins_over_the_environment(no_shard_env: pytest.MonkeyPatch) -> None:
     no_shard_env.setenv("SHARD_COUNT", "3")
     no_shard_env.setenv("POD_NAME", "metrics-bridge-2")
