@@ -13,10 +13,11 @@ archive `helm package` makes (the chart's files/ are symlinks to dashboards/,
 never copies). The `helm test` Pod carries the Deployment's image, env, Secret,
 mounts and security contexts, and its `metrics-bridge check` command runs here
 on the rendered config (no Kubernetes API server: `helm test` itself cannot).
-Scale-out: the sharded StatefulSet, and ha's warm standby (two StatefulSets, the
-RBAC for exactly the release's Leases, a PodDisruptionBudget per shard,
-anti-affinity), cross-checked against bridge.config: the Lease each pod's config
-names is one the Role allows.
+Scale-out: the sharded StatefulSet, and ha's warm standby (one StatefulSet of
+2 x N pods, the RBAC for exactly the release's Leases, a PodDisruptionBudget per
+shard, anti-affinity), cross-checked against bridge.config for every pod: the
+Lease its config names is one the Role allows, and the budget that covers it is
+that Lease's shard's.
 """
 
 from __future__ import annotations
@@ -63,8 +64,6 @@ SHARDING_VALUES = CHART / "ci" / "sharding-values.yaml"
 SHARD_ENV = ("SHARD_COUNT", "POD_NAME")  # what a sharded pod's env has that the check pod's has not
 HA_VALUES = CHART / "ci" / "ha-values.yaml"  # warm standby, one shard
 HA_SHARDING_VALUES = CHART / "ci" / "ha-sharding-values.yaml"  # warm standby, three shards
-HA_SETS = ("a", "b")  # ha's StatefulSets <fullname>-a and <fullname>-b; by_kind's keys "StatefulSet/a", "StatefulSet/b"
-HA_SET_LABEL = "metrics-bridge.io/ha-set"  # tells the two sets' pods apart (each StatefulSet's selector)
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set on StatefulSet pods by Kubernetes (1.28+)
 SELECTOR_LABELS = {"app.kubernetes.io/name": "metrics-bridge", "app.kubernetes.io/instance": RELEASE}
 STATEFUL_VALUES = {SHARDING_VALUES, HA_VALUES, HA_SHARDING_VALUES}
@@ -124,8 +123,8 @@ def render_error(helm: str, *extra: str, chart: Path = CHART) -> str:
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each object by its kind; the Grafana dashboard's ConfigMap, next to the config's, by DASHBOARD_CONFIGMAP;
-    a sharded release's headless Service, next to the metrics Service, by HEADLESS_SERVICE; ha's StatefulSets and
-    per-shard PodDisruptionBudgets by their name less the fullname ("StatefulSet/a", "PodDisruptionBudget/shard-0")."""
+    a sharded release's headless Service, next to the metrics Service, by HEADLESS_SERVICE; ha's per-shard
+    PodDisruptionBudgets by their name less the fullname ("PodDisruptionBudget/shard-0")."""
     kinds: dict[str, dict[str, Any]] = {}
     for doc in docs:
         key, name = doc["kind"], doc["metadata"]["name"]
@@ -133,23 +132,17 @@ def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             key = DASHBOARD_CONFIGMAP
         if key == "Service" and name == f"{FULLNAME}-headless":
             key = HEADLESS_SERVICE
-        if key in ("StatefulSet", "PodDisruptionBudget") and name != FULLNAME:
+        if key == "PodDisruptionBudget" and name != FULLNAME:
             key = f"{key}/{name.removeprefix(FULLNAME + '-')}"
         assert key not in kinds, f"two {key} objects"
         kinds[key] = doc
     return kinds
 
 
-def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The bridge's Deployment, its StatefulSet when sharded, or ha's two StatefulSets: never a Deployment with them."""
-    found = [doc for doc in docs if doc["kind"] in ("Deployment", "StatefulSet")]
-    assert [doc["kind"] for doc in found] in (["Deployment"], ["StatefulSet"], ["StatefulSet"] * len(HA_SETS)), found
-    return found
-
-
 def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The bridge's workload; with ha, the first of its two StatefulSets (their pods differ only in their set label)."""
-    return workloads(docs)[0]
+    """The bridge's Deployment, or its StatefulSet when sharded or ha: never both."""
+    (found,) = [doc for doc in docs if doc["kind"] in ("Deployment", "StatefulSet")]
+    return found
 
 
 def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -157,7 +150,8 @@ def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def is_ha(docs: list[dict[str, Any]]) -> bool:
-    return len(workloads(docs)) == len(HA_SETS)
+    """ha.enabled: the rendered bridge config has the chart's `ha`."""
+    return bool((yaml.safe_load(config_text(docs)).get("ha") or {}).get("enabled"))
 
 
 def pod_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
@@ -171,9 +165,36 @@ def pod_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
 
 
 def first_pod_name(docs: list[dict[str, Any]]) -> str:
-    """The name of the workload's first pod: <statefulset>-0, or a Deployment's (any name without an ordinal)."""
-    found = workload(docs)
-    return f"{found['metadata']['name']}-0" if found["kind"] == "StatefulSet" else f"{FULLNAME}-5d9f8c7b6-x2x4q"
+    """The name of the workload's first pod: <fullname>-0, or a Deployment's (any name without an ordinal)."""
+    return f"{FULLNAME}-0" if workload(docs)["kind"] == "StatefulSet" else f"{FULLNAME}-5d9f8c7b6-x2x4q"
+
+
+def statefulset_pod_labels(statefulset: dict[str, Any], ordinal: int) -> dict[str, str]:
+    """The labels of pod <statefulset>-<ordinal>: its template's, and those the StatefulSet controller adds
+    (apps.kubernetes.io/pod-index since Kubernetes 1.28)."""
+    name = statefulset["metadata"]["name"]
+    return statefulset["spec"]["template"]["metadata"]["labels"] | {
+        "statefulset.kubernetes.io/pod-name": f"{name}-{ordinal}",
+        "controller-revision-hash": f"{name}-7c9d5f6b8",
+        POD_INDEX_LABEL: str(ordinal),
+    }
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a metav1.LabelSelector (matchLabels and matchExpressions, ANDed) selects these labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
 
 
 def anti_affinity(mode: str) -> dict[str, Any] | None:
@@ -836,9 +857,11 @@ def test_one_shard_is_the_deployment_and_a_shared_claim_is_refused(helm: str) ->
     assert "at '/sharding/replicas': minimum: got 0, want 1" in render_error(helm, "--set", "sharding.replicas=0")
 
 
-# Warm standby: ha.enabled renders two StatefulSets whose pods of one ordinal share that shard's Lease
-# (README "Scale-out", "Warm standby"; bridge/ha.py).
+# Warm standby: ha.enabled renders one StatefulSet of 2 x N pods, of which pods i and i+N share shard i and its
+# Lease (README "Scale-out", "Warm standby"; bridge/ha.py, bridge/sharding.py).
 HA_FILES = [pytest.param(HA_VALUES, 1, id="ha-values.yaml"), pytest.param(HA_SHARDING_VALUES, 3, id="ha-sharding")]
+# the StatefulSet fields the API server lets an update change; the rest must stay for `ha.enabled` to be an upgrade
+STATEFULSET_MUTABLE = {"replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy"}
 
 
 def lease_names(shards: int) -> list[str]:
@@ -846,40 +869,51 @@ def lease_names(shards: int) -> list[str]:
 
 
 @pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
-def test_ha_renders_two_statefulsets_of_one_pod_per_shard(helm: str, values_file: Path, shards: int) -> None:
+def test_ha_renders_one_statefulset_of_two_pods_per_shard(helm: str, values_file: Path, shards: int) -> None:
     kinds = by_kind(render(helm, values_file))
-    assert "Deployment" not in kinds and "StatefulSet" not in kinds and "PersistentVolumeClaim" not in kinds
-    pod_labels = {}
-    for name in HA_SETS:
-        statefulset = kinds[f"StatefulSet/{name}"]
-        assert statefulset["metadata"]["name"] == f"{FULLNAME}-{name}"  # pods mb-metrics-bridge-<set>-<shard>
-        assert statefulset["spec"]["replicas"] == shards
-        assert statefulset["spec"]["serviceName"] == f"{FULLNAME}-headless"
-        assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
-        selector = statefulset["spec"]["selector"]["matchLabels"]
-        assert selector == SELECTOR_LABELS | {HA_SET_LABEL: name}
-        template = statefulset["spec"]["template"]
-        assert selector.items() <= template["metadata"]["labels"].items()
-        pod_labels[name] = template["metadata"]["labels"]
-        (claim,) = statefulset["spec"]["volumeClaimTemplates"]  # a spool and state claim per pod
-        assert claim["metadata"]["name"] == "spool" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
-        spec = template["spec"]
-        assert spec["automountServiceAccountToken"] is True, "the Lease calls authenticate with the token"
-        assert spec["serviceAccountName"] == kinds["ServiceAccount"]["metadata"]["name"]
-        (container,) = spec["containers"]
-        assert container["env"] == [
-            {"name": "SHARD_COUNT", "value": str(shards)},
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        ]
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    # the two sets' selectors never claim each other's pods
-    a, b = (kinds[f"StatefulSet/{name}"]["spec"]["selector"]["matchLabels"] for name in HA_SETS)
-    assert not a.items() <= pod_labels["b"].items() and not b.items() <= pod_labels["a"].items()
-    # the metrics Service and the headless one select both (the standby serves /metrics and is ready too)
+    assert "Deployment" not in kinds and "PersistentVolumeClaim" not in kinds
+    statefulset = kinds["StatefulSet"]
+    assert statefulset["metadata"]["name"] == FULLNAME  # as the sharded one: pods mb-metrics-bridge-0..2N-1
+    spec = statefulset["spec"]
+    assert spec["replicas"] == 2 * shards
+    assert spec["serviceName"] == f"{FULLNAME}-headless"
+    assert spec["podManagementPolicy"] == "Parallel"  # scaling only: a rolling update still goes one pod at a time
+    assert "updateStrategy" not in spec, "RollingUpdate, maxUnavailable 1: the defaults, one pod of a shard at a time"
+    assert spec["selector"]["matchLabels"] == SELECTOR_LABELS
+    template = spec["template"]
+    assert SELECTOR_LABELS.items() <= template["metadata"]["labels"].items()
+    (claim,) = spec["volumeClaimTemplates"]  # a spool and state claim per pod
+    assert claim["metadata"]["name"] == "spool" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    pod = template["spec"]
+    assert pod["automountServiceAccountToken"] is True, "the Lease calls authenticate with the token"
+    assert pod["serviceAccountName"] == kinds["ServiceAccount"]["metadata"]["name"]
+    (container,) = pod["containers"]
+    assert container["env"] == [
+        {"name": "SHARD_COUNT", "value": str(shards)},  # N, not 2N: the bridge takes the ordinal modulo N
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # the metrics Service and the headless one select every pod (the standby serves /metrics and is ready too)
     for service in (kinds["Service"], kinds[HEADLESS_SERVICE]):
-        assert all(service["spec"]["selector"].items() <= labels.items() for labels in pod_labels.values())
+        assert all(
+            selects({"matchLabels": service["spec"]["selector"]}, statefulset_pod_labels(statefulset, ordinal))
+            for ordinal in range(2 * shards)
+        )
     assert kinds[HEADLESS_SERVICE]["spec"]["clusterIP"] == "None"
+
+
+def test_ha_on_a_sharded_release_is_an_update_of_its_statefulset(helm: str) -> None:
+    """ha.enabled keeps the sharded StatefulSet's name and every field an update may not change (selector,
+    serviceName, volumeClaimTemplates, podManagementPolicy): `helm upgrade` adds pods N..2N-1 and their claims, and
+    pods 0..N-1 keep theirs."""
+    sharded = workload(render(helm, SHARDING_VALUES))
+    ha = workload(render(helm, SHARDING_VALUES, "--set", "ha.enabled=true"))
+    assert ha["metadata"] == sharded["metadata"]
+    fixed = {key for key in sharded["spec"] | ha["spec"] if key not in STATEFULSET_MUTABLE}
+    assert fixed >= {"selector", "serviceName", "volumeClaimTemplates", "podManagementPolicy"}
+    assert {key: ha["spec"].get(key) for key in fixed} == {key: sharded["spec"].get(key) for key in fixed}
+    assert (sharded["spec"]["replicas"], ha["spec"]["replicas"]) == (3, 6)
 
 
 def test_ha_service_monitor_scrapes_every_pod_once_through_the_headless_service(helm: str) -> None:
@@ -953,30 +987,49 @@ def test_ha_role_binds_the_service_account_the_pods_run_as_and_rbac_create_false
     assert not {"Role", "RoleBinding"} & set(by_kind(render(helm, SHARDING_VALUES))), "only with ha"
 
 
+def budgets(kinds: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """An ha release's PodDisruptionBudgets, by name."""
+    return {doc["metadata"]["name"]: doc for key, doc in kinds.items() if key.startswith("PodDisruptionBudget")}
+
+
 @pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
-def test_ha_budget_per_shard_keeps_one_of_its_two_pods(helm: str, values_file: Path, shards: int) -> None:
-    """One PodDisruptionBudget per shard, minAvailable 1 over the pods of that index in both sets, and no
-    release-wide one even when podDisruptionBudget.enabled (a pod under two budgets cannot be evicted)."""
+def test_ha_budget_per_shard_selects_exactly_its_two_pods(helm: str, values_file: Path, shards: int) -> None:
+    """One PodDisruptionBudget per shard i, minAvailable 1 over exactly pods i and i+N of the StatefulSet's 2N, every
+    pod under exactly one; and no release-wide one even when podDisruptionBudget.enabled (a pod under two budgets
+    cannot be evicted)."""
     kinds = by_kind(render(helm, values_file, "--set", "podDisruptionBudget.enabled=true"))
-    budgets = {key: doc for key, doc in kinds.items() if key.startswith("PodDisruptionBudget")}
-    assert sorted(budgets) == [f"PodDisruptionBudget/shard-{i}" for i in range(shards)]
+    found = budgets(kinds)
+    assert sorted(found) == lease_names(shards)  # <fullname>-shard-<i>, as the shard's Lease
+    statefulset = kinds["StatefulSet"]
+    pods = range(statefulset["spec"]["replicas"])
     for i in range(shards):
-        budget = budgets[f"PodDisruptionBudget/shard-{i}"]
-        assert budget["metadata"]["name"] == f"{FULLNAME}-shard-{i}"
+        budget = found[f"{FULLNAME}-shard-{i}"]
         assert budget["spec"] == {
             "minAvailable": 1,
-            "selector": {"matchLabels": SELECTOR_LABELS | {POD_INDEX_LABEL: str(i)}},
+            "selector": {
+                "matchLabels": SELECTOR_LABELS,
+                "matchExpressions": [{"key": POD_INDEX_LABEL, "operator": "In", "values": [str(i), str(i + shards)]}],
+            },
         }
-        for name in HA_SETS:  # Kubernetes adds the pod-index label to <set>-<i>; the rest is in the template
-            labels = kinds[f"StatefulSet/{name}"]["spec"]["template"]["metadata"]["labels"] | {POD_INDEX_LABEL: str(i)}
-            assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        selected = {n for n in pods if selects(budget["spec"]["selector"], statefulset_pod_labels(statefulset, n))}
+        assert selected == {i, i + shards}
+    for n in pods:
+        covering = [b for b in found.values() if selects(b["spec"]["selector"], statefulset_pod_labels(statefulset, n))]
+        assert len(covering) == 1, n
 
 
 @pytest.mark.parametrize("mode", ["soft", "hard", "none"])
 def test_ha_anti_affinity_spreads_the_release_across_nodes(helm: str, mode: str) -> None:
     docs = render(helm, HA_VALUES, "--set", f"ha.antiAffinity={mode}")
-    for statefulset in workloads(docs):
-        assert statefulset["spec"]["template"]["spec"].get("affinity") == anti_affinity(mode)
+    assert pod_spec(docs).get("affinity") == anti_affinity(mode)
+    if mode != "none":  # against every pod of the release, so a shard's two pods too: hard needs 2N nodes
+        (term,) = [
+            term.get("podAffinityTerm", term)
+            for terms in anti_affinity(mode)["podAntiAffinity"].values()
+            for term in terms
+        ]
+        statefulset = workload(docs)
+        assert all(selects(term["labelSelector"], statefulset_pod_labels(statefulset, n)) for n in range(2))
     assert "affinity" not in check_pod(docs)["spec"], "the check pod is no bridge replica"
     assert "antiAffinity" not in yaml.safe_load(HA_VALUES.read_text())["ha"]
     assert pod_spec(render(helm, HA_VALUES))["affinity"] == anti_affinity("soft"), "the default"
@@ -993,33 +1046,57 @@ def test_ha_a_user_affinity_wins(helm: str) -> None:
             }
         }
     }
-    for statefulset in workloads(docs):
-        assert statefulset["spec"]["template"]["spec"]["affinity"] == expected
+    assert pod_spec(docs)["affinity"] == expected
     assert check_pod(docs)["spec"]["affinity"] == expected
     assert_check_pod_matches_the_deployment(docs)
 
 
-@pytest.mark.parametrize("pod", [f"{FULLNAME}-{name}-{i}" for name in HA_SETS for i in range(3)])
-def test_ha_each_pod_takes_the_lease_the_role_allows(
-    helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pod: str
+HA_PODS = [
+    pytest.param(values_file, shards, ordinal, id=f"{values_file.stem}-pod-{ordinal}")
+    for values_file, shards in ((HA_VALUES, 1), (HA_SHARDING_VALUES, 3))
+    for ordinal in range(2 * shards)
+]
+
+
+@pytest.mark.parametrize(("values_file", "shards", "ordinal"), HA_PODS)
+def test_ha_each_pod_takes_the_lease_the_role_allows_and_its_budget_guards(
+    helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values_file: Path, shards: int, ordinal: int
 ) -> None:
-    """The chart against the bridge: the rendered config, loaded by bridge.config with the env the chart gives pod
-    <fullname>-<set>-<i>, names Lease <fullname>-shard-<i>, one of the Role's resourceNames."""
+    """The chart against the bridge, for every pod <fullname>-<ordinal> of the StatefulSet: the rendered config,
+    loaded by bridge.config with the env the chart gives that pod, names Lease <fullname>-shard-<ordinal mod N>, one
+    of the Role's resourceNames; its shard index is that too; and the one budget that covers the pod is that Lease's
+    shard's, selecting exactly the pod-indexes whose shard it is."""
     from bridge.config import load_config
 
-    docs = render(helm, HA_SHARDING_VALUES)
+    docs = render(helm, values_file)
+    kinds = by_kind(docs)
+    statefulset = kinds["StatefulSet"]
+    assert statefulset["spec"]["replicas"] == 2 * shards
     path = tmp_path / "config.yaml"
     path.write_text(config_text(docs))
+    pod = f"{FULLNAME}-{ordinal}"  # the StatefulSet's pod names
     env = pod_env(pod_spec(docs)["containers"][0], pod)  # what the chart sets, as the kubelet resolves it
-    assert env["SHARD_COUNT"] == "3" and env["POD_NAME"] == pod
-    monkeypatch.setenv("SHARD_COUNT", env["SHARD_COUNT"])
-    monkeypatch.setenv("POD_NAME", env["POD_NAME"])
-    monkeypatch.setenv("POD_NAMESPACE", "ns")
-    ha = load_config(path).ha
-    assert ha.enabled is True
-    assert ha.lease_name == f"{FULLNAME}-shard-{pod.rsplit('-', 1)[1]}"
-    assert ha.lease_name in by_kind(docs)["Role"]["rules"][1]["resourceNames"]
-    assert ha.namespace == "ns" and ha.identity == pod
+    assert env["SHARD_COUNT"] == str(shards) and env["POD_NAME"] == pod and env["POD_NAMESPACE"] == NAMESPACE
+    for name in ("SHARD_COUNT", "POD_NAME", "POD_NAMESPACE", "HOSTNAME"):
+        monkeypatch.setenv(name, env[name])
+    for key in pod_secret_keys(docs, values_file):  # the Secret's keys (envFrom), dummies
+        monkeypatch.setenv(key, f"ci-dummy-{key.lower()}")
+    config = load_config(path)
+    shard = ordinal % shards
+    assert config.ha is not None and config.ha.enabled is True
+    assert config.ha.lease_name == f"{FULLNAME}-shard-{shard}"
+    assert config.ha.lease_name in kinds["Role"]["rules"][1]["resourceNames"]
+    assert config.ha.namespace == NAMESPACE and config.ha.identity == pod
+    assert config.sharding is not None and (config.sharding.count, config.sharding.index) == (shards, shard)
+    (budget,) = [
+        b
+        for b in budgets(kinds).values()
+        if selects(b["spec"]["selector"], statefulset_pod_labels(statefulset, ordinal))
+    ]
+    assert budget["metadata"]["name"] == config.ha.lease_name  # the budget that guards the pod is its Lease's shard's
+    (expression,) = budget["spec"]["selector"]["matchExpressions"]
+    assert expression["key"] == POD_INDEX_LABEL and str(ordinal) in expression["values"]
+    assert {int(value) % shards for value in expression["values"]} == {config.sharding.index}
 
 
 # Every ha.* value but ha.enabled, changed: with ha off none of them may reach a rendered object.
@@ -1040,18 +1117,19 @@ def test_ha_off_renders_exactly_what_the_chart_rendered_without_it(helm: str, va
     spec = pod_spec(docs)
     assert spec["automountServiceAccountToken"] is False and "affinity" not in spec
     assert all(var["name"] != "POD_NAMESPACE" for var in spec["containers"][0].get("env", []))
-    assert HA_SET_LABEL not in workload(docs)["spec"]["template"]["metadata"]["labels"]
+    if values_file == SHARDING_VALUES:
+        assert workload(docs)["spec"]["replicas"] == 3
 
 
-def test_ha_notes_name_the_statefulsets_and_the_leases(helm: str) -> None:
+def test_ha_notes_name_the_statefulset_and_the_leases(helm: str) -> None:
     notes = install_notes(helm, "-f", str(HA_SHARDING_VALUES), "--set", "existingSecret=keys")
     for command in (
-        f"rollout status statefulset/{FULLNAME}-a",
-        f"rollout status statefulset/{FULLNAME}-b",
+        f"rollout status statefulset/{FULLNAME}\n",
         f"get lease {' '.join(lease_names(3))} -o custom-columns=",
-        f"exec {FULLNAME}-a-0 -- metrics-bridge validate",
-        f"rollout restart statefulset/{FULLNAME}-a && kubectl -n {NAMESPACE} rollout status statefulset/{FULLNAME}-a"
-        f" && kubectl -n {NAMESPACE} rollout restart statefulset/{FULLNAME}-b",
+        f"logs -f {FULLNAME}-0\n",
+        f"exec {FULLNAME}-0 -- metrics-bridge validate",
+        f"rollout restart statefulset/{FULLNAME}\n",
     ):
         assert command in notes, command
-    assert "deployment/" not in notes
+    assert f"{FULLNAME}-<i> and\n{FULLNAME}-<i+3> share shard i" in notes
+    assert "deployment/" not in notes and f"{FULLNAME}-a" not in notes

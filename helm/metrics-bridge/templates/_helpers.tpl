@@ -187,7 +187,8 @@ env:
         fieldPath: metadata.name
   {{- end }}
   {{- if .ha }}
-  # warm standby: the namespace of the shard's Lease (the holder identity is POD_NAME)
+  # warm standby: the shard is the ordinal modulo SHARD_COUNT (pods i and i+N share it and its
+  # Lease); the Lease's namespace (the holder identity is POD_NAME)
   - name: POD_NAMESPACE
     valueFrom:
       fieldRef:
@@ -311,38 +312,17 @@ imagePullSecrets:
 {{- if (.Values.ha | default dict).enabled }}true{{ end }}
 {{- end }}
 
-{{/*
-The StatefulSets to render, as a JSON list of name suffixes: ha.enabled, two ("a", "b": pods
-<fullname>-a-<i> and <fullname>-b-<i> share shard i); sharded, one ("": pods <fullname>-<i>);
-otherwise none (the Deployment runs).
-*/}}
-{{- define "metrics-bridge.statefulSets" -}}
-{{- if include "metrics-bridge.ha" . }}["a","b"]
-{{- else if ne (include "metrics-bridge.shards" .) "1" }}[""]
-{{- else }}[]
-{{- end }}
-{{- end }}
-
-{{/* "true" when the bridge runs in StatefulSets rather than the Deployment, else empty. */}}
+{{/* "true" when the bridge runs in a StatefulSet (sharded, or ha.enabled) rather than the Deployment, else empty. */}}
 {{- define "metrics-bridge.stateful" -}}
-{{- if include "metrics-bridge.statefulSets" . | fromJsonArray }}true{{ end }}
+{{- if or (include "metrics-bridge.ha" .) (ne (include "metrics-bridge.shards" .) "1") }}true{{ end }}
 {{- end }}
 
-{{/* A StatefulSet's name: the fullname, with "-<set>" for one of ha's two. (dict "root" $ "set" string) */}}
-{{- define "metrics-bridge.statefulSetName" -}}
-{{- $fullname := include "metrics-bridge.fullname" .root }}
-{{- if .set }}
-{{- printf "%s-%s" ($fullname | trunc 61 | trimSuffix "-") .set }}
-{{- else }}
-{{- $fullname }}
-{{- end }}
-{{- end }}
-
-{{/* The label that tells ha's two StatefulSets' pods apart (each one's selector); empty otherwise. */}}
-{{- define "metrics-bridge.setLabel" -}}
-{{- with .set }}
-metrics-bridge.io/ha-set: {{ . | quote }}
-{{- end }}
+{{/*
+The StatefulSet's pods: one per shard, or with ha.enabled two per shard (2 x N: pods i and
+i+N share shard i, the bridge's ordinal modulo SHARD_COUNT, and its Lease).
+*/}}
+{{- define "metrics-bridge.pods" -}}
+{{- mul (int (include "metrics-bridge.shards" .)) (ternary 2 1 (not (empty (include "metrics-bridge.ha" .)))) }}
 {{- end }}
 
 {{/* The Leases of an ha release, <fullname>-shard-0..N-1: the bridge's lease_prefix is the fullname. */}}
@@ -354,16 +334,16 @@ metrics-bridge.io/ha-set: {{ . | quote }}
 {{- end }}
 
 {{/*
-The bridge's pod template, shared by the Deployment and the StatefulSets;
-called with (dict "root" $ "sharded" bool "set" string). A sharded pod runs only
-its share of the sources: SHARD_COUNT and its own name (the StatefulSet ordinal)
-say which, and its spool is its own claim from the StatefulSet's
-volumeClaimTemplates. `set` ("a" or "b", ha.enabled) labels the pod for its
-StatefulSet's selector, adds POD_NAMESPACE, mounts the service account token
-(the Lease calls need it) and the default anti-affinity.
+The bridge's pod template, shared by the Deployment and the sharded StatefulSet;
+called with (dict "root" $ "sharded" bool). A sharded pod runs only its share of
+the sources: SHARD_COUNT and its own name (the StatefulSet ordinal) say which,
+and its spool is its own claim from the StatefulSet's volumeClaimTemplates.
+With ha.enabled (always a StatefulSet) the pod also gets POD_NAMESPACE, the
+service account token (the Lease calls need it) and the default anti-affinity.
 */}}
 {{- define "metrics-bridge.podTemplate" -}}
 {{- $root := .root -}}
+{{- $ha := not (empty (include "metrics-bridge.ha" $root)) -}}
 metadata:
   annotations:
     # roll the pod when the config or the chart-managed secret changes
@@ -376,15 +356,12 @@ metadata:
     {{- end }}
   labels:
     {{- include "metrics-bridge.labels" $root | nindent 4 }}
-    {{- with include "metrics-bridge.setLabel" . | trim }}
-    {{- . | nindent 4 }}
-    {{- end }}
     {{- with $root.Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
   serviceAccountName: {{ include "metrics-bridge.serviceAccountName" $root }}
-  {{- if .set }}
+  {{- if $ha }}
   # the Lease calls authenticate with the service account's token (the Role of rbac.yaml)
   automountServiceAccountToken: true
   {{- else }}
@@ -408,7 +385,7 @@ spec:
         - name: metrics
           containerPort: {{ $root.Values.service.port }}
           protocol: TCP
-      {{- with include "metrics-bridge.env" (dict "root" $root "sharded" .sharded "ha" (not (empty .set))) | trim }}
+      {{- with include "metrics-bridge.env" (dict "root" $root "sharded" .sharded "ha" $ha) | trim }}
       {{- . | nindent 6 }}
       {{- end }}
       livenessProbe:
@@ -426,7 +403,7 @@ spec:
       {{- include "metrics-bridge.securityContext" $root | nindent 6 }}
       {{- include "metrics-bridge.volumeMounts" $root | nindent 6 }}
   {{- include "metrics-bridge.volumes" (dict "root" $root "scratchSpool" false "claimedSpool" .sharded) | trim | nindent 2 }}
-  {{- with include "metrics-bridge.scheduling" (dict "root" $root "ha" (not (empty .set))) | trim }}
+  {{- with include "metrics-bridge.scheduling" (dict "root" $root "ha" $ha) | trim }}
   {{- . | nindent 2 }}
   {{- end }}
 {{- end }}
