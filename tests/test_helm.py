@@ -13,6 +13,11 @@ archive `helm package` makes (the chart's files/ are symlinks to dashboards/,
 never copies). The `helm test` Pod carries the Deployment's image, env, Secret,
 mounts and security contexts, and its `metrics-bridge check` command runs here
 on the rendered config (no Kubernetes API server: `helm test` itself cannot).
+Scale-out: the sharded StatefulSet, and ha's warm standby (one StatefulSet of
+2 x N pods, the RBAC for exactly the release's Leases, a PodDisruptionBudget per
+shard, anti-affinity), cross-checked against bridge.config for every pod: the
+Lease its config names is one the Role allows, and the budget that covers it is
+that Lease's shard's.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ DASHBOARD_CONFIGMAP = "ConfigMap/grafana-dashboards"  # by_kind's key for the se
 HEADLESS_SERVICE = "Service/headless"  # by_kind's key for a sharded release's second Service
 SHARDING_VALUES = CHART / "ci" / "sharding-values.yaml"
 SHARD_ENV = ("SHARD_COUNT", "POD_NAME")  # what a sharded pod's env has that the check pod's has not
+HA_VALUES = CHART / "ci" / "ha-values.yaml"  # warm standby, one shard
+HA_SHARDING_VALUES = CHART / "ci" / "ha-sharding-values.yaml"  # warm standby, three shards
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set on StatefulSet pods by Kubernetes (1.28+)
+SELECTOR_LABELS = {"app.kubernetes.io/name": "metrics-bridge", "app.kubernetes.io/instance": RELEASE}
+STATEFUL_VALUES = {SHARDING_VALUES, HA_VALUES, HA_SHARDING_VALUES}
 
 pytestmark = pytest.mark.slow
 
@@ -113,27 +123,92 @@ def render_error(helm: str, *extra: str, chart: Path = CHART) -> str:
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each object by its kind; the Grafana dashboard's ConfigMap, next to the config's, by DASHBOARD_CONFIGMAP;
-    a sharded release's headless Service, next to the metrics Service, by HEADLESS_SERVICE."""
+    a sharded release's headless Service, next to the metrics Service, by HEADLESS_SERVICE; ha's per-shard
+    PodDisruptionBudgets by their name less the fullname ("PodDisruptionBudget/shard-0")."""
     kinds: dict[str, dict[str, Any]] = {}
     for doc in docs:
-        key = doc["kind"]
-        if key == "ConfigMap" and doc["metadata"]["name"] == f"{FULLNAME}-grafana-dashboards":
+        key, name = doc["kind"], doc["metadata"]["name"]
+        if key == "ConfigMap" and name == f"{FULLNAME}-grafana-dashboards":
             key = DASHBOARD_CONFIGMAP
-        if key == "Service" and doc["metadata"]["name"] == f"{FULLNAME}-headless":
+        if key == "Service" and name == f"{FULLNAME}-headless":
             key = HEADLESS_SERVICE
+        if key == "PodDisruptionBudget" and name != FULLNAME:
+            key = f"{key}/{name.removeprefix(FULLNAME + '-')}"
         assert key not in kinds, f"two {key} objects"
         kinds[key] = doc
     return kinds
 
 
 def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The bridge's Deployment, or its StatefulSet when sharded: never both."""
+    """The bridge's Deployment, or its StatefulSet when sharded or ha: never both."""
     (found,) = [doc for doc in docs if doc["kind"] in ("Deployment", "StatefulSet")]
     return found
 
 
 def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return workload(docs)["spec"]["template"]["spec"]
+
+
+def is_ha(docs: list[dict[str, Any]]) -> bool:
+    """ha.enabled: the rendered bridge config has the chart's `ha`."""
+    return bool((yaml.safe_load(config_text(docs)).get("ha") or {}).get("enabled"))
+
+
+def pod_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
+    """A container's env as the kubelet resolves it for pod `pod_name` in NAMESPACE: values, and the downward API's
+    metadata.name and metadata.namespace; HOSTNAME, which the container runtime sets to the pod's name."""
+    fields = {"metadata.name": pod_name, "metadata.namespace": NAMESPACE}
+    env = {"HOSTNAME": pod_name}
+    for var in container.get("env", []):
+        env[var["name"]] = var["value"] if "value" in var else fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def first_pod_name(docs: list[dict[str, Any]]) -> str:
+    """The name of the workload's first pod: <fullname>-0, or a Deployment's (any name without an ordinal)."""
+    return f"{FULLNAME}-0" if workload(docs)["kind"] == "StatefulSet" else f"{FULLNAME}-5d9f8c7b6-x2x4q"
+
+
+def statefulset_pod_labels(statefulset: dict[str, Any], ordinal: int) -> dict[str, str]:
+    """The labels of pod <statefulset>-<ordinal>: its template's, and those the StatefulSet controller adds
+    (apps.kubernetes.io/pod-index since Kubernetes 1.28)."""
+    name = statefulset["metadata"]["name"]
+    return statefulset["spec"]["template"]["metadata"]["labels"] | {
+        "statefulset.kubernetes.io/pod-name": f"{name}-{ordinal}",
+        "controller-revision-hash": f"{name}-7c9d5f6b8",
+        POD_INDEX_LABEL: str(ordinal),
+    }
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a metav1.LabelSelector (matchLabels and matchExpressions, ANDed) selects these labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+def anti_affinity(mode: str) -> dict[str, Any] | None:
+    """The pod anti-affinity ha.antiAffinity renders: against the release's pods, across nodes."""
+    term = {"labelSelector": {"matchLabels": SELECTOR_LABELS}, "topologyKey": "kubernetes.io/hostname"}
+    if mode == "soft":
+        return {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+            }
+        }
+    if mode == "hard":
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    return None
 
 
 def config_text(docs: list[dict[str, Any]]) -> str:
@@ -162,6 +237,9 @@ def test_the_example_value_sets_exist() -> None:
         "both-values.yaml",
         "existing-secret-values.yaml",
         "dashboards-values.yaml",
+        "sharding-values.yaml",
+        "ha-values.yaml",
+        "ha-sharding-values.yaml",
     }
     minimal = yaml.safe_load(MINIMAL_VALUES.read_text())
     assert minimal.keys() == {"config"} and minimal["config"].keys() == {"sources", "sinks"}
@@ -180,7 +258,8 @@ def test_lint_strict(helm: str, values_file: Path | None) -> None:
 def test_rendered_objects_validate_against_kubernetes_schemas(helm: str, values_file: Path | None) -> None:
     docs = render(helm, values_file)
     assert {"ConfigMap", "Service", "ServiceAccount"} <= set(by_kind(docs))
-    assert workload(docs)["kind"] == ("StatefulSet" if values_file == SHARDING_VALUES else "Deployment")
+    assert workload(docs)["kind"] == ("StatefulSet" if values_file in STATEFUL_VALUES else "Deployment")
+    assert is_ha(docs) == (values_file in (HA_VALUES, HA_SHARDING_VALUES))
     for doc in docs:
         if doc["kind"] in CRD_KINDS:
             continue
@@ -210,13 +289,14 @@ def test_default_install_renders_the_demo(helm: str) -> None:
 
 @pytest.mark.parametrize("values_file", VALUE_SETS)
 def test_rendered_config_passes_metrics_bridge_validate(helm: str, values_file: Path | None, tmp_path: Path) -> None:
-    """What the pod mounts must pass the real CLI, in an environment holding only what the pod gets from
-    its Secret (dummy values); the keys the chart owns are filled in."""
+    """What the pod mounts must pass the real CLI, in an environment holding only what the pod gets: from
+    its Secret (dummy values) and its own env (a shard's, ha's); the keys the chart owns are filled in."""
     docs = render(helm, values_file)
     text = config_text(docs)
     path = tmp_path / "config.yaml"
     path.write_text(text)
     env = {key: f"ci-dummy-{key.lower()}" for key in pod_secret_keys(docs, values_file)}
+    env |= pod_env(pod_spec(docs)["containers"][0], first_pod_name(docs))
     env["PATH"] = os.environ.get("PATH", "")
     result = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "validate", "-c", str(path)],
@@ -400,25 +480,20 @@ def test_spool_on_a_persistent_volume_claim(helm: str) -> None:
     }
 
 
-def test_notes_give_the_first_commands(helm: str) -> None:
+def install_notes(helm: str, *extra: str) -> str:
+    """The NOTES `helm install` prints (client-side dry run)."""
     result = subprocess.run(
-        [
-            helm,
-            "install",
-            RELEASE,
-            str(CHART),
-            "--dry-run=client",
-            "--namespace",
-            NAMESPACE,
-            "--set",
-            "existingSecret=keys",
-        ],
+        [helm, "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *extra],
         capture_output=True,
         check=False,
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    notes = result.stdout.split("NOTES:", 1)[1]
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_give_the_first_commands(helm: str) -> None:
+    notes = install_notes(helm, "--set", "existingSecret=keys")
     for command in (
         f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}",
         f"kubectl -n {NAMESPACE} logs -f deployment/{FULLNAME}",
@@ -568,7 +643,13 @@ def assert_check_pod_matches_the_deployment(docs: list[dict[str, Any]]) -> list[
     spec, bridge_spec = pod["spec"], pod_spec(docs)
     assert spec["restartPolicy"] == "Never"
     for field in SHARED_POD_FIELDS:
-        assert spec.get(field) == bridge_spec.get(field), field
+        expected = bridge_spec.get(field)
+        if field == "automountServiceAccountToken":  # an ha pod's Lease calls need the token; check makes none
+            assert expected is is_ha(docs)
+            expected = False
+        if field == "affinity" and expected in (anti_affinity("soft"), anti_affinity("hard")):
+            expected = None  # ha's anti-affinity keeps bridge pods apart; the check pod has the user's affinity only
+        assert spec.get(field) == expected, field
     (container,) = spec["containers"]
     (bridge,) = bridge_spec["containers"]
     for field in SHARED_CONTAINER_FIELDS:
@@ -635,15 +716,17 @@ def test_helm_test_pod_is_off_with_helm_test_enabled_false(helm: str) -> None:
 
 def run_check_pod_command(docs: list[dict[str, Any]], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """The check pod's command on the rendered config, in an environment holding what the pod gets: the rendered
-    Secret's keys (envFrom) and extraEnv, and the image's METRICS_BRIDGE_LOG_FORMAT."""
+    Secret's keys (envFrom), its env (extraEnv; an ha release's POD_NAMESPACE from the downward API), HOSTNAME,
+    and the image's METRICS_BRIDGE_LOG_FORMAT."""
     command = assert_check_pod_matches_the_deployment(docs)
     assert command[:2] == ["metrics-bridge", "check"]
     path = tmp_path / "config.yaml"
     path.write_text(config_text(docs))
     secret = by_kind(docs).get("Secret", {"data": {}})
     env = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-    (container,) = check_pod(docs)["spec"]["containers"]
-    env |= {item["name"]: item["value"] for item in container.get("env", [])}
+    pod = check_pod(docs)
+    (container,) = pod["spec"]["containers"]
+    env |= pod_env(container, pod["metadata"]["name"])
     env |= {"PATH": os.environ.get("PATH", ""), "METRICS_BRIDGE_LOG_FORMAT": "json"}
     return subprocess.run(
         [sys.executable, "-m", "bridge.cli", *command[1:-1], str(path)],
@@ -661,9 +744,11 @@ def check_lines(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in result.stdout.splitlines())
 
 
-def test_helm_test_command_passes_on_the_demo(helm: str, tmp_path: Path) -> None:
-    """Default values: the check pod checks the embedded simulator (on its own loopback) and the console."""
-    result = run_check_pod_command(render(helm), tmp_path)
+@pytest.mark.parametrize("extra", [[], ["--set", "ha.enabled=true"]], ids=["default", "ha"])
+def test_helm_test_command_passes_on_the_demo(helm: str, tmp_path: Path, extra: list[str]) -> None:
+    """Default values: the check pod checks the embedded simulator (on its own loopback) and the console; with ha,
+    on a config whose `ha` needs the namespace its env gives it."""
+    result = run_check_pod_command(render(helm, None, *extra), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     found = check_lines(result)
     assert found.keys() == {"source demo", "sink console"}
@@ -770,3 +855,281 @@ def test_one_shard_is_the_deployment_and_a_shared_claim_is_refused(helm: str) ->
     error = render_error(helm, "--set", "sharding.replicas=2", "--set", "spool.persistence.existingClaim=mine")
     assert "spool.persistence.existingClaim cannot be shared by the shards" in error
     assert "at '/sharding/replicas': minimum: got 0, want 1" in render_error(helm, "--set", "sharding.replicas=0")
+
+
+# Warm standby: ha.enabled renders one StatefulSet of 2 x N pods, of which pods i and i+N share shard i and its
+# Lease (README "Scale-out", "Warm standby"; bridge/ha.py, bridge/sharding.py).
+HA_FILES = [pytest.param(HA_VALUES, 1, id="ha-values.yaml"), pytest.param(HA_SHARDING_VALUES, 3, id="ha-sharding")]
+# the StatefulSet fields the API server lets an update change; the rest must stay for `ha.enabled` to be an upgrade
+STATEFULSET_MUTABLE = {"replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy"}
+
+
+def lease_names(shards: int) -> list[str]:
+    return [f"{FULLNAME}-shard-{i}" for i in range(shards)]
+
+
+@pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
+def test_ha_renders_one_statefulset_of_two_pods_per_shard(helm: str, values_file: Path, shards: int) -> None:
+    kinds = by_kind(render(helm, values_file))
+    assert "Deployment" not in kinds and "PersistentVolumeClaim" not in kinds
+    statefulset = kinds["StatefulSet"]
+    assert statefulset["metadata"]["name"] == FULLNAME  # as the sharded one: pods mb-metrics-bridge-0..2N-1
+    spec = statefulset["spec"]
+    assert spec["replicas"] == 2 * shards
+    assert spec["serviceName"] == f"{FULLNAME}-headless"
+    assert spec["podManagementPolicy"] == "Parallel"  # scaling only: a rolling update still goes one pod at a time
+    assert "updateStrategy" not in spec, "RollingUpdate, maxUnavailable 1: the defaults, one pod of a shard at a time"
+    assert spec["selector"]["matchLabels"] == SELECTOR_LABELS
+    template = spec["template"]
+    assert SELECTOR_LABELS.items() <= template["metadata"]["labels"].items()
+    (claim,) = spec["volumeClaimTemplates"]  # a spool and state claim per pod
+    assert claim["metadata"]["name"] == "spool" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    pod = template["spec"]
+    assert pod["automountServiceAccountToken"] is True, "the Lease calls authenticate with the token"
+    assert pod["serviceAccountName"] == kinds["ServiceAccount"]["metadata"]["name"]
+    (container,) = pod["containers"]
+    assert container["env"] == [
+        {"name": "SHARD_COUNT", "value": str(shards)},  # N, not 2N: the bridge takes the ordinal modulo N
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # the metrics Service and the headless one select every pod (the standby serves /metrics and is ready too)
+    for service in (kinds["Service"], kinds[HEADLESS_SERVICE]):
+        assert all(
+            selects({"matchLabels": service["spec"]["selector"]}, statefulset_pod_labels(statefulset, ordinal))
+            for ordinal in range(2 * shards)
+        )
+    assert kinds[HEADLESS_SERVICE]["spec"]["clusterIP"] == "None"
+
+
+def test_ha_on_a_sharded_release_is_an_update_of_its_statefulset(helm: str) -> None:
+    """ha.enabled keeps the sharded StatefulSet's name and every field an update may not change (selector,
+    serviceName, volumeClaimTemplates, podManagementPolicy): `helm upgrade` adds pods N..2N-1 and their claims, and
+    pods 0..N-1 keep theirs."""
+    sharded = workload(render(helm, SHARDING_VALUES))
+    ha = workload(render(helm, SHARDING_VALUES, "--set", "ha.enabled=true"))
+    assert ha["metadata"] == sharded["metadata"]
+    fixed = {key for key in sharded["spec"] | ha["spec"] if key not in STATEFULSET_MUTABLE}
+    assert fixed >= {"selector", "serviceName", "volumeClaimTemplates", "podManagementPolicy"}
+    assert {key: ha["spec"].get(key) for key in fixed} == {key: sharded["spec"].get(key) for key in fixed}
+    assert (sharded["spec"]["replicas"], ha["spec"]["replicas"]) == (3, 6)
+
+
+def test_ha_service_monitor_scrapes_every_pod_once_through_the_headless_service(helm: str) -> None:
+    kinds = by_kind(render(helm, HA_SHARDING_VALUES))
+    selector = kinds["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= kinds[HEADLESS_SERVICE]["metadata"]["labels"].items()
+    assert not selector.items() <= kinds["Service"]["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
+def test_ha_config_names_the_release_leases(helm: str, values_file: Path, shards: int) -> None:
+    config = yaml.safe_load(config_text(render(helm, values_file)))
+    assert config["ha"] == {
+        "enabled": True,
+        "lease_prefix": FULLNAME,
+        "lease_duration_seconds": 15,
+        "renew_seconds": 5,
+    }
+    tuned = render(helm, values_file, "--set", "ha.leaseDurationSeconds=30", "--set-json", "ha.renewSeconds=2.5")
+    assert yaml.safe_load(config_text(tuned))["ha"] == config["ha"] | {
+        "lease_duration_seconds": 30,
+        "renew_seconds": 2.5,
+    }
+
+
+def test_ha_refuses_what_would_not_work(helm: str) -> None:
+    """A config.ha of the user's (its names would fall outside the Role), a renew not shorter than the lease, a
+    shared claim, an unknown anti-affinity, and a Kubernetes whose StatefulSet pods lack the pod-index label."""
+    error = render_error(helm, "--set", "config.ha.enabled=true")
+    assert "config.ha is rendered by the chart from the values' ha" in error
+    error = render_error(helm, "--set", "ha.enabled=true", "--set", "config.ha.lease_name=mine")
+    assert "remove config.ha and set those instead" in error
+    error = render_error(helm, "--set", "ha.enabled=true", "--set", "ha.renewSeconds=15")
+    assert "ha.renewSeconds (15) must be shorter than ha.leaseDurationSeconds (15)" in error
+    error = render_error(helm, "--set", "ha.enabled=true", "--set", "spool.persistence.existingClaim=mine")
+    assert "spool.persistence.existingClaim cannot be shared by the pods" in error
+    assert "/ha/antiAffinity" in render_error(helm, "--set", "ha.antiAffinity=strict")
+    assert "/ha/leaseDurationSeconds" in render_error(helm, "--set", "ha.leaseDurationSeconds=0")
+    error = render_error(helm, "--set", "ha.enabled=true", "--kube-version", "1.27.0")
+    assert "ha.enabled needs Kubernetes 1.28 or later" in error
+
+
+@pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
+def test_ha_role_allows_exactly_the_shard_leases(helm: str, values_file: Path, shards: int) -> None:
+    kinds = by_kind(render(helm, values_file))
+    role = kinds["Role"]
+    assert role["metadata"]["name"] == FULLNAME and "namespace" not in role["metadata"]  # the release's namespace
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": lease_names(shards),
+            "verbs": ["get", "update"],
+        },
+    ]
+    binding = kinds["RoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": kinds["ServiceAccount"]["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    assert binding["subjects"][0]["name"] == pod_spec(render(helm, values_file))["serviceAccountName"]
+
+
+def test_ha_role_binds_the_service_account_the_pods_run_as_and_rbac_create_false_leaves_it_out(helm: str) -> None:
+    args = ("--set", "ha.enabled=true", "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=bridge")
+    docs = render(helm, None, *args)
+    assert by_kind(docs)["RoleBinding"]["subjects"][0]["name"] == "bridge" == pod_spec(docs)["serviceAccountName"]
+    kinds = by_kind(render(helm, None, "--set", "ha.enabled=true", "--set", "rbac.create=false"))
+    assert "Role" not in kinds and "RoleBinding" not in kinds
+    assert not {"Role", "RoleBinding"} & set(by_kind(render(helm, SHARDING_VALUES))), "only with ha"
+
+
+def budgets(kinds: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """An ha release's PodDisruptionBudgets, by name."""
+    return {doc["metadata"]["name"]: doc for key, doc in kinds.items() if key.startswith("PodDisruptionBudget")}
+
+
+@pytest.mark.parametrize(("values_file", "shards"), HA_FILES)
+def test_ha_budget_per_shard_selects_exactly_its_two_pods(helm: str, values_file: Path, shards: int) -> None:
+    """One PodDisruptionBudget per shard i, minAvailable 1 over exactly pods i and i+N of the StatefulSet's 2N, every
+    pod under exactly one; and no release-wide one even when podDisruptionBudget.enabled (a pod under two budgets
+    cannot be evicted)."""
+    kinds = by_kind(render(helm, values_file, "--set", "podDisruptionBudget.enabled=true"))
+    found = budgets(kinds)
+    assert sorted(found) == lease_names(shards)  # <fullname>-shard-<i>, as the shard's Lease
+    statefulset = kinds["StatefulSet"]
+    pods = range(statefulset["spec"]["replicas"])
+    for i in range(shards):
+        budget = found[f"{FULLNAME}-shard-{i}"]
+        assert budget["spec"] == {
+            "minAvailable": 1,
+            "selector": {
+                "matchLabels": SELECTOR_LABELS,
+                "matchExpressions": [{"key": POD_INDEX_LABEL, "operator": "In", "values": [str(i), str(i + shards)]}],
+            },
+        }
+        selected = {n for n in pods if selects(budget["spec"]["selector"], statefulset_pod_labels(statefulset, n))}
+        assert selected == {i, i + shards}
+    for n in pods:
+        covering = [b for b in found.values() if selects(b["spec"]["selector"], statefulset_pod_labels(statefulset, n))]
+        assert len(covering) == 1, n
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard", "none"])
+def test_ha_anti_affinity_spreads_the_release_across_nodes(helm: str, mode: str) -> None:
+    docs = render(helm, HA_VALUES, "--set", f"ha.antiAffinity={mode}")
+    assert pod_spec(docs).get("affinity") == anti_affinity(mode)
+    if mode != "none":  # against every pod of the release, so a shard's two pods too: hard needs 2N nodes
+        (term,) = [
+            term.get("podAffinityTerm", term)
+            for terms in anti_affinity(mode)["podAntiAffinity"].values()
+            for term in terms
+        ]
+        statefulset = workload(docs)
+        assert all(selects(term["labelSelector"], statefulset_pod_labels(statefulset, n)) for n in range(2))
+    assert "affinity" not in check_pod(docs)["spec"], "the check pod is no bridge replica"
+    assert "antiAffinity" not in yaml.safe_load(HA_VALUES.read_text())["ha"]
+    assert pod_spec(render(helm, HA_VALUES))["affinity"] == anti_affinity("soft"), "the default"
+
+
+def test_ha_a_user_affinity_wins(helm: str) -> None:
+    term = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+    args = ("--set", f"{term}.matchExpressions[0].key=pool", "--set", f"{term}.matchExpressions[0].operator=Exists")
+    docs = render(helm, HA_SHARDING_VALUES, *args)
+    expected = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "Exists"}]}]
+            }
+        }
+    }
+    assert pod_spec(docs)["affinity"] == expected
+    assert check_pod(docs)["spec"]["affinity"] == expected
+    assert_check_pod_matches_the_deployment(docs)
+
+
+HA_PODS = [
+    pytest.param(values_file, shards, ordinal, id=f"{values_file.stem}-pod-{ordinal}")
+    for values_file, shards in ((HA_VALUES, 1), (HA_SHARDING_VALUES, 3))
+    for ordinal in range(2 * shards)
+]
+
+
+@pytest.mark.parametrize(("values_file", "shards", "ordinal"), HA_PODS)
+def test_ha_each_pod_takes_the_lease_the_role_allows_and_its_budget_guards(
+    helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values_file: Path, shards: int, ordinal: int
+) -> None:
+    """The chart against the bridge, for every pod <fullname>-<ordinal> of the StatefulSet: the rendered config,
+    loaded by bridge.config with the env the chart gives that pod, names Lease <fullname>-shard-<ordinal mod N>, one
+    of the Role's resourceNames; its shard index is that too; and the one budget that covers the pod is that Lease's
+    shard's, selecting exactly the pod-indexes whose shard it is."""
+    from bridge.config import load_config
+
+    docs = render(helm, values_file)
+    kinds = by_kind(docs)
+    statefulset = kinds["StatefulSet"]
+    assert statefulset["spec"]["replicas"] == 2 * shards
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(docs))
+    pod = f"{FULLNAME}-{ordinal}"  # the StatefulSet's pod names
+    env = pod_env(pod_spec(docs)["containers"][0], pod)  # what the chart sets, as the kubelet resolves it
+    assert env["SHARD_COUNT"] == str(shards) and env["POD_NAME"] == pod and env["POD_NAMESPACE"] == NAMESPACE
+    for name in ("SHARD_COUNT", "POD_NAME", "POD_NAMESPACE", "HOSTNAME"):
+        monkeypatch.setenv(name, env[name])
+    for key in pod_secret_keys(docs, values_file):  # the Secret's keys (envFrom), dummies
+        monkeypatch.setenv(key, f"ci-dummy-{key.lower()}")
+    config = load_config(path)
+    shard = ordinal % shards
+    assert config.ha is not None and config.ha.enabled is True
+    assert config.ha.lease_name == f"{FULLNAME}-shard-{shard}"
+    assert config.ha.lease_name in kinds["Role"]["rules"][1]["resourceNames"]
+    assert config.ha.namespace == NAMESPACE and config.ha.identity == pod
+    assert config.sharding is not None and (config.sharding.count, config.sharding.index) == (shards, shard)
+    (budget,) = [
+        b
+        for b in budgets(kinds).values()
+        if selects(b["spec"]["selector"], statefulset_pod_labels(statefulset, ordinal))
+    ]
+    assert budget["metadata"]["name"] == config.ha.lease_name  # the budget that guards the pod is its Lease's shard's
+    (expression,) = budget["spec"]["selector"]["matchExpressions"]
+    assert expression["key"] == POD_INDEX_LABEL and str(ordinal) in expression["values"]
+    assert {int(value) % shards for value in expression["values"]} == {config.sharding.index}
+
+
+# Every ha.* value but ha.enabled, changed: with ha off none of them may reach a rendered object.
+HA_OFF_BUT_TUNED = (
+    *("--set", "ha.enabled=false", "--set", "ha.leaseDurationSeconds=30", "--set", "ha.renewSeconds=10"),
+    *("--set", "ha.antiAffinity=hard", "--set", "rbac.create=false"),
+)
+
+
+@pytest.mark.parametrize("values_file", [None, SHARDING_VALUES, CHART / "ci" / "existing-secret-values.yaml"])
+def test_ha_off_renders_exactly_what_the_chart_rendered_without_it(helm: str, values_file: Path | None) -> None:
+    """The Deployment, the sharded StatefulSet and the release-wide budget as before ha existed: ha.* leaves no trace
+    when off (the chart was also diffed byte for byte against its rendering before ha, for every ci/ file)."""
+    docs = render(helm, values_file)
+    assert render(helm, values_file, *HA_OFF_BUT_TUNED) == docs
+    assert not {"Role", "RoleBinding"} & set(by_kind(docs))
+    assert "ha" not in yaml.safe_load(config_text(docs))
+    spec = pod_spec(docs)
+    assert spec["automountServiceAccountToken"] is False and "affinity" not in spec
+    assert all(var["name"] != "POD_NAMESPACE" for var in spec["containers"][0].get("env", []))
+    if values_file == SHARDING_VALUES:
+        assert workload(docs)["spec"]["replicas"] == 3
+
+
+def test_ha_notes_name_the_statefulset_and_the_leases(helm: str) -> None:
+    notes = install_notes(helm, "-f", str(HA_SHARDING_VALUES), "--set", "existingSecret=keys")
+    for command in (
+        f"rollout status statefulset/{FULLNAME}\n",
+        f"get lease {' '.join(lease_names(3))} -o custom-columns=",
+        f"logs -f {FULLNAME}-0\n",
+        f"exec {FULLNAME}-0 -- metrics-bridge validate",
+        f"rollout restart statefulset/{FULLNAME}\n",
+    ):
+        assert command in notes, command
+    assert f"{FULLNAME}-<i> and\n{FULLNAME}-<i+3> share shard i" in notes
+    assert "deployment/" not in notes and f"{FULLNAME}-a" not in notes

@@ -65,6 +65,10 @@ is filled in from service.port; a listen on another port is refused rather
 than silently replaced. Logs default to JSON.
 state_path defaults to the spool volume, so a restarted pod never forwards a
 window twice.
+With ha.enabled the chart owns config.ha: enabled, lease_prefix (the fullname,
+so the Leases are <fullname>-shard-<i>, the names the RBAC Role allows) and the
+timings from the values' ha. A config.ha of the user's is refused rather than
+merged: a lease_name or lease_prefix of theirs would fall outside the Role.
 Every ${VAR} the config references must be provided, or the pod would only
 crash-loop at start: refuse to render instead, naming the missing variable.
 */}}
@@ -90,6 +94,16 @@ crash-loop at start: refuse to render instead, naming the missing variable.
 {{- $_ = set $telemetry "log_format" ($telemetry.log_format | default "json") }}
 {{- $_ = set $config "telemetry" $telemetry }}
 {{- $_ = set $config "state_path" ($config.state_path | default "/var/lib/metrics-bridge/state.json") }}
+{{- if hasKey $config "ha" }}
+{{- fail "config.ha is rendered by the chart from the values' ha (ha.enabled, ha.leaseDurationSeconds, ha.renewSeconds): remove config.ha and set those instead (the Lease names must match the chart's RBAC Role)" }}
+{{- end }}
+{{- if include "metrics-bridge.ha" . }}
+{{- $ha := .Values.ha }}
+{{- if ge (float64 $ha.renewSeconds) (float64 $ha.leaseDurationSeconds) }}
+{{- fail (printf "ha.renewSeconds (%v) must be shorter than ha.leaseDurationSeconds (%v)" $ha.renewSeconds $ha.leaseDurationSeconds) }}
+{{- end }}
+{{- $_ = set $config "ha" (dict "enabled" true "lease_prefix" (include "metrics-bridge.fullname" .) "lease_duration_seconds" (int $ha.leaseDurationSeconds) "renew_seconds" $ha.renewSeconds) }}
+{{- end }}
 {{- include "metrics-bridge.checkEnv" (dict "root" . "text" (toYaml .Values.config)) }}
 {{- toYaml $config }}
 {{- end }}
@@ -144,8 +158,10 @@ imagePullPolicy: {{ .Values.image.pullPolicy }}
 {{- end }}
 
 {{/*
-envFrom (the Secret, extraEnvFrom) and env (a sharded pod's shard, extraEnv); empty when there is
-neither. Called with (dict "root" $ "sharded" bool).
+envFrom (the Secret, extraEnvFrom) and env (a sharded pod's shard, the namespace of an ha pod's
+Lease, extraEnv); empty when there is neither. Called with (dict "root" $ "sharded" bool "ha" bool):
+`ha` for the bridge's pods and the check pod of an ha release (the bridge's config names no
+namespace, so loading it needs POD_NAMESPACE; the holder identity is POD_NAME, else HOSTNAME).
 */}}
 {{- define "metrics-bridge.env" -}}
 {{- $values := .root.Values }}
@@ -159,7 +175,7 @@ envFrom:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
-{{- if or .sharded $values.extraEnv }}
+{{- if or .sharded .ha $values.extraEnv }}
 env:
   {{- if .sharded }}
   # the shard: SHARD_COUNT, and the ordinal that ends the pod's name (<fullname>-<ordinal>)
@@ -169,6 +185,14 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: metadata.name
+  {{- end }}
+  {{- if .ha }}
+  # warm standby: the shard is the ordinal modulo SHARD_COUNT (pods i and i+N share it and its
+  # Lease); the Lease's namespace (the holder identity is POD_NAME)
+  - name: POD_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
   {{- end }}
   {{- with $values.extraEnv }}
   {{- toYaml . | nindent 2 }}
@@ -227,19 +251,47 @@ volumes:
       sizeLimit: {{ $root.Values.tmpSizeLimit }}
 {{- end }}
 
-{{/* Where the pod may run: the nodes, tolerations and affinity the bridge has (its egress, too). */}}
+{{/*
+Where the pod may run: the nodes, tolerations and affinity the bridge has (its egress, too).
+Called with (dict "root" $ "ha" bool): an ha pod without a user-set affinity gets the
+anti-affinity of ha.antiAffinity (the check pod passes ha false: it keeps the user's only).
+*/}}
 {{- define "metrics-bridge.scheduling" -}}
-{{- with .Values.nodeSelector }}
+{{- $values := .root.Values }}
+{{- with $values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- $affinity := $values.affinity }}
+{{- if and .ha (not $affinity) }}
+{{- $affinity = include "metrics-bridge.antiAffinity" .root | fromYaml }}
+{{- end }}
+{{- with $affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with $values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+ha.antiAffinity against the release's pods across nodes (kubernetes.io/hostname): soft
+(preferred, weight 100), hard (required: one release pod per node, so 2 x shards schedulable
+nodes), none (empty).
+*/}}
+{{- define "metrics-bridge.antiAffinity" -}}
+{{- $mode := .Values.ha.antiAffinity | default "soft" }}
+{{- $term := dict "labelSelector" (dict "matchLabels" (include "metrics-bridge.selectorLabels" . | fromYaml)) "topologyKey" "kubernetes.io/hostname" }}
+{{- if eq $mode "soft" }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    {{- list (dict "weight" 100 "podAffinityTerm" $term) | toYaml | nindent 4 }}
+{{- else if eq $mode "hard" }}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    {{- list $term | toYaml | nindent 4 }}
 {{- end }}
 {{- end }}
 
@@ -255,14 +307,43 @@ imagePullSecrets:
 {{- int ((.Values.sharding | default dict).replicas | default 1) }}
 {{- end }}
 
+{{/* "true" when ha.enabled (a warm standby per shard), else empty. */}}
+{{- define "metrics-bridge.ha" -}}
+{{- if (.Values.ha | default dict).enabled }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the bridge runs in a StatefulSet (sharded, or ha.enabled) rather than the Deployment, else empty. */}}
+{{- define "metrics-bridge.stateful" -}}
+{{- if or (include "metrics-bridge.ha" .) (ne (include "metrics-bridge.shards" .) "1") }}true{{ end }}
+{{- end }}
+
+{{/*
+The StatefulSet's pods: one per shard, or with ha.enabled two per shard (2 x N: pods i and
+i+N share shard i, the bridge's ordinal modulo SHARD_COUNT, and its Lease).
+*/}}
+{{- define "metrics-bridge.pods" -}}
+{{- mul (int (include "metrics-bridge.shards" .)) (ternary 2 1 (not (empty (include "metrics-bridge.ha" .)))) }}
+{{- end }}
+
+{{/* The Leases of an ha release, <fullname>-shard-0..N-1: the bridge's lease_prefix is the fullname. */}}
+{{- define "metrics-bridge.leaseNames" -}}
+{{- $fullname := include "metrics-bridge.fullname" . }}
+{{- range $i := until (int (include "metrics-bridge.shards" .)) }}
+- {{ printf "%s-shard-%d" $fullname $i }}
+{{- end }}
+{{- end }}
+
 {{/*
 The bridge's pod template, shared by the Deployment and the sharded StatefulSet;
 called with (dict "root" $ "sharded" bool). A sharded pod runs only its share of
 the sources: SHARD_COUNT and its own name (the StatefulSet ordinal) say which,
 and its spool is its own claim from the StatefulSet's volumeClaimTemplates.
+With ha.enabled (always a StatefulSet) the pod also gets POD_NAMESPACE, the
+service account token (the Lease calls need it) and the default anti-affinity.
 */}}
 {{- define "metrics-bridge.podTemplate" -}}
 {{- $root := .root -}}
+{{- $ha := not (empty (include "metrics-bridge.ha" $root)) -}}
 metadata:
   annotations:
     # roll the pod when the config or the chart-managed secret changes
@@ -280,7 +361,12 @@ metadata:
     {{- end }}
 spec:
   serviceAccountName: {{ include "metrics-bridge.serviceAccountName" $root }}
+  {{- if $ha }}
+  # the Lease calls authenticate with the service account's token (the Role of rbac.yaml)
+  automountServiceAccountToken: true
+  {{- else }}
   automountServiceAccountToken: false
+  {{- end }}
   {{- with include "metrics-bridge.imagePullSecrets" $root | trim }}
   {{- . | nindent 2 }}
   {{- end }}
@@ -299,7 +385,7 @@ spec:
         - name: metrics
           containerPort: {{ $root.Values.service.port }}
           protocol: TCP
-      {{- with include "metrics-bridge.env" (dict "root" $root "sharded" .sharded) | trim }}
+      {{- with include "metrics-bridge.env" (dict "root" $root "sharded" .sharded "ha" $ha) | trim }}
       {{- . | nindent 6 }}
       {{- end }}
       livenessProbe:
@@ -317,7 +403,7 @@ spec:
       {{- include "metrics-bridge.securityContext" $root | nindent 6 }}
       {{- include "metrics-bridge.volumeMounts" $root | nindent 6 }}
   {{- include "metrics-bridge.volumes" (dict "root" $root "scratchSpool" false "claimedSpool" .sharded) | trim | nindent 2 }}
-  {{- with include "metrics-bridge.scheduling" $root | trim }}
+  {{- with include "metrics-bridge.scheduling" (dict "root" $root "ha" $ha) | trim }}
   {{- . | nindent 2 }}
   {{- end }}
 {{- end }}
