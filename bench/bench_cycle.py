@@ -15,16 +15,18 @@ First cycle and steady state (median of cycles 2..N), wall and CPU time, peak RS
 
 Opt-in mode (`sources`, 10 real minutes): 1,000 `cerebras` sources in one bridge process, each reading its own
 organisation (~28 series in the Cerebras API's shape) from a loopback simulator, on the real scheduler and
-clock, into a jsonl sink on /dev/null: windows expected vs forwarded, windows missed, CPU, peak RSS.
+clock, into a jsonl sink on /dev/null, or with `--sinks datadog,otlp` into the Datadog and OTLP/HTTP sinks and
+loopback receivers (tests/receivers): windows expected vs forwarded and delivered, windows missed, CPU, peak RSS.
 
     python bench/bench_cycle.py [--cycles 8] [--json]
-    python bench/bench_cycle.py --mode sources [--minutes 10] [--sources 1000]
+    python bench/bench_cycle.py --mode sources [--minutes 10] [--sources 1000] [--sinks jsonl|datadog,otlp]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -394,7 +396,7 @@ def _machine() -> str:
 
 
 # -- the sources mode --------------------------------------------------------------------------------------------
-async def bridge_sources(base_url: str, count: int, minutes: float) -> dict[str, Any]:
+async def bridge_sources(base_url: str, count: int, minutes: float, sinks: dict[str, Any]) -> dict[str, Any]:
     """`count` cerebras sources on the real scheduler for `minutes`, then what the self-metrics counted."""
     from bridge import telemetry
     from bridge.clock import minute_floor
@@ -403,7 +405,7 @@ async def bridge_sources(base_url: str, count: int, minutes: float) -> dict[str,
 
     names = [f"org_{i:04d}" for i in range(count)]
     sources = {n: {"type": "cerebras", "organization_id": n, "api_key": "bench", "base_url": base_url} for n in names}
-    config = parse_config({"sources": sources, "sinks": {"out": {"type": "jsonl", "path": "/dev/null"}}})
+    config = parse_config({"sources": sources, "sinks": sinks})
     # Start mid-minute: the first scrape (at once) and the first aligned one (at :05) then read different windows,
     # so every source should forward one window at start and one per minute boundary after it.
     into_minute = time.time() % 60
@@ -455,8 +457,13 @@ async def bridge_sources(base_url: str, count: int, minutes: float) -> dict[str,
         "failed_scrapes": failed_scrapes,
         "failures_by_outcome": failures,
         "evicted_by_reason": evicted,
-        "payloads_delivered": counted("bridge_payloads_out_total", sink="out"),
-        "points_delivered": counted("bridge_points_out_total", sink="out"),
+        "sinks": {
+            sink: {
+                "payloads": counted("bridge_payloads_out_total", sink=sink),
+                "points": counted("bridge_points_out_total", sink=sink),
+            }
+            for sink in sinks
+        },
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -486,22 +493,34 @@ def sources_mode(args: argparse.Namespace) -> dict[str, Any]:
             pages[key] = render_exposition(window, organization).encode()
         return pages[key]
 
-    with serve(page) as base:
+    with serve(page) as base, contextlib.ExitStack() as receivers:
+        sinks: dict[str, Any] = {"out": {"type": "jsonl", "path": "/dev/null"}}
+        if args.sinks == "datadog,otlp":  # real receivers on loopback, in this process: their CPU is not counted
+            from tests.receivers.datadog_intake import DatadogIntake
+            from tests.receivers.otlp import HttpReceiver
+
+            intake = receivers.enter_context(DatadogIntake(api_keys={"bench"}))
+            otlp = receivers.enter_context(HttpReceiver())
+            sinks = {
+                "datadog": {"type": "datadog", "url": intake.url, "api_key": "bench"},
+                "otlp": {"type": "otlp", "protocol": "http/protobuf", "endpoint": otlp.endpoint},
+            }
         command = [sys.executable, __file__, "--child", "sources", "--url", base + API_PREFIX.rstrip("/")]
+        command += ["--sink-config", json.dumps(sinks)]
         return _child([*command, "--sources", str(args.sources), "--minutes", str(args.minutes)])
 
 
 def report_sources(r: dict[str, Any]) -> None:
     expected = r["windows_expected_per_source"]
     # Missed: not forwarded by a source, or forwarded and then evicted from the sink's queue (jsonl: a payload each).
-    missed = r["sources"] * expected - r["forwarded_total"] + sum((r.get("evicted_by_reason") or {}).values())
+    missed = r["sources"] * expected - r["forwarded_total"] + sum(r["evicted_by_reason"].values())
     cpu_percent = 100 * r["cpu_s"] / r["wall_s"]
     cpu_ok = cpu_percent < SOURCES_CPU_TARGET
     print(_machine())
-    per_window = r["points_delivered"] / max(1, r["payloads_delivered"])
+    sinks = ", ".join(r["sinks"]) if "out" not in r["sinks"] else "a jsonl sink to /dev/null"
     print(
-        f"{r['sources']} cerebras sources ({per_window:.1f} points per window each) in one process, "
-        f"{r['wall_s'] / 60:.1f} min on the real clock (start {r['start_s']:.1f} s), jsonl sink to /dev/null"
+        f"{r['sources']} cerebras sources in one process, {r['wall_s'] / 60:.1f} min on the real clock "
+        f"(start {r['start_s']:.1f} s), into {sinks}"
     )
     rows = [
         ("windows expected per source", f"{expected}"),
@@ -510,9 +529,12 @@ def report_sources(r: dict[str, Any]) -> None:
             "windows missed",
             f"{missed:.0f}, gaps counted {r['gaps']:.0f} (target 0: {_met(not missed and not r['gaps'])})",
         ),
-        ("failed scrapes", f"{r['failed_scrapes']:.0f} {r.get('failures_by_outcome') or ''}"),
-        ("delivered to the sink", f"{r['payloads_delivered']:.0f} batches, {r['points_delivered']:.0f} points"),
-        ("evicted from the sink's queue", f"{r.get('evicted_by_reason') or 'none'}"),
+        ("failed scrapes", f"{r['failed_scrapes']:.0f} {r['failures_by_outcome'] or ''}"),
+        *(
+            (f"delivered to {sink}", f"{d['payloads']:.0f} payloads, {d['points']:.0f} points")
+            for sink, d in r["sinks"].items()
+        ),
+        ("evicted from the sinks' queues", f"{r['evicted_by_reason'] or 'none'}"),
         ("CPU", f"{cpu_percent:.1f}% of one core (target < {SOURCES_CPU_TARGET:g}%: {_met(cpu_ok)})"),
         ("peak RSS", f"{r['peak_rss_mb']:.0f} MB"),
     ]
@@ -531,7 +553,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="sources mode: how long to run")
     parser.add_argument("--sources", type=int, default=1000, help="sources mode: how many sources")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    parser.add_argument(
+        "--sinks",
+        choices=["jsonl", "datadog,otlp"],
+        default="jsonl",
+        help="sources mode: a jsonl sink on /dev/null, or the Datadog and OTLP/HTTP sinks into loopback receivers",
+    )
     parser.add_argument("--child", choices=["bridge", "sources"], help=argparse.SUPPRESS)
+    parser.add_argument("--sink-config", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cycles < 6:
@@ -540,7 +569,8 @@ def main() -> None:
     if args.child == "bridge":
         print(json.dumps(asyncio.run(bridge_cycles(args.url, args.cycles))))
     elif args.child == "sources":
-        print(json.dumps(asyncio.run(bridge_sources(args.url, args.sources, args.minutes))))
+        sinks = json.loads(args.sink_config)
+        print(json.dumps(asyncio.run(bridge_sources(args.url, args.sources, args.minutes, sinks))))
     elif args.mode == "cycle":
         results = cycle_mode(args)
         print(json.dumps(results)) if args.json else report_cycle(results)

@@ -11,11 +11,13 @@ import logging
 import sys
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from bridge import secrets
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+#: process_cpu_seconds_total, process_resident_memory_bytes, open fds...: what a replica's capacity is judged by
+ProcessCollector(registry=REGISTRY)
 
 SCRAPES = Counter(
     "bridge_scrapes",
