@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.clock import minute_floor
 from bridge.simulator import CerebrasSimulator
-from tests.ha_harness import LeaseStandIn, start_replica, stop_replicas, wait_for, windows
+from tests.conftest import wait_for
+from tests.ha_harness import LeaseStandIn, start_replica, stop_replicas, windows
 
 
 def run(kills: int, lease: float, renew: float, seed: int) -> int:

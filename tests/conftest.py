@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a minute boundary
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll a condition on real processes or servers (20 times a second) until it holds, else fail naming it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 @pytest.fixture

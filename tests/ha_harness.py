@@ -204,15 +204,6 @@ def windows(path: Path) -> Counter[int]:
     return Counter(ends)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
-
-
 def start_replica(
     name: str,
     directory: Path,

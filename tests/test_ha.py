@@ -38,7 +38,8 @@ from bridge.ha import (
 )
 from bridge.schema import HAConfig
 from bridge.simulator import CerebrasSimulator
-from tests.ha_harness import LeaseStandIn, start_replica, stop_replicas, wait_for, windows
+from tests.conftest import wait_for
+from tests.ha_harness import LeaseStandIn, start_replica, stop_replicas, windows
 from tests.test_otlp_wire import self_signed  # noqa: F401  # a fixture: the certificate made at test time
 
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from bridge.config import ConfigError, parse_config
 from bridge.context import Context
 from bridge.pipeline import Pipeline
 from bridge.sharding import ShardingConfig, shard_of
-from tests.conftest import run
+from tests.conftest import run, wait_for
 from tests.servers import ExpositionServer, Response
 
 CLI = [sys.executable, "-m", "bridge.cli"]
@@ -201,15 +201,6 @@ SHARDS = 3
 SOURCES = 30
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
-
-
 def _metrics_port(log: Path) -> int | None:
     match = re.search(r"health server listening on 127\.0\.0\.1:(\d+)", log.read_text())
     return int(match.group(1)) if match else None
@@ -263,9 +254,9 @@ def test_n_processes_on_one_config_scrape_each_source_exactly_once(
 ) -> None:
     server, processes, logs = replicas
     paths = [f"/s{i:02d}" for i in range(SOURCES)]
-    _wait_for(lambda: all(_metrics_port(log) for log in logs), 60, "every replica serving /metrics")
+    wait_for(lambda: all(_metrics_port(log) for log in logs), 60, "every replica serving /metrics")
     ports = [port for log in logs if (port := _metrics_port(log)) is not None]
-    _wait_for(lambda: all(server.requests_to(path) >= 3 for path in paths), 60, "every source scraped 3 times")
+    wait_for(lambda: all(server.requests_to(path) >= 3 for path in paths), 60, "every source scraped 3 times")
 
     owned = [_samples(port, "bridge_source_owned") for port in ports]
     scrapes = [_samples(port, "bridge_scrapes_total") for port in ports]
