@@ -7,7 +7,7 @@ import logging
 import math
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,8 +83,9 @@ class WindowLedger:
         self.clock: Clock = SystemClock()
         self._save_failing = False  # warn once per bad spell, not at every window
         self._ends: dict[str, float] = self._load(self.path) if self.path is not None and self.path.exists() else {}
-        #: called after every record (bridge/ha.py: the active replica writes the ends into its Lease)
-        self.listeners: list[Callable[[], None]] = []
+        #: awaited after a record and before its window is forwarded (bridge/ha.py: the active replica
+        #: writes the ends into its Lease first, so a replica taking over never forwards that window again)
+        self.publisher: Callable[[], Awaitable[None]] | None = None
 
     @staticmethod
     def _load(path: Path) -> dict[str, float]:
@@ -122,8 +123,11 @@ class WindowLedger:
         self._ends[key] = end
         if self.path is not None:
             self._save(self.path)
-        for listener in self.listeners:
-            listener()
+
+    async def published(self) -> None:
+        """Return once the ends recorded so far are where a standby reads them (at once without one)."""
+        if self.publisher is not None:
+            await self.publisher()
 
     def snapshot(self) -> dict[str, float]:
         """Every upstream's last forwarded window end (what a warm standby needs to take over)."""

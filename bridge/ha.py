@@ -6,8 +6,8 @@ Lease as often. When the Lease expires (renewTime + leaseDurationSeconds passed)
 standby takes it with a PUT carrying the resourceVersion it read: a 409 means another
 replica won, so it stays standby and polls again.
 
-No doubled window: with every renew, and at once after a window is forwarded, the
-active replica writes its window ledger (the last forwarded window end per upstream,
+No doubled window: with every renew, and before a window is forwarded (Standby.publish),
+the active replica writes its window ledger (the last forwarded window end per upstream,
 bridge/context.py WindowLedger) into the Lease's annotations. The replica that takes over
 merges them into its ledger before it starts its sources, so it forwards only later
 windows; its sources fetch the last complete minute at once.
@@ -265,19 +265,49 @@ class Standby:
         self._last_renew: float | None = None
         self._announced = False
         self._wake = asyncio.Event()
-        ledger.listeners.append(self._ledger_changed)
+        #: one Lease write at a time: two of this replica's own PUTs at once would 409 each other
+        self._writing = asyncio.Lock()
+        self._recorded = 0  # windows recorded so far, and how many of them the Lease holds
+        self._written = 0
+        ledger.publisher = self.publish
         telemetry.HA_ACTIVE.labels(config.lease_name).set(0)
 
-    def _ledger_changed(self) -> None:
-        if self.active:
-            self._wake.set()  # write the new window end into the Lease now, not at the next renew
+    async def publish(self) -> None:
+        """Write the window ledger into the Lease before the window just recorded is forwarded.
+
+        A replica killed before this write never forwarded the window, and the one taking over
+        fetches it; after it, the one taking over knows it was forwarded: once either way.
+        Windows recorded together share one write. A write that fails or takes longer than
+        `renew_seconds` is logged and the window forwarded anyway (the next renew writes it);
+        losing the Lease is left to the renew loop, which stops the sources.
+        """
+        if not self.active:
+            return
+        self._recorded += 1
+        wanted = self._recorded
+        try:
+            async with asyncio.timeout(self.config.renew_seconds), self._writing:
+                if self._written >= wanted or not self.active:
+                    return
+                covered = self._recorded
+                held = await self.elector.try_acquire_or_renew(window_annotations(self.ledger))
+                self._written = covered
+        except (LeaseError, TimeoutError) as exc:
+            telemetry.HA_LEASE_ERRORS.labels(self.config.lease_name).inc()
+            log.warning("ha: Lease %s: window ends not written before forwarding: %s", self.config.lease_name, exc)
+            return
+        if held:
+            self._last_renew = self.elector.clock.now()
+        else:
+            self._wake.set()  # another replica holds it now: the renew loop steps down at once
 
     async def run(self) -> None:
         clock = self.elector.clock
         while True:
             self._wake.clear()
             try:
-                await self.step(clock.now())
+                async with self._writing:
+                    await self.step(clock.now())
             except Exception:  # a bug (or a Lease shaped unlike the API's): logged, and the loop goes on
                 log.exception("ha: Lease %s: renew or poll failed", self.config.lease_name)
             with contextlib.suppress(TimeoutError):

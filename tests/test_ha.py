@@ -209,6 +209,46 @@ def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(st
     asyncio.run(scenario())
 
 
+def test_a_recorded_window_is_in_the_lease_before_it_is_forwarded(stand_in: LeaseStandIn) -> None:
+    """The source awaits ledger.published() between recording a window and forwarding it: a replica
+    killed before that write never forwarded the window (the next one fetches it), one killed after
+    it left the window in the Lease (the next one skips it). Windows recorded together share a write."""
+    clock = FakeClock()
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="pod-a")
+
+    async def scenario() -> None:
+        ledger = WindowLedger()
+        ledger.clock = clock
+        elector = await _elector(stand_in, "pod-a", clock)
+
+        async def nothing() -> None:
+            pass
+
+        standby = Standby(config, elector, ledger, nothing, nothing)
+        await ledger.published()  # standby: nothing to write, returns at once
+        assert ("ns", "lease") not in stand_in.leases
+        await standby.step(clock.now())
+        assert standby.active
+        ledger.record("cerebras:org", 1_800_000_000.0)
+        await ledger.published()
+        annotations = stand_in.leases[("ns", "lease")]["metadata"]["annotations"]
+        assert json.loads(annotations[WINDOWS_ANNOTATION]) == {"cerebras:org": 1_800_000_000.0}
+
+        writes = stand_in.version
+
+        async def forward(upstream: str) -> None:  # what 20 sources finishing one scrape each do
+            ledger.record(upstream, 1_800_000_060.0)
+            await ledger.published()
+
+        await asyncio.gather(*(forward(f"cerebras:org{i}") for i in range(20)))
+        ends = json.loads(stand_in.leases[("ns", "lease")]["metadata"]["annotations"][WINDOWS_ANNOTATION])
+        assert all(ends[f"cerebras:org{i}"] == 1_800_000_060.0 for i in range(20))
+        assert stand_in.version - writes <= 2, "20 windows recorded together: one write for the first, one for the rest"
+        await elector.client.close()
+
+    asyncio.run(scenario())
+
+
 def test_ha_config_defaults_from_the_pod_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "bridge.yaml"
     path.write_text("sources:\n  demo:\n    type: simulator\nsinks:\n  out:\n    type: console\nha:\n  enabled: true\n")

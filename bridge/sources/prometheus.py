@@ -175,7 +175,10 @@ class ScrapeSource(Source):
             return batch
         forwarded = self.windows.admit(window.end_ns / NS_PER_S, now)
         self.last_window = "forwarded" if forwarded else "duplicate"
-        return batch if forwarded else None
+        if not forwarded:
+            return None
+        await self.windows.ledger.published()
+        return batch
 
     async def probe(self, now: float) -> tuple[Batch, Window]:
         """One request for `metrics-bridge check`: from the budget like any scrape; failures raised, not scheduled."""
