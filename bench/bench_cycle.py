@@ -495,16 +495,22 @@ def sources_mode(args: argparse.Namespace) -> dict[str, Any]:
 
     with serve(page) as base, contextlib.ExitStack() as receivers:
         sinks: dict[str, Any] = {"out": {"type": "jsonl", "path": "/dev/null"}}
-        if args.sinks == "datadog,otlp":  # real receivers on loopback, in this process: their CPU is not counted
+        if args.sinks != "jsonl":  # real receivers on loopback, in this process: their CPU is not counted
             from tests.receivers.datadog_intake import DatadogIntake
             from tests.receivers.otlp import HttpReceiver
 
-            intake = receivers.enter_context(DatadogIntake(api_keys={"bench"}))
-            otlp = receivers.enter_context(HttpReceiver())
-            sinks = {
-                "datadog": {"type": "datadog", "url": intake.url, "api_key": "bench"},
-                "otlp": {"type": "otlp", "protocol": "http/protobuf", "endpoint": otlp.endpoint},
-            }
+            intake = receivers.enter_context(DatadogIntake(api_keys={"bench"}, latency_seconds=args.latency))
+            delivery = {"max_in_flight": args.max_in_flight}
+            sinks = {"datadog": {"type": "datadog", "url": intake.url, "api_key": "bench", "delivery": delivery}}
+            if args.sinks == "datadog,otlp":
+                otlp = receivers.enter_context(HttpReceiver())
+                endpoint = otlp.endpoint
+                sinks["otlp"] = {
+                    "type": "otlp",
+                    "protocol": "http/protobuf",
+                    "endpoint": endpoint,
+                    "delivery": delivery,
+                }
         command = [sys.executable, __file__, "--child", "sources", "--url", base + API_PREFIX.rstrip("/")]
         command += ["--sink-config", json.dumps(sinks)]
         return _child([*command, "--sources", str(args.sources), "--minutes", str(args.minutes)])
@@ -555,10 +561,14 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     parser.add_argument(
         "--sinks",
-        choices=["jsonl", "datadog,otlp"],
+        choices=["jsonl", "datadog", "datadog,otlp"],
         default="jsonl",
-        help="sources mode: a jsonl sink on /dev/null, or the Datadog and OTLP/HTTP sinks into loopback receivers",
+        help="sources mode: a jsonl sink on /dev/null, or the Datadog (and OTLP/HTTP) sinks into loopback receivers",
     )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="sources mode: the Datadog receiver answers this late (s)"
+    )
+    parser.add_argument("--max-in-flight", type=int, default=1, help="sources mode: the sinks' delivery.max_in_flight")
     parser.add_argument("--child", choices=["bridge", "sources"], help=argparse.SUPPRESS)
     parser.add_argument("--sink-config", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

@@ -57,6 +57,12 @@ class DeliveryConfig(StrictModel):
     max_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="queued payload bytes held in memory before eviction (no spool)"
     )
+    max_in_flight: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="requests sent at once (never two of one source's, so each source's windows stay in order)",
+    )
     max_age_seconds: float | None = Field(
         None, gt=0, description="drop a payload whose window ended longer ago (sink default if unset: Datadog 3540)"
     )

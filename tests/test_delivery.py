@@ -63,14 +63,28 @@ class ScriptedSink(Sink):
         self.attempts: list[tuple[float, int]] = []  # (clock time, window end in minutes since T0)
         self.delivered: list[Payload] = []
         self.hold: asyncio.Event | None = None  # while set to an unset event, attempts hang
+        self.sending: list[str] = []  # the sources of the attempts under way
+        self.most_at_once = 0
+        self.overlapping_one_source = False  # two attempts of one source were ever under way together
 
     def prepare(self, batch: Batch) -> list[Payload]:
         minute = minutes(batch.window_end_ns)
         body = f"window {minute};".encode().ljust(self.body_size, b".")
-        return [Payload(body, batch.window_end_ns, batch.point_count(), {"window": str(minute)})]
+        meta = {"window": str(minute), "source": batch.source}
+        return [Payload(body, batch.window_end_ns, batch.point_count(), meta)]
 
     async def deliver(self, payload: Payload) -> None:
         self.attempts.append((self.context.clock.now(), minutes(payload.window_end_ns)))
+        source = payload.meta["source"]
+        self.overlapping_one_source |= source in self.sending
+        self.sending.append(source)
+        self.most_at_once = max(self.most_at_once, len(self.sending))
+        try:
+            await self._answer(payload)
+        finally:
+            self.sending.remove(source)
+
+    async def _answer(self, payload: Payload) -> None:
         if self.hold is not None:
             await self.hold.wait()
         if self.config.down:
@@ -89,12 +103,12 @@ def minutes(window_end_ns: int) -> int:
     return round((window_end_ns / NS_PER_S - T0) / MINUTE)
 
 
-def batch(minute: int) -> Batch:
+def batch(minute: int, source: str = "test") -> Batch:
     """The window ending `minute` minutes after T0."""
     end = int((T0 + minute * MINUTE) * NS_PER_S)
     start = end - int(MINUTE * NS_PER_S)
     points = [Point((("n", str(i)),), 1.0, start, end) for i in range(POINTS_PER_BATCH)]
-    return Batch("test", (), start, end, [Metric("m", Kind.GAUGE, points)])
+    return Batch(source, (), start, end, [Metric("m", Kind.GAUGE, points)])
 
 
 def down(retry_after: float | None = None) -> RetryableError:
@@ -183,6 +197,61 @@ def test_a_retryable_failure_backs_off_the_whole_sink_and_honours_retry_after(cl
     assert times[:2] == [0.0, 30.0] and 30.0 <= times[2] <= 32.0
     assert sink.delivered_windows == [1, 0]  # the newest window first once the backend answers
     assert counter(telemetry.DELIVERY_RETRIES, "scripted") - retries_before == 2
+
+
+@pytest.mark.parametrize("drain_order", ["newest_first", "oldest_first"])
+def test_max_in_flight_sends_several_sources_at_once_never_two_of_one_source(
+    clock: ManualClock, drain_order: str
+) -> None:
+    """Thousands of sources, one request per window each: a backend's round trip, not the CPU, would bound a sink
+    that sent one at a time. A source's windows still go one at a time, in the drain order."""
+    sink = ScriptedSink("parallel")
+    sink.hold = asyncio.Event()
+    runner = runner_for(sink, clock, max_in_flight=3, drain_order=drain_order)
+
+    async def go() -> None:
+        await runner.start()
+        for source in ("a", "b", "c", "d"):
+            runner.submit(batch(0, source))
+        runner.submit(batch(1, "a"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(sink.sending) == 3 and len(set(sink.sending)) == 3  # three at once, all different sources
+        assert sample("bridge_queue_batches", "parallel") == 5
+        assert sink.hold is not None
+        sink.hold.set()
+        await runner.settle()
+        await runner.stop()
+
+    run(go())
+    assert sink.most_at_once == 3 and not sink.overlapping_one_source
+    delivered = [(p.meta["source"], minutes(p.window_end_ns)) for p in sink.delivered]
+    assert sorted(delivered) == [("a", 0), ("a", 1), ("b", 0), ("c", 0), ("d", 0)]
+    a_windows = [window for source, window in delivered if source == "a"]
+    assert a_windows == ([1, 0] if drain_order == "newest_first" else [0, 1])
+
+
+def test_with_max_in_flight_a_backoff_stops_new_sends_and_the_others_finish(clock: ManualClock) -> None:
+    sink = ScriptedSink("parallel_backoff")
+    sink.script.extend([down(retry_after=30)])  # the first attempt fails, the others succeed
+    runner = runner_for(sink, clock, max_in_flight=4, drain_order="oldest_first")
+
+    async def go() -> None:
+        await runner.start()
+        for source in ("a", "b", "c"):
+            runner.submit(batch(0, source))
+        await runner.settle()
+        assert len(sink.attempts) == 3 and len(sink.delivered) == 2  # all three went at once
+        runner.submit(batch(0, "d"))  # during the backoff: waits like the failed one
+        await runner.settle()
+        assert len(sink.attempts) == 3
+        await clock.advance(30)
+        await runner.settle()
+        await runner.stop()
+
+    run(go())
+    assert sorted(p.meta["source"] for p in sink.delivered) == ["a", "b", "c", "d"]
+    assert [t - (T0 + 5) for t, _ in sink.attempts] == [0.0, 0.0, 0.0, 30.0, 30.0]
 
 
 def test_a_permanent_failure_drops_that_payload_only_and_shows_in_readiness(clock: ManualClock) -> None:
@@ -432,7 +501,7 @@ def test_the_spool_keeps_unacknowledged_payloads_until_a_restart_sends_exactly_t
     assert second.delivered_windows == [3, 2, 1, 0]
     expected = {minute: first.prepare(batch(minute))[0] for minute in range(4)}
     assert all(p.body == expected[minutes(p.window_end_ns)].body for p in second.delivered)
-    assert all(p.meta == {"window": str(minutes(p.window_end_ns))} for p in second.delivered)
+    assert all(p.meta == {"window": str(minutes(p.window_end_ns)), "source": "test"} for p in second.delivered)
     assert spool_rows(path) == []
     assert counter(telemetry.DELIVERY_RECOVERED, "spooled") - recovered_before == 4
 

@@ -9,7 +9,7 @@ spool when the sink has one.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from bridge.sinks.base import Payload
@@ -23,6 +23,7 @@ class Entry:
     size: int  # body bytes
     payload: Payload | None  # None when the bytes live only in the spool
     row_id: int | None = None  # the spool's row, assigned on the spool's thread
+    source: str = ""  # the batch's source ("" when recovered from the spool): its payloads go one at a time
 
 
 def _order(entry: Entry) -> tuple[int, int]:
@@ -50,21 +51,28 @@ class PendingQueue:
             del self._entries[index]
             self.bytes -= entry.size
 
-    def oldest(self, skip: Entry | None = None) -> Entry | None:
-        """The entry with the oldest window (not `skip`: the one being delivered)."""
-        for entry in self._entries[:2]:
-            if entry is not skip:
+    def oldest(self, skip: Collection[Entry] = ()) -> Entry | None:
+        """The entry with the oldest window that is not in `skip` (the ones being delivered)."""
+        for entry in self._entries[: len(skip) + 1]:
+            if entry not in skip:
                 return entry
         return None
 
-    def next_to_send(self, newest_first: bool) -> Entry | None:
-        """The newest window's first payload, or the oldest payload."""
-        if not self._entries:
-            return None
+    def next_to_send(
+        self, newest_first: bool, busy: Collection[Entry] = (), busy_sources: Collection[str] = ()
+    ) -> Entry | None:
+        """The newest window's first payload, or the oldest payload, among those not being delivered (`busy`)
+        whose source has none being delivered (`busy_sources`): one source's payloads go one at a time."""
         if not newest_first:
-            return self._entries[0]
-        newest_window = self._entries[-1].window_end_ns
-        return self._entries[bisect.bisect_left(self._entries, (newest_window, -1), key=_order)]
+            return next((e for e in self._entries if e not in busy and e.source not in busy_sources), None)
+        end = len(self._entries)
+        while end:  # window by window from the newest, each in arrival order
+            start = bisect.bisect_left(self._entries, (self._entries[end - 1].window_end_ns, -1), key=_order)
+            for entry in self._entries[start:end]:
+                if entry not in busy and entry.source not in busy_sources:
+                    return entry
+            end = start
+        return None
 
     def ending_before(self, cutoff_ns: int) -> list[Entry]:
         """Entries whose window ended before cutoff_ns, oldest first."""

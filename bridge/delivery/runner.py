@@ -1,8 +1,9 @@
 """One runner per sink: the scrape hands it a batch and never waits on the backend.
 
 submit() normalises and encodes at once (sink.prepare: stateful, in window
-order), queues the payloads and returns. A worker task delivers one payload
-at a time:
+order), queues the payloads and returns. A worker task delivers them, one at
+a time, or up to `max_in_flight` at once but never two of one source (a
+backend's round trip would otherwise bound a sink fed by thousands of sources):
 
 - newest window first, so live data is never stuck behind an outage's
   backlog; then older windows while they are inside the sink's age limit
@@ -30,7 +31,7 @@ import itertools
 import logging
 import math
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge import telemetry
 from bridge.context import Context
@@ -64,7 +65,7 @@ class SinkRunner:
             self.spool = Spool(config.spool_path, sink.name, sink_type)
         self._pending = PendingQueue()
         self._seq = itertools.count()
-        self._in_flight: Entry | None = None
+        self._in_flight: set[Entry] = set()  # being delivered: up to max_in_flight, never two of one source
         self._failures = 0  # consecutive retryable failures: the backoff's exponent
         self._retry_at: float | None = None  # while backing off: when the next attempt is due (clock time)
         self._last_failure_reason: str | None = None
@@ -202,15 +203,15 @@ class SinkRunner:
             telemetry.DROPPED_POINTS.labels(self.name, "encode_error").inc(batch.point_count())
             return
         for payload in payloads:
-            self._enqueue(payload)
+            self._enqueue(payload, batch.source)
         self._expire()
         self._publish()
         if payloads and self._task is not None and self._retry_at is None:
             self._idle.clear()
             self._wakeup.set()
 
-    def _enqueue(self, payload: Payload) -> None:
-        entry = Entry(next(self._seq), payload.window_end_ns, payload.points, len(payload.body), payload)
+    def _enqueue(self, payload: Payload, source: str) -> None:
+        entry = Entry(next(self._seq), payload.window_end_ns, payload.points, len(payload.body), payload, source=source)
         if entry.size > self._byte_cap:  # would evict everything else and then itself
             self._count_dropped([entry], "larger_than_queue", evicted=True)
             return
@@ -240,7 +241,7 @@ class SinkRunner:
         if self.max_age is None:
             return
         cutoff_ns = int((self.clock.now() - self.max_age) * NS_PER_S)
-        expired = [e for e in self._pending.ending_before(cutoff_ns) if e is not self._in_flight]
+        expired = [e for e in self._pending.ending_before(cutoff_ns) if e not in self._in_flight]
         self._discard(expired, "too_old", evicted=True)
 
     def _forget(self, entries: list[Entry]) -> None:
@@ -281,29 +282,59 @@ class SinkRunner:
     # -- the worker -----------------------------------------------------------------------------------
     async def _work(self) -> None:
         newest_first = self.config.drain_order == "newest_first"
-        while True:
-            self._expire()
-            entry = self._pending.next_to_send(newest_first)
-            if entry is None:
-                self._publish()
-                self._wakeup.clear()
-                self._idle.set()
-                await self._wakeup.wait()
-                continue
-            self._idle.clear()
-            delay = await self._attempt(entry)
+        sending: dict[asyncio.Task[float | None], Entry] = {}
+        try:
+            while True:
+                self._expire()
+                while self._retry_at is None and len(sending) < self.config.max_in_flight:
+                    busy_sources = {e.source for e in self._in_flight}
+                    entry = self._pending.next_to_send(newest_first, self._in_flight, busy_sources)
+                    if entry is None:
+                        break
+                    self._in_flight.add(entry)
+                    sending[asyncio.create_task(self._attempt(entry), name=f"sink:{self.name}:send")] = entry
+                if not sending:
+                    if self._retry_at is not None:  # every attempt is back, and one asked for a backoff
+                        self._idle.set()
+                        try:
+                            await self.clock.sleep_until(self._retry_at)
+                        finally:
+                            self._retry_at = None
+                        continue
+                    self._publish()
+                    self._wakeup.clear()
+                    self._idle.set()
+                    await self._wakeup.wait()
+                    continue
+                self._idle.clear()
+                await self._wait_for_a_send(sending)
+        finally:  # stop(): an attempt in flight stays unacknowledged (in the spool, or dropped and counted)
+            for task in sending:
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _wait_for_a_send(self, sending: dict[asyncio.Task[float | None], Entry]) -> None:
+        """Until an attempt is back (a backoff it asks for stops new sends), or new work could start beside them."""
+        waiters: set[asyncio.Future[Any]] = set(sending)
+        wakeup = None
+        if self._retry_at is None and len(sending) < self.config.max_in_flight:
+            self._wakeup.clear()
+            wakeup = asyncio.ensure_future(self._wakeup.wait())
+            waiters.add(wakeup)
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if wakeup is not None:
+                wakeup.cancel()
+        for task in [t for t in sending if t in done]:
+            self._in_flight.discard(sending.pop(task))
+            delay = task.result()
             self._publish()
             if delay is not None:
                 self._retry_at = self.clock.now() + delay
-                self._idle.set()
-                try:
-                    await self.clock.sleep_until(self._retry_at)
-                finally:
-                    self._retry_at = None
 
     async def _attempt(self, entry: Entry) -> float | None:
         """Deliver once. None when the payload is finished (sent or dropped), else the backoff delay."""
-        self._in_flight = entry
         try:
             payload = entry.payload
             if payload is None:
@@ -321,8 +352,6 @@ class SinkRunner:
             telemetry.SEND_FAILURES.labels(self.name, type(exc).__name__).inc()
             self._discard([entry], "sink_error", evicted=False)
             return None
-        finally:
-            self._in_flight = None
         self._delivered(entry, rejected)
         return None
 

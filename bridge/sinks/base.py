@@ -74,6 +74,8 @@ class Sink(abc.ABC):
 
         May return how many of its points the backend refused while accepting the
         request (OTLP partial success), so they are not counted as delivered.
+        With `delivery.max_in_flight` above 1, calls for payloads of different
+        sources run at the same time: keep no per-call state on the sink.
         """
 
     def describe(self, payload: Payload) -> str:

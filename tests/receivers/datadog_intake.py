@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -177,6 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         intake = self.server.intake
         status, answer, extra = intake._handle("POST", self.path, dict(self.headers.items()), body)
+        if intake.latency_seconds:  # a far backend's round trip (each request on its own thread)
+            time.sleep(intake.latency_seconds)
         manner = intake._next_manner()
         if manner is None:
             self._answer(status, answer, extra)
@@ -213,8 +216,10 @@ class DatadogIntake(ServerThread):
         clock: Clock | None = None,
         max_compressed: int = MAX_COMPRESSED,
         max_uncompressed: int = MAX_UNCOMPRESSED,
+        latency_seconds: float = 0.0,
     ) -> None:
         self.api_keys = set(api_keys)
+        self.latency_seconds = latency_seconds
         self.clock = clock
         self.max_compressed = max_compressed
         self.max_uncompressed = max_uncompressed
