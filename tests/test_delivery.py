@@ -506,6 +506,38 @@ def test_the_spool_keeps_unacknowledged_payloads_until_a_restart_sends_exactly_t
     assert counter(telemetry.DELIVERY_RECOVERED, "spooled") - recovered_before == 4
 
 
+def test_with_max_in_flight_a_stop_keeps_every_attempt_under_way_in_the_spool(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """Three requests under way when the process stops: none acknowledged, all three still spooled, sent once after."""
+    path = tmp_path / "spool" / "parallel.db"
+    first = ScriptedSink("parallel_spooled")
+    first.hold = asyncio.Event()
+
+    async def before_restart() -> None:
+        runner = runner_for(first, clock, spool_path=str(path), max_in_flight=3)
+        await runner.start()
+        for source in ("a", "b", "c", "d"):
+            runner.submit(batch(0, source))
+        await asyncio.sleep(0.05)
+        assert len(first.sending) == 3
+        await runner.stop(grace=0.05)
+
+    run(before_restart())
+    assert first.delivered == [] and len(spool_rows(path)) == 4
+    second = ScriptedSink("parallel_spooled")
+
+    async def after_restart() -> None:
+        runner = runner_for(second, clock, spool_path=str(path), max_in_flight=3)
+        await runner.start()
+        await runner.settle()
+        await runner.stop()
+
+    run(after_restart())
+    assert sorted(p.body for p in second.delivered) == sorted(first.prepare(batch(0, s))[0].body for s in "abcd")
+    assert spool_rows(path) == []
+
+
 def test_batches_submitted_before_start_are_spooled_at_start(clock: ManualClock, tmp_path: Path) -> None:
     """A reloaded sink's successor takes batches while its predecessor still holds the spool."""
     path = tmp_path / "early.db"
