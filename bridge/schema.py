@@ -58,7 +58,7 @@ class DeliveryConfig(StrictModel):
         64 * 1024 * 1024, ge=1024, description="queued payload bytes held in memory before eviction (no spool)"
     )
     max_in_flight: int = Field(
-        1,
+        4,
         ge=1,
         le=64,
         description="requests sent at once (never two of one source's, so each source's windows stay in order)",
