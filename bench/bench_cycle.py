@@ -15,11 +15,14 @@ First cycle and steady state (median of cycles 2..N), wall and CPU time, peak RS
 
 Opt-in mode (`sources`, 10 real minutes): 1,000 `cerebras` sources in one bridge process, each reading its own
 organisation (~28 series in the Cerebras API's shape) from a loopback simulator, on the real scheduler and
-clock, into a jsonl sink on /dev/null, or with `--sinks datadog,otlp` into the Datadog and OTLP/HTTP sinks and
-loopback receivers (tests/receivers): windows expected vs forwarded and delivered, windows missed, CPU, peak RSS.
+clock, into a jsonl sink on /dev/null, or with `--sinks datadog[,otlp]` into the Datadog (and OTLP/HTTP) sinks and
+loopback receivers (tests/receivers; `--latency S` makes the Datadog one answer S seconds late, a far backend,
+and `--max-in-flight N` sets the sinks' delivery.max_in_flight): windows expected vs forwarded and delivered,
+windows missed (not forwarded, or evicted or left queued by a sink), CPU, peak RSS.
 
     python bench/bench_cycle.py [--cycles 8] [--json]
-    python bench/bench_cycle.py --mode sources [--minutes 10] [--sources 1000] [--sinks jsonl|datadog,otlp]
+    python bench/bench_cycle.py --mode sources [--minutes 10] [--sources 1000] [--sinks jsonl|datadog|datadog,otlp]
+                                [--latency 0.1] [--max-in-flight 8]
 """
 
 from __future__ import annotations
