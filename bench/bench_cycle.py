@@ -503,7 +503,7 @@ def sources_mode(args: argparse.Namespace) -> dict[str, Any]:
             from tests.receivers.otlp import HttpReceiver
 
             intake = receivers.enter_context(DatadogIntake(api_keys={"bench"}, latency_seconds=args.latency))
-            delivery = {"max_in_flight": args.max_in_flight}
+            delivery = {"max_in_flight": args.max_in_flight} if args.max_in_flight else {}
             sinks = {"datadog": {"type": "datadog", "url": intake.url, "api_key": "bench", "delivery": delivery}}
             if args.sinks == "datadog,otlp":
                 otlp = receivers.enter_context(HttpReceiver())
@@ -571,7 +571,9 @@ def main() -> None:
     parser.add_argument(
         "--latency", type=float, default=0.0, help="sources mode: the Datadog receiver answers this late (s)"
     )
-    parser.add_argument("--max-in-flight", type=int, default=1, help="sources mode: the sinks' delivery.max_in_flight")
+    parser.add_argument(
+        "--max-in-flight", type=int, help="sources mode: the sinks' delivery.max_in_flight (default: the bridge's)"
+    )
     parser.add_argument("--child", choices=["bridge", "sources"], help=argparse.SUPPRESS)
     parser.add_argument("--sink-config", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
