@@ -1,0 +1,272 @@
+/* Optional C versions of two per-sample loops; bridge/speedups.py holds the pure-Python reference.
+ *
+ * recognise(text, heads, samples): the values of a scrape that is the remembered body line for line
+ *   (bridge/sources/classify.py, Classifier._recognise), or None when it is not.
+ * frame_series(samples, start, stop, limit): the Datadog body framing samples[start:stop] as far as it
+ *   stays within `limit` bytes (bridge/sinks/datadog/encode.py, series_fragment and _chunks_by_size).
+ *
+ * Both give exactly what the Python code gives (tests/test_speedups.py runs the two on the same inputs):
+ * a float is read by the same CPython routine float() uses, and written by the one repr() uses.
+ * Built by setuptools as an optional extension (pyproject.toml): without a compiler, the Python code runs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* -- recognise ------------------------------------------------------------------------------------------- */
+
+/* float(token) for an ASCII token without '_'; NULL with ValueError set when float() would raise it. */
+static PyObject *
+read_float(PyObject *text, const char *data, Py_ssize_t start, Py_ssize_t end)
+{
+    Py_ssize_t n = end - start;
+    char buf[64];
+    int plain = n > 0 && n < (Py_ssize_t)sizeof(buf);
+    for (Py_ssize_t i = 0; plain && i < n; i++) {
+        char c = data[start + i];
+        plain = (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-';
+    }
+    if (plain) { /* what float() does for such text, without its whitespace and underscore handling */
+        memcpy(buf, data + start, n);
+        buf[n] = '\0';
+        char *stop = NULL;
+        double value = PyOS_string_to_double(buf, &stop, NULL);
+        if (value == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (stop != buf + n) {
+            PyErr_SetString(PyExc_ValueError, "not a number");
+            return NULL;
+        }
+        return PyFloat_FromDouble(value);
+    }
+    PyObject *token = PyUnicode_Substring(text, start, end); /* anything else: float() itself */
+    if (token == NULL)
+        return NULL;
+    PyObject *value = PyFloat_FromString(token);
+    Py_DECREF(token);
+    return value;
+}
+
+static PyObject *
+recognise(PyObject *module, PyObject *args)
+{
+    PyObject *text, *heads, *samples;
+    if (!PyArg_ParseTuple(args, "UO!O!:recognise", &text, &PyList_Type, &heads, &PyList_Type, &samples))
+        return NULL;
+    if (!PyUnicode_IS_ASCII(text)) {
+        PyErr_SetString(PyExc_ValueError, "recognise: the text is not ASCII");
+        return NULL;
+    }
+    Py_ssize_t lines = PyList_GET_SIZE(heads);
+    if (PyList_GET_SIZE(samples) != lines) {
+        PyErr_SetString(PyExc_ValueError, "recognise: heads and samples differ in length");
+        return NULL;
+    }
+    const char *data = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+    PyObject *values = PyList_New(0);
+    if (values == NULL)
+        return NULL;
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t i = 0; i < lines; i++) {
+        PyObject *head = PyList_GET_ITEM(heads, i);
+        if (!PyUnicode_Check(head)) {
+            PyErr_SetString(PyExc_TypeError, "recognise: a head is not a str");
+            goto fail;
+        }
+        if (!PyUnicode_IS_ASCII(head))
+            goto differs; /* an ASCII text cannot start with it */
+        Py_ssize_t length = PyUnicode_GET_LENGTH(head);
+        if (pos > size || length > size - pos || memcmp(data + pos, PyUnicode_DATA(head), length) != 0)
+            goto differs;
+        Py_ssize_t start = pos + length;
+        const char *newline = memchr(data + start, '\n', size - start);
+        Py_ssize_t end = newline != NULL ? newline - data : size;
+        int sample = PyObject_IsTrue(PyList_GET_ITEM(samples, i));
+        if (sample < 0)
+            goto fail;
+        if (!sample) {
+            if (end != start) /* a comment or blank line: the same text, then the end of the line */
+                goto differs;
+        }
+        else {
+            if (memchr(data + start, '_', end - start) != NULL) /* float() takes `1_000`, the parser does not */
+                goto differs;
+            PyObject *value = read_float(text, data, start, end);
+            if (value == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_ValueError))
+                    goto fail;
+                PyErr_Clear(); /* not a number: the parser will say what it is */
+                goto differs;
+            }
+            int failed = PyList_Append(values, value);
+            Py_DECREF(value);
+            if (failed)
+                goto fail;
+        }
+        pos = end + 1;
+    }
+    if (pos != size + 1) /* more lines than remembered */
+        goto differs;
+    return values;
+differs:
+    Py_DECREF(values);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(values);
+    return NULL;
+}
+
+/* -- frame_series ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    Py_ssize_t size, capacity;
+} Buffer;
+
+static int
+reserve(Buffer *b, Py_ssize_t extra)
+{
+    if (b->size + extra <= b->capacity)
+        return 0;
+    Py_ssize_t capacity = b->capacity ? b->capacity : 1 << 16;
+    while (capacity < b->size + extra)
+        capacity *= 2;
+    char *data = PyMem_Realloc(b->data, capacity);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->capacity = capacity;
+    return 0;
+}
+
+static int
+put(Buffer *b, const char *text, Py_ssize_t n)
+{
+    if (reserve(b, n))
+        return -1;
+    memcpy(b->data + b->size, text, n);
+    b->size += n;
+    return 0;
+}
+
+/* str(obj) (what an f-string's `{obj}` writes for an int) or repr(obj) (`{obj!r}`), as ASCII. */
+static int
+put_text(Buffer *b, PyObject *obj, int use_repr)
+{
+    if (PyLong_CheckExact(obj)) {
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (!overflow && !(n == -1 && PyErr_Occurred())) {
+            char digits[32];
+            int len = snprintf(digits, sizeof(digits), "%lld", n);
+            return put(b, digits, len);
+        }
+        PyErr_Clear();
+    }
+    else if (PyFloat_CheckExact(obj)) {
+        char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(obj), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (text == NULL)
+            return -1;
+        int failed = put(b, text, (Py_ssize_t)strlen(text));
+        PyMem_Free(text);
+        return failed;
+    }
+    PyObject *str = use_repr ? PyObject_Repr(obj) : PyObject_Str(obj);
+    if (str == NULL)
+        return -1;
+    int failed;
+    if (!PyUnicode_IS_ASCII(str)) {
+        PyErr_SetString(PyExc_ValueError, "frame_series: not ASCII");
+        failed = -1;
+    }
+    else
+        failed = put(b, (const char *)PyUnicode_DATA(str), PyUnicode_GET_LENGTH(str));
+    Py_DECREF(str);
+    return failed;
+}
+
+static const char OPEN[] = "{\"series\":[";
+static const char CLOSE[] = "]}";
+
+/* One series object with one point, as encode.series_fragment writes it. */
+static int
+put_fragment(Buffer *b, PyObject *sample)
+{
+    if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 4) {
+        PyErr_SetString(PyExc_TypeError, "frame_series: a sample is not a 4-tuple");
+        return -1;
+    }
+    PyObject *head = PyTuple_GET_ITEM(sample, 0), *timestamp = PyTuple_GET_ITEM(sample, 1);
+    PyObject *value = PyTuple_GET_ITEM(sample, 2), *interval = PyTuple_GET_ITEM(sample, 3);
+    if (!PyUnicode_Check(head) || !PyUnicode_IS_ASCII(head)) {
+        PyErr_SetString(PyExc_ValueError, "frame_series: a head is not an ASCII str");
+        return -1;
+    }
+    if (put(b, (const char *)PyUnicode_DATA(head), PyUnicode_GET_LENGTH(head)))
+        return -1;
+    if (interval != Py_None) {
+        if (put(b, "\"interval\":", 11) || put_text(b, interval, 0) || put(b, ",", 1))
+            return -1;
+    }
+    if (put(b, "\"points\":[{\"timestamp\":", 23) || put_text(b, timestamp, 0) || put(b, ",\"value\":", 9) ||
+        put_text(b, value, 1) || put(b, "}]}", 3))
+        return -1;
+    return 0;
+}
+
+static PyObject *
+frame_series(PyObject *module, PyObject *args)
+{
+    PyObject *samples;
+    Py_ssize_t start, stop, limit;
+    if (!PyArg_ParseTuple(args, "O!nnn:frame_series", &PyList_Type, &samples, &start, &stop, &limit))
+        return NULL;
+    if (start < 0 || stop > PyList_GET_SIZE(samples) || start >= stop) {
+        PyErr_SetString(PyExc_IndexError, "frame_series: empty or out of range");
+        return NULL;
+    }
+    Buffer b = {NULL, 0, 0};
+    Py_ssize_t i = start;
+    if (put(&b, OPEN, sizeof(OPEN) - 1))
+        goto fail;
+    for (; i < stop; i++) {
+        Py_ssize_t before = b.size;
+        if (i > start && put(&b, ",", 1))
+            goto fail;
+        if (put_fragment(&b, PyList_GET_ITEM(samples, i)))
+            goto fail;
+        if (i > start && b.size + (Py_ssize_t)(sizeof(CLOSE) - 1) > limit) {
+            b.size = before; /* the run is full: this sample starts the next one */
+            break;
+        }
+    }
+    if (put(&b, CLOSE, sizeof(CLOSE) - 1))
+        goto fail;
+    PyObject *body = PyBytes_FromStringAndSize(b.data, b.size);
+    PyMem_Free(b.data);
+    if (body == NULL)
+        return NULL;
+    return Py_BuildValue("Nn", body, i - start);
+fail:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"recognise", recognise, METH_VARARGS,
+     "recognise(text, heads, samples) -> list[float] | None: the values of a body that is the remembered one."},
+    {"frame_series", frame_series, METH_VARARGS,
+     "frame_series(samples, start, stop, limit) -> (bytes, int): a Datadog series body and how many it holds."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "bridge._speedups", NULL, -1, methods};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,6 @@
+"""Type stub of the optional C extension bridge/_speedups.c (see bridge/speedups.py)."""
+
+from bridge.sinks.datadog.normalize import Sample
+
+def recognise(text: str, heads: list[str], samples: list[bool], /) -> list[float] | None: ...
+def frame_series(samples: list[Sample], start: int, stop: int, limit: int, /) -> tuple[bytes, int]: ...
