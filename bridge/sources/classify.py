@@ -506,6 +506,15 @@ def _tracked_start(series: Series, value: Value, window_start_ns: int, end_ns: i
     judged against this observation.
     """
     state = series.last
+    if (  # the common case inline: a float that grew after the last window (what `difference` calls a DELTA)
+        state is not None
+        and type(value) is float
+        and type(state.value) is float
+        and end_ns > state.end_ns
+        and value >= state.value
+    ):
+        state.value, state.end_ns = value, end_ns
+        return state.start_ns  # type: ignore[no-any-return]
     if has_no_value(value):  # nothing recorded: nothing to judge a reset by
         return state.start_ns if state is not None else window_start_ns
     start = state.start_ns if state is not None else window_start_ns

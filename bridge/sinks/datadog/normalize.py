@@ -332,10 +332,34 @@ class Normalizer:
             self._deltas(plan, metric, run)
             return
         metric_type = encode.COUNT if metric.monotonic else encode.GAUGE
+        slot, main, samples = plan.slot, plan.main, run.out.samples
+        window, timestamp, interval, accepted = (-1, -1), 0, 0, False
         for entry, value, start_ns, end_ns in zip(
             metric.series, metric.values, metric.starts, metric.ends, strict=True
         ):
-            parts = entry.memo.get(plan.slot) or plan.main(entry, metric_type)
+            parts = entry.memo.get(slot) or main(entry, metric_type)
+            state = parts.state
+            if (  # the common case inline: a finite float that grew in the same life, after the last window
+                metric.monotonic
+                and state is not None
+                and type(value) is float
+                and type(state.value) is float
+                and start_ns == state.start_ns
+                and end_ns > state.end_ns
+                and value >= state.value
+                and value - value == 0.0
+            ):
+                # what `difference` answers (a DELTA over [last end, end)) and `run.count` appends
+                increase, since = value - state.value, state.end_ns
+                state.value, state.end_ns = value, end_ns
+                if (since, end_ns) != window:
+                    window, timestamp, interval = (since, end_ns), _seconds(since), _interval(since, end_ns)
+                    accepted = run.oldest <= timestamp <= run.newest
+                if increase - increase != 0.0 or not accepted:
+                    run.count(parts.head, since, end_ns, increase)  # counts why it is dropped
+                    continue
+                samples.append((parts.head, timestamp, increase, interval))
+                continue
             if not metric.monotonic:
                 run.gauge(parts.head, end_ns, value)  # type: ignore[arg-type]
             elif run.finite(value):  # type: ignore[arg-type]
