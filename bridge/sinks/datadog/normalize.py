@@ -34,6 +34,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from bridge.clock import Clock
@@ -310,13 +311,30 @@ class Normalizer:
     # A metric's values follow its kind (a float for a gauge or counter), which the type checker cannot
     # see: hence the `type: ignore`s on the values below.
     def _gauges(self, plan: _Plan, metric: Metric, run: _Run) -> None:
-        """The hot loop (most points are gauges): one memo lookup per point, the stamp checked once per window."""
+        """The hot loop (most points are gauges): one memo lookup per point, the stamp checked once per window.
+
+        The usual metric (one window for all its points, all finite) is appended in one `extend` of zipped
+        columns; any other goes point by point.
+        """
         slot, only_head, samples = plan.slot, plan.only_head, run.out.samples
-        stamp, timestamp, accepted = -1, 0, False
-        for entry, value, start_ns, end_ns in zip(
-            metric.series, metric.values, metric.starts, metric.ends, strict=True
+        entries, values, starts = metric.series, metric.values, metric.starts
+        heads: list[str | None] = [entry.memo.get(slot) for entry in entries]
+        if not all(heads):  # new series: their heads made once
+            heads = [head or only_head(entry, encode.GAUGE) for head, entry in zip(heads, entries, strict=True)]
+        count = len(heads)
+        at = starts[0] if starts else 0
+        if (
+            at
+            and starts.count(at) == count
+            and run.oldest <= (timestamp := _seconds(at)) <= run.newest
+            and len(values) == len(metric.ends) == count
+            and all(map(math.isfinite, values))  # type: ignore[arg-type]  # a gauge's values are floats
         ):
-            head = entry.memo.get(slot) or only_head(entry, encode.GAUGE)
+            samples.extend(zip(heads, repeat(timestamp), values, repeat(None), strict=False))  # type: ignore[arg-type]
+            return
+        stamp, timestamp, accepted = -1, 0, False
+        for head, value, start_ns, end_ns in zip(heads, values, starts, metric.ends, strict=True):
+            assert head is not None
             at = start_ns or end_ns
             if at != stamp:
                 stamp, timestamp = at, _seconds(at)
