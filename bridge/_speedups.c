@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <string.h>
 
 /* -- recognise ------------------------------------------------------------------------------------------- */
@@ -152,6 +153,68 @@ put(Buffer *b, const char *text, Py_ssize_t n)
     return 0;
 }
 
+/* The decimal digits of n, at least `width` of them (zero-padded), at out; returns how many. */
+static int
+write_digits(unsigned long long n, int width, char *out)
+{
+    char reversed[24];
+    int count = 0;
+    do {
+        reversed[count++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    while (count < width)
+        reversed[count++] = '0';
+    for (int i = 0; i < count; i++)
+        out[i] = reversed[count - 1 - i];
+    return count;
+}
+
+static const double POWERS[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* repr(v) for the common short decimal (0.123, 42.5, 1000.0) without dtoa's search for the shortest digits.
+ *
+ * For k = 0, 1, 2, ...: p, the integer nearest v * 10**k, and whether p / 10**k reads back as v (one correctly
+ * rounded division of two exact doubles: what strtod gives for the decimal text of p * 10**-k). While
+ * v * 10**k < 2**49 its rounding error is below 1/16, and a decimal that reads back lies within 1/8 of it,
+ * so p is the only k-decimal candidate: the first k where it reads back gives the shortest digits, which are
+ * repr's. Written as repr writes numbers between 1e-4 and 1e15 (fixed point, at least one decimal). Returns
+ * the length written, or 0 to leave it to PyOS_double_to_string (outside that range, or any doubt). */
+static int
+short_repr(double v, char *out)
+{
+    double magnitude = v < 0 ? -v : v;
+    if (!(magnitude >= 1e-4 && magnitude < 1e15))
+        return 0; /* NaN, infinities, zero, tiny and huge values: dtoa */
+    for (int k = 0; k <= 19; k++) {
+        double scaled = magnitude * POWERS[k];
+        if (scaled >= 562949953421312.0) /* 2**49 */
+            return 0;
+        double p = nearbyint(scaled), off = scaled - p;
+        int here = p / POWERS[k] == magnitude;
+        int below = p >= 1 && (p - 1) / POWERS[k] == magnitude, above = (p + 1) / POWERS[k] == magnitude;
+        if (below || above || (here && (off > 0.4 || off < -0.4)))
+            return 0; /* cannot happen by the bound above; if it did, dtoa decides */
+        if (!here)
+            continue;
+        unsigned long long digits = (unsigned long long)p, scale = 1;
+        for (int i = 0; i < k; i++)
+            scale *= 10;
+        int n = 0;
+        if (v < 0)
+            out[n++] = '-';
+        n += write_digits(digits / scale, 1, out + n);
+        out[n++] = '.';
+        if (k == 0)
+            out[n++] = '0';
+        else
+            n += write_digits(digits % scale, k, out + n);
+        return n;
+    }
+    return 0;
+}
+
 /* str(obj) (what an f-string's `{obj}` writes for an int) or repr(obj) (`{obj!r}`), as ASCII. */
 static int
 put_text(Buffer *b, PyObject *obj, int use_repr)
@@ -161,12 +224,19 @@ put_text(Buffer *b, PyObject *obj, int use_repr)
         long long n = PyLong_AsLongLongAndOverflow(obj, &overflow);
         if (!overflow && !(n == -1 && PyErr_Occurred())) {
             char digits[32];
-            int len = snprintf(digits, sizeof(digits), "%lld", n);
+            int len = 0;
+            if (n < 0)
+                digits[len++] = '-';
+            len += write_digits(n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n, 1, digits + len);
             return put(b, digits, len);
         }
         PyErr_Clear();
     }
     else if (PyFloat_CheckExact(obj)) {
+        char quick[64];
+        int length = short_repr(PyFloat_AS_DOUBLE(obj), quick);
+        if (length > 0)
+            return put(b, quick, length);
         char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(obj), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
         if (text == NULL)
             return -1;

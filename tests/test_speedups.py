@@ -211,3 +211,47 @@ def test_a_head_that_is_not_ascii_falls_back_to_the_python_path() -> None:
     assert encode.pack_samples(samples, "none", None, limits) == encode.pack_samples(
         samples, "none", None, limits, native=False
     )
+
+
+def _short_decimals() -> st.SearchStrategy[float]:
+    """Values as exporters write them: a few digits either side of the point, near the fast path's edges too."""
+    digits = st.integers(0, 10**17).map(str)
+    decimal = st.builds(
+        lambda whole, point, sign: float(f"{sign}{whole[:point]}.{whole[point:] or 0}"),
+        digits,
+        st.integers(0, 18),
+        st.sampled_from(["", "-"]),
+    )
+    edges = st.sampled_from(
+        [
+            1e-4,
+            1e15,
+            2.0**49,
+            2.0**53,
+            0.1 + 0.2,
+            1 / 3,
+            2 / 3,
+            5e-5,
+            9.999999999999999e14,
+            0.30000000000000004,
+            123456789.12345679,
+            0.0001000000000000001,
+            1e-4 * (1 - 2**-52),
+        ]
+    )
+    nudged = (decimal | edges).flatmap(
+        lambda v: st.sampled_from([v, math.nextafter(v, math.inf), math.nextafter(v, -math.inf)])
+    )
+    return decimal | edges | nudged | st.floats(1e-5, 1e16) | st.floats()
+
+
+@native
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_short_decimals(), min_size=1, max_size=20))
+def test_values_are_written_as_repr_writes_them(values: list[float]) -> None:
+    """The C side writes short decimals without dtoa's search: each must still be exactly repr(value)."""
+    head = encode.series_head("m", encode.GAUGE, "", (), None)
+    samples = [(head, 1, value, None) for value in values]
+    assert speedups.native is not None
+    raw, _ = speedups.native.frame_series(samples, 0, len(samples), 2**62)
+    assert raw == encode._frame(list(encode.series_fragments(samples)))
