@@ -1,9 +1,11 @@
-/* Optional C versions of two per-sample loops; bridge/speedups.py holds the pure-Python reference.
+/* Optional C versions of three per-sample loops; bridge/speedups.py holds the pure-Python reference.
  *
  * recognise(text, heads, samples): the values of a scrape that is the remembered body line for line
  *   (bridge/sources/classify.py, Classifier._recognise), or None when it is not.
  * frame_series(samples, start, stop, limit): the Datadog body framing samples[start:stop] as far as it
  *   stays within `limit` bytes (bridge/sinks/datadog/encode.py, series_fragment and _chunks_by_size).
+ * number_points(series, values, starts, ends, slot): a Gauge's or Sum's OTLP data points as wire bytes from
+ *   each series' framed attributes (bridge/sinks/otlp/encode.py, RequestEncoder._number_points).
  *
  * Both give exactly what the Python code gives (tests/test_speedups.py runs the two on the same inputs):
  * a float is read by the same CPython routine float() uses, and written by the one repr() uses.
@@ -325,11 +327,94 @@ fail:
     return NULL;
 }
 
+/* -- number_points --------------------------------------------------------------------------------------- */
+
+static PyObject *MEMO; /* "memo", interned */
+
+static void
+put_le64(unsigned char *out, unsigned long long n)
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)(n >> (8 * i));
+}
+
+/* NumberDataPoint: start_time_unix_nano = 2, time_unix_nano = 3 (fixed64), as_double = 4 (double) */
+#define NUMBER_FIXED_SIZE 27
+
+static PyObject *
+number_points(PyObject *module, PyObject *args)
+{
+    PyObject *series, *values, *starts, *ends, *slot;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O:number_points", &PyList_Type, &series, &PyList_Type, &values,
+                          &PyList_Type, &starts, &PyList_Type, &ends, &slot))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(series);
+    if (PyList_GET_SIZE(values) != n || PyList_GET_SIZE(starts) != n || PyList_GET_SIZE(ends) != n)
+        Py_RETURN_NONE; /* the Python code says what is wrong */
+    PyObject **framed = PyMem_Malloc((n ? n : 1) * sizeof(PyObject *));
+    if (framed == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* every point must be the plain case, else the Python code does it all */
+        PyObject *memo = PyObject_GetAttr(PyList_GET_ITEM(series, i), MEMO);
+        if (memo == NULL)
+            goto fail;
+        PyObject *head = PyDict_CheckExact(memo) ? PyDict_GetItemWithError(memo, slot) : NULL;
+        Py_DECREF(memo); /* the entry keeps its memo, and the memo its head, while no Python code runs */
+        if (head == NULL && PyErr_Occurred())
+            goto fail;
+        PyObject *value = PyList_GET_ITEM(values, i);
+        PyObject *start = PyList_GET_ITEM(starts, i), *end = PyList_GET_ITEM(ends, i);
+        if (head == NULL || !PyBytes_CheckExact(head) || !PyFloat_CheckExact(value) ||
+            isnan(PyFloat_AS_DOUBLE(value)) || !PyLong_CheckExact(start) || !PyLong_CheckExact(end))
+            goto python;
+        framed[i] = head;
+        total += PyBytes_GET_SIZE(head) + NUMBER_FIXED_SIZE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        goto fail;
+    unsigned char *at = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t size = PyBytes_GET_SIZE(framed[i]);
+        memcpy(at, PyBytes_AS_STRING(framed[i]), size);
+        at += size;
+        unsigned long long start = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(starts, i));
+        unsigned long long end = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ends, i));
+        if (PyErr_Occurred()) { /* negative or past 2**64: struct.pack raises its own error in the Python code */
+            PyErr_Clear();
+            Py_DECREF(out);
+            goto python;
+        }
+        double value = PyFloat_AS_DOUBLE(PyList_GET_ITEM(values, i));
+        unsigned long long bits;
+        memcpy(&bits, &value, sizeof(bits));
+        at[0] = 2 << 3 | 1;
+        put_le64(at + 1, start);
+        at[9] = 3 << 3 | 1;
+        put_le64(at + 10, end);
+        at[18] = 4 << 3 | 1;
+        put_le64(at + 19, bits);
+        at += NUMBER_FIXED_SIZE;
+    }
+    PyMem_Free(framed);
+    return out;
+python:
+    PyMem_Free(framed);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(framed);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"recognise", recognise, METH_VARARGS,
      "recognise(text, heads, samples) -> list[float] | None: the values of a body that is the remembered one."},
     {"frame_series", frame_series, METH_VARARGS,
      "frame_series(samples, start, stop, limit) -> (bytes, int): a Datadog series body and how many it holds."},
+    {"number_points", number_points, METH_VARARGS,
+     "number_points(series, values, starts, ends, slot) -> bytes | None: OTLP NumberDataPoints, or None to leave "
+     "them to the Python code (a head not made yet, a NaN, a value that is not a float)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -338,5 +423,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "bridge._speedups", N
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    MEMO = PyUnicode_InternFromString("memo");
+    if (MEMO == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

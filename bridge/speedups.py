@@ -1,4 +1,4 @@
-"""The optional C extension (bridge/_speedups.c) for two per-sample loops, or None where it is not built.
+"""The optional C extension (bridge/_speedups.c) for three per-sample loops, or None where it is not built.
 
 `pip install` compiles it when a C compiler is there and goes on without it otherwise (the extension is
 `optional` in pyproject.toml); the Python code it mirrors stays the reference, and tests/test_speedups.py
@@ -11,10 +11,10 @@ import os
 
 __all__ = ["native"]
 
-try:
-    from bridge import _speedups as native
-except ImportError:  # not built (no compiler at install time): the Python code runs
-    native = None  # type: ignore[assignment]  # the module or None; the stub types the module
-
-if os.environ.get("METRICS_BRIDGE_NO_SPEEDUPS", "") not in ("", "0"):
+if os.environ.get("METRICS_BRIDGE_NO_SPEEDUPS", "") in ("", "0"):
+    try:
+        from bridge import _speedups as native
+    except ImportError:  # not built (no compiler at install time): the Python code runs
+        native = None  # type: ignore[assignment]  # the module or None; the stub types the module
+else:
     native = None  # type: ignore[assignment]

@@ -7,6 +7,7 @@ extension is not built (no compiler at install time) the C side is skipped, and 
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import speedups
+from bridge.model import Batch, Kind, Metric, Point, Temporality
 from bridge.sinks.datadog import encode
+from bridge.sinks.otlp.encode import RequestEncoder
 from bridge.sources import classify
 from bridge.sources.classify import Classifier, Window
 from tests.conftest import T0
@@ -255,3 +258,59 @@ def test_values_are_written_as_repr_writes_them(values: list[float]) -> None:
     assert speedups.native is not None
     raw, _ = speedups.native.frame_series(samples, 0, len(samples), 2**62)
     assert raw == encode._frame(list(encode.series_fragments(samples)))
+
+
+# -- OTLP number points ------------------------------------------------------------------------------------------
+_labels = st.lists(st.tuples(st.sampled_from(["endpoint", "model", "statistic", ""]), st.text(max_size=8)), max_size=3)
+_times = st.integers(0, 2**64 - 1) | st.just(1_800_000_000 * 10**9) | st.integers(-5, -1) | st.just(2**64)
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(_labels, _values | st.integers(-3, 3), _times, _times), max_size=12),
+    st.sampled_from([Kind.GAUGE, Kind.COUNTER]),
+    st.booleans(),
+)
+def test_otlp_points_are_the_python_bytes(
+    rows: list[tuple[list[tuple[str, str]], float, int, int]], kind: Kind, warm: bool
+) -> None:
+    """Same bytes (or the same error) with the extension and without, cold (heads not framed yet) or warm."""
+    points = [Point(tuple(sorted(set(labels))), value, start, end) for labels, value, start, end in rows]
+
+    def encoded(native_on: bool) -> bytes | str:
+        encoder = RequestEncoder({"service.name": "s"}, scope_version="1")
+        metric = Metric("m", kind, points, Temporality.CUMULATIVE)
+        saved = speedups.native
+        try:
+            speedups.native = None
+            if warm:
+                try:  # frames the heads (the Python code)
+                    encoder.encode(Batch("src", (), 0, 1, [metric]))
+                except struct.error as exc:
+                    return f"struct.error: {exc}"
+            speedups.native = saved if native_on else None
+            return encoder.encode(Batch("src", (), 0, 1, [metric]))
+        except struct.error as exc:
+            return f"struct.error: {exc}"
+        finally:
+            speedups.native = saved
+
+    assert encoded(True) == encoded(False)
+
+
+@native
+def test_warm_plain_points_are_written_in_c() -> None:
+    """The case the extension is for: every head framed, every value a float; the C side answers it."""
+    points = [Point((("endpoint", f"e{i}"),), i / 7, 10, 20 + i) for i in range(50)]
+    encoder = RequestEncoder({"service.name": "s"}, scope_version="1")
+    metric = Metric("m", Kind.GAUGE, points)
+    saved = speedups.native
+    assert saved is not None
+    try:
+        speedups.native = None
+        python = encoder._number_points(metric)  # frames the heads
+    finally:
+        speedups.native = saved
+    written = saved.number_points(metric.series, metric.values, metric.starts, metric.ends, encoder._number_slot)  # type: ignore[arg-type]
+    assert written is not None and written == python
