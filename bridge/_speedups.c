@@ -338,6 +338,14 @@ put_le64(unsigned char *out, unsigned long long n)
         out[i] = (unsigned char)(n >> (8 * i));
 }
 
+static void
+release(PyObject **objects, Py_ssize_t count)
+{
+    for (Py_ssize_t i = 0; i < count; i++)
+        Py_DECREF(objects[i]);
+    PyMem_Free(objects);
+}
+
 /* NumberDataPoint: start_time_unix_nano = 2, time_unix_nano = 3 (fixed64), as_double = 4 (double) */
 #define NUMBER_FIXED_SIZE 27
 
@@ -354,21 +362,24 @@ number_points(PyObject *module, PyObject *args)
     PyObject **framed = PyMem_Malloc((n ? n : 1) * sizeof(PyObject *));
     if (framed == NULL)
         return PyErr_NoMemory();
-    Py_ssize_t total = 0;
+    Py_ssize_t total = 0, held = 0;
     for (Py_ssize_t i = 0; i < n; i++) { /* every point must be the plain case, else the Python code does it all */
         PyObject *memo = PyObject_GetAttr(PyList_GET_ITEM(series, i), MEMO);
         if (memo == NULL)
             goto fail;
         PyObject *head = PyDict_CheckExact(memo) ? PyDict_GetItemWithError(memo, slot) : NULL;
-        Py_DECREF(memo); /* the entry keeps its memo, and the memo its head, while no Python code runs */
+        Py_XINCREF(head); /* held until the end: nothing may free it between the two passes */
+        Py_DECREF(memo);
         if (head == NULL && PyErr_Occurred())
             goto fail;
         PyObject *value = PyList_GET_ITEM(values, i);
         PyObject *start = PyList_GET_ITEM(starts, i), *end = PyList_GET_ITEM(ends, i);
         if (head == NULL || !PyBytes_CheckExact(head) || !PyFloat_CheckExact(value) ||
-            isnan(PyFloat_AS_DOUBLE(value)) || !PyLong_CheckExact(start) || !PyLong_CheckExact(end))
+            isnan(PyFloat_AS_DOUBLE(value)) || !PyLong_CheckExact(start) || !PyLong_CheckExact(end)) {
+            Py_XDECREF(head);
             goto python;
-        framed[i] = head;
+        }
+        framed[held++] = head;
         total += PyBytes_GET_SIZE(head) + NUMBER_FIXED_SIZE;
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, total);
@@ -397,13 +408,13 @@ number_points(PyObject *module, PyObject *args)
         put_le64(at + 19, bits);
         at += NUMBER_FIXED_SIZE;
     }
-    PyMem_Free(framed);
+    release(framed, held);
     return out;
 python:
-    PyMem_Free(framed);
+    release(framed, held);
     Py_RETURN_NONE;
 fail:
-    PyMem_Free(framed);
+    release(framed, held);
     return NULL;
 }
 
