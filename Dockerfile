@@ -17,6 +17,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY bridge ./bridge
+# No C compiler in this stage: the optional extension bridge._speedups is skipped and the image runs its
+# Python reference code (README, "Libraries, and the parts written by hand").
 RUN pip wheel --no-deps --wheel-dir /dist . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt "$(ls /dist/*.whl)[ha]"

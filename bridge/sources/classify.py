@@ -23,8 +23,11 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import getitem
 from typing import cast
 
+from bridge import speedups
 from bridge.http import excerpt
 from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality, Value
 from bridge.parser import Family, Sample, parse
@@ -122,11 +125,18 @@ class Ingested:
 @dataclass(slots=True)
 class _Learned:
     """A scrape's exact shape, so the next scrape of the same shape needs no parser: the body is the same
-    line for line, only the values differ."""
+    line for line, only the values differ.
+
+    Kept as columns over the body's lines, so recognising a scrape is a few passes of C-level builtins
+    (`map`, `all`, `compress`) over `text.split("\n")` rather than a Python loop per line.
+    """
 
     #: per line of the body: a sample line's text up to its value (the space included); a comment or blank line whole
-    lines: list[str]
-    lengths: list[int]  # per line: the length of its text before the value; -1 for a comment or blank line
+    heads: list[str]
+    #: per line: where its value starts (`slice(len(head), None)`, one object per length); a comment's is empty
+    tails: list[slice]
+    samples: list[bool]  # per line: is it a sample line (else a comment or blank line)
+    comments: list[bool]  # the negation of `samples`
     families: list[Columns]  # per family: its plan, and each sample's series and part, in order
     evictions: int  # the table's eviction count when learned: an evicted series must be interned again
 
@@ -214,31 +224,11 @@ class Classifier:
         What the parser would reject here (an `_` in a value, a timestamp, a line of another shape) falls
         back to the parser, so both paths always agree.
         """
-        values: list[float] = []
-        append = values.append
-        startswith, find, size = text.startswith, text.find, len(text)
-        pos = 0  # walks the text line by line without splitting it (no string per line)
-        try:
-            for prefix, length in zip(learned.lines, learned.lengths, strict=True):
-                if length < 0:  # a comment or blank line: the same text, then the end of the line
-                    end = pos + len(prefix)
-                    if not startswith(prefix, pos) or (end < size and text[end] != "\n"):
-                        return None
-                    pos = end + 1
-                    continue
-                if not startswith(prefix, pos):
-                    return None
-                end = find("\n", pos + length)
-                if end < 0:
-                    end = size
-                token = text[pos + length : end]
-                if "_" in token:
-                    return None
-                append(float(token))
-                pos = end + 1
-        except ValueError:  # not a number: the parser will say what it is
-            return None
-        if pos != size + 1:  # more lines than remembered
+        if speedups.native is not None and text.isascii():
+            values = speedups.native.recognise(text, learned.heads, learned.samples)
+        else:
+            values = _recognised_values(text, learned)
+        if values is None:
             return None
         columns = []
         taken = 0
@@ -516,6 +506,15 @@ def _tracked_start(series: Series, value: Value, window_start_ns: int, end_ns: i
     judged against this observation.
     """
     state = series.last
+    if (  # the common case inline: a float that grew after the last window (what `difference` calls a DELTA)
+        state is not None
+        and type(value) is float
+        and type(state.value) is float
+        and end_ns > state.end_ns
+        and value >= state.value
+    ):
+        state.value, state.end_ns = value, end_ns
+        return state.start_ns  # type: ignore[no-any-return]
     if has_no_value(value):  # nothing recorded: nothing to judge a reset by
         return state.start_ns if state is not None else window_start_ns
     start = state.start_ns if state is not None else window_start_ns
@@ -543,6 +542,28 @@ def _bound(labels: Attrs, label: str) -> tuple[float | None, Attrs]:
         return math.nan, tuple(rest)
 
 
+def _recognised_values(text: str, learned: _Learned) -> list[float] | None:
+    """The values of a body that is the remembered one but for them, else None: the reference for
+    `_speedups.recognise` (bridge/_speedups.c does the same in one pass over the text)."""
+    lines = text.split("\n")
+    if len(lines) != len(learned.heads):  # more or fewer lines than remembered
+        return None
+    if not all(map(str.startswith, lines, learned.heads)):
+        return None
+    # a sample's value text; a comment's rest (must be "")
+    tokens: list[str] = list(map(cast(Callable[[str, slice], str], getitem), lines, learned.tails))
+    if any(compress(tokens, learned.comments)):
+        return None
+    kept = list(compress(tokens, learned.samples))
+    if "_" in "".join(kept):  # float() takes `1_000`, the parser does not
+        return None
+    try:
+        values = list(map(float, kept))
+    except ValueError:  # not a number: the parser will say what it is
+        return None
+    return values
+
+
 class _Learner:
     """Collects a parsed scrape's shape: which series and part each sample line is."""
 
@@ -560,23 +581,29 @@ class _Learner:
         if not self.usable:
             return None
         values = iter(self.samples)
-        lines, lengths = [], []
+        heads, tails, samples = [], [], []
+        slices: dict[int, slice] = {}  # one slice object per head length: a body has few
         for line in text.split("\n"):
             stripped = line.strip()
             if not stripped or stripped[0] == "#":
-                lines.append(line)
-                lengths.append(-1)
-                continue
-            value = next(values, None)
-            head, space, token = line.rpartition(" ")
-            if value is None or not space or "_" in token or not _same(token, value):
-                return None
-            lines.append(head + space)
-            lengths.append(len(head) + 1)
+                heads.append(line)
+                samples.append(False)
+            else:
+                value = next(values, None)
+                head, space, token = line.rpartition(" ")
+                if value is None or not space or "_" in token or not _same(token, value):
+                    return None
+                heads.append(head + space)
+                samples.append(True)
+            length = len(heads[-1])
+            tail = slices.get(length)
+            if tail is None:
+                tail = slices[length] = slice(length, None)
+            tails.append(tail)
         if next(values, None) is not None:
             return None
         families = [Columns(c.plan, c.series, c.parts) for c in columns]
-        return _Learned(lines, lengths, families, evictions)
+        return _Learned(heads, tails, samples, [not s for s in samples], families, evictions)
 
 
 def _same(token: str, value: float) -> bool:

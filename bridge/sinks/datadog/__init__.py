@@ -62,8 +62,7 @@ class DatadogSink(Sink):
 
     def prepare(self, batch: Batch) -> list[Payload]:
         normalized = self.normalizer.normalize(batch)
-        fragments = encode.series_fragments(normalized.samples)
-        packed = encode.pack_series(fragments, self.config.compression, self.config.compression_level)
+        packed = encode.pack_samples(normalized.samples, self.config.compression, self.config.compression_level)
         if packed.oversized:
             normalized.dropped["too_large"] += packed.oversized
         for reason, count in normalized.dropped.items():

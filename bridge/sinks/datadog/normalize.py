@@ -34,6 +34,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from bridge.clock import Clock
@@ -310,13 +311,30 @@ class Normalizer:
     # A metric's values follow its kind (a float for a gauge or counter), which the type checker cannot
     # see: hence the `type: ignore`s on the values below.
     def _gauges(self, plan: _Plan, metric: Metric, run: _Run) -> None:
-        """The hot loop (most points are gauges): one memo lookup per point, the stamp checked once per window."""
+        """The hot loop (most points are gauges): one memo lookup per point, the stamp checked once per window.
+
+        The usual metric (one window for all its points, all finite) is appended in one `extend` of zipped
+        columns; any other goes point by point.
+        """
         slot, only_head, samples = plan.slot, plan.only_head, run.out.samples
-        stamp, timestamp, accepted = -1, 0, False
-        for entry, value, start_ns, end_ns in zip(
-            metric.series, metric.values, metric.starts, metric.ends, strict=True
+        entries, values, starts = metric.series, metric.values, metric.starts
+        heads: list[str | None] = [entry.memo.get(slot) for entry in entries]
+        if not all(heads):  # new series: their heads made once
+            heads = [head or only_head(entry, encode.GAUGE) for head, entry in zip(heads, entries, strict=True)]
+        count = len(heads)
+        at = starts[0] if starts else 0
+        if (
+            at
+            and starts.count(at) == count
+            and run.oldest <= (timestamp := _seconds(at)) <= run.newest
+            and len(values) == len(metric.ends) == count
+            and all(map(math.isfinite, values))  # type: ignore[arg-type]  # a gauge's values are floats
         ):
-            head = entry.memo.get(slot) or only_head(entry, encode.GAUGE)
+            samples.extend(zip(heads, repeat(timestamp), values, repeat(None), strict=False))  # type: ignore[arg-type]
+            return
+        stamp, timestamp, accepted = -1, 0, False
+        for head, value, start_ns, end_ns in zip(heads, values, starts, metric.ends, strict=True):
+            assert head is not None
             at = start_ns or end_ns
             if at != stamp:
                 stamp, timestamp = at, _seconds(at)
@@ -332,10 +350,34 @@ class Normalizer:
             self._deltas(plan, metric, run)
             return
         metric_type = encode.COUNT if metric.monotonic else encode.GAUGE
+        slot, main, samples = plan.slot, plan.main, run.out.samples
+        window, timestamp, interval, accepted = (-1, -1), 0, 0, False
         for entry, value, start_ns, end_ns in zip(
             metric.series, metric.values, metric.starts, metric.ends, strict=True
         ):
-            parts = entry.memo.get(plan.slot) or plan.main(entry, metric_type)
+            parts = entry.memo.get(slot) or main(entry, metric_type)
+            state = parts.state
+            if (  # the common case inline: a finite float that grew in the same life, after the last window
+                metric.monotonic
+                and state is not None
+                and type(value) is float
+                and type(state.value) is float
+                and start_ns == state.start_ns
+                and end_ns > state.end_ns
+                and value >= state.value
+                and value - value == 0.0
+            ):
+                # what `difference` answers (a DELTA over [last end, end)) and `run.count` appends
+                increase, since = value - state.value, state.end_ns
+                state.value, state.end_ns = value, end_ns
+                if (since, end_ns) != window:
+                    window, timestamp, interval = (since, end_ns), _seconds(since), _interval(since, end_ns)
+                    accepted = run.oldest <= timestamp <= run.newest
+                if increase - increase != 0.0 or not accepted:
+                    run.count(parts.head, since, end_ns, increase)  # counts why it is dropped
+                    continue
+                samples.append((parts.head, timestamp, increase, interval))
+                continue
             if not metric.monotonic:
                 run.gauge(parts.head, end_ns, value)  # type: ignore[arg-type]
             elif run.finite(value):  # type: ignore[arg-type]

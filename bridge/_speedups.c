@@ -1,0 +1,441 @@
+/* Optional C versions of three per-sample loops; bridge/speedups.py holds the pure-Python reference.
+ *
+ * recognise(text, heads, samples): the values of a scrape that is the remembered body line for line
+ *   (bridge/sources/classify.py, Classifier._recognise), or None when it is not.
+ * frame_series(samples, start, stop, limit): the Datadog body framing samples[start:stop] as far as it
+ *   stays within `limit` bytes (bridge/sinks/datadog/encode.py, series_fragment and _chunks_by_size).
+ * number_points(series, values, starts, ends, slot): a Gauge's or Sum's OTLP data points as wire bytes from
+ *   each series' framed attributes (bridge/sinks/otlp/encode.py, RequestEncoder._number_points).
+ *
+ * Both give exactly what the Python code gives (tests/test_speedups.py runs the two on the same inputs):
+ * a float is read by the same CPython routine float() uses, and written by the one repr() uses.
+ * Built by setuptools as an optional extension (pyproject.toml): without a compiler, the Python code runs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+
+/* -- recognise ------------------------------------------------------------------------------------------- */
+
+/* float(token) for an ASCII token without '_'; NULL with ValueError set when float() would raise it. */
+static PyObject *
+read_float(PyObject *text, const char *data, Py_ssize_t start, Py_ssize_t end)
+{
+    Py_ssize_t n = end - start;
+    char buf[64];
+    int plain = n > 0 && n < (Py_ssize_t)sizeof(buf);
+    for (Py_ssize_t i = 0; plain && i < n; i++) {
+        char c = data[start + i];
+        plain = (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-';
+    }
+    if (plain) { /* what float() does for such text, without its whitespace and underscore handling */
+        memcpy(buf, data + start, n);
+        buf[n] = '\0';
+        char *stop = NULL;
+        double value = PyOS_string_to_double(buf, &stop, NULL);
+        if (value == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (stop != buf + n) {
+            PyErr_SetString(PyExc_ValueError, "not a number");
+            return NULL;
+        }
+        return PyFloat_FromDouble(value);
+    }
+    PyObject *token = PyUnicode_Substring(text, start, end); /* anything else: float() itself */
+    if (token == NULL)
+        return NULL;
+    PyObject *value = PyFloat_FromString(token);
+    Py_DECREF(token);
+    return value;
+}
+
+static PyObject *
+recognise(PyObject *module, PyObject *args)
+{
+    PyObject *text, *heads, *samples;
+    if (!PyArg_ParseTuple(args, "UO!O!:recognise", &text, &PyList_Type, &heads, &PyList_Type, &samples))
+        return NULL;
+    if (!PyUnicode_IS_ASCII(text)) {
+        PyErr_SetString(PyExc_ValueError, "recognise: the text is not ASCII");
+        return NULL;
+    }
+    Py_ssize_t lines = PyList_GET_SIZE(heads);
+    if (PyList_GET_SIZE(samples) != lines) {
+        PyErr_SetString(PyExc_ValueError, "recognise: heads and samples differ in length");
+        return NULL;
+    }
+    const char *data = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+    PyObject *values = PyList_New(0);
+    if (values == NULL)
+        return NULL;
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t i = 0; i < lines; i++) {
+        PyObject *head = PyList_GET_ITEM(heads, i);
+        if (!PyUnicode_Check(head)) {
+            PyErr_SetString(PyExc_TypeError, "recognise: a head is not a str");
+            goto fail;
+        }
+        if (!PyUnicode_IS_ASCII(head))
+            goto differs; /* an ASCII text cannot start with it */
+        Py_ssize_t length = PyUnicode_GET_LENGTH(head);
+        if (pos > size || length > size - pos || memcmp(data + pos, PyUnicode_DATA(head), length) != 0)
+            goto differs;
+        Py_ssize_t start = pos + length;
+        const char *newline = memchr(data + start, '\n', size - start);
+        Py_ssize_t end = newline != NULL ? newline - data : size;
+        int sample = PyObject_IsTrue(PyList_GET_ITEM(samples, i));
+        if (sample < 0)
+            goto fail;
+        if (!sample) {
+            if (end != start) /* a comment or blank line: the same text, then the end of the line */
+                goto differs;
+        }
+        else {
+            if (memchr(data + start, '_', end - start) != NULL) /* float() takes `1_000`, the parser does not */
+                goto differs;
+            PyObject *value = read_float(text, data, start, end);
+            if (value == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_ValueError))
+                    goto fail;
+                PyErr_Clear(); /* not a number: the parser will say what it is */
+                goto differs;
+            }
+            int failed = PyList_Append(values, value);
+            Py_DECREF(value);
+            if (failed)
+                goto fail;
+        }
+        pos = end + 1;
+    }
+    if (pos != size + 1) /* more lines than remembered */
+        goto differs;
+    return values;
+differs:
+    Py_DECREF(values);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(values);
+    return NULL;
+}
+
+/* -- frame_series ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    Py_ssize_t size, capacity;
+} Buffer;
+
+static int
+reserve(Buffer *b, Py_ssize_t extra)
+{
+    if (b->size + extra <= b->capacity)
+        return 0;
+    Py_ssize_t capacity = b->capacity ? b->capacity : 1 << 16;
+    while (capacity < b->size + extra)
+        capacity *= 2;
+    char *data = PyMem_Realloc(b->data, capacity);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->capacity = capacity;
+    return 0;
+}
+
+static int
+put(Buffer *b, const char *text, Py_ssize_t n)
+{
+    if (reserve(b, n))
+        return -1;
+    memcpy(b->data + b->size, text, n);
+    b->size += n;
+    return 0;
+}
+
+/* The decimal digits of n, at least `width` of them (zero-padded), at out; returns how many. */
+static int
+write_digits(unsigned long long n, int width, char *out)
+{
+    char reversed[24];
+    int count = 0;
+    do {
+        reversed[count++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    while (count < width)
+        reversed[count++] = '0';
+    for (int i = 0; i < count; i++)
+        out[i] = reversed[count - 1 - i];
+    return count;
+}
+
+static const double POWERS[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* repr(v) for the common short decimal (0.123, 42.5, 1000.0) without dtoa's search for the shortest digits.
+ *
+ * For k = 0, 1, 2, ...: p, the integer nearest v * 10**k, and whether p / 10**k reads back as v (one correctly
+ * rounded division of two exact doubles: what strtod gives for the decimal text of p * 10**-k). While
+ * v * 10**k < 2**49 its rounding error is below 1/16, and a decimal that reads back lies within 1/8 of it,
+ * so p is the only k-decimal candidate: the first k where it reads back gives the shortest digits, which are
+ * repr's. Written as repr writes numbers between 1e-4 and 1e15 (fixed point, at least one decimal). Returns
+ * the length written, or 0 to leave it to PyOS_double_to_string (outside that range, or any doubt). */
+static int
+short_repr(double v, char *out)
+{
+    double magnitude = v < 0 ? -v : v;
+    if (!(magnitude >= 1e-4 && magnitude < 1e15))
+        return 0; /* NaN, infinities, zero, tiny and huge values: dtoa */
+    for (int k = 0; k <= 19; k++) {
+        double scaled = magnitude * POWERS[k];
+        if (scaled >= 562949953421312.0) /* 2**49 */
+            return 0;
+        double p = nearbyint(scaled), off = scaled - p;
+        int here = p / POWERS[k] == magnitude;
+        int below = p >= 1 && (p - 1) / POWERS[k] == magnitude, above = (p + 1) / POWERS[k] == magnitude;
+        if (below || above || (here && (off > 0.4 || off < -0.4)))
+            return 0; /* cannot happen by the bound above; if it did, dtoa decides */
+        if (!here)
+            continue;
+        unsigned long long digits = (unsigned long long)p, scale = 1;
+        for (int i = 0; i < k; i++)
+            scale *= 10;
+        int n = 0;
+        if (v < 0)
+            out[n++] = '-';
+        n += write_digits(digits / scale, 1, out + n);
+        out[n++] = '.';
+        if (k == 0)
+            out[n++] = '0';
+        else
+            n += write_digits(digits % scale, k, out + n);
+        return n;
+    }
+    return 0;
+}
+
+/* str(obj) (what an f-string's `{obj}` writes for an int) or repr(obj) (`{obj!r}`), as ASCII. */
+static int
+put_text(Buffer *b, PyObject *obj, int use_repr)
+{
+    if (PyLong_CheckExact(obj)) {
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (!overflow && !(n == -1 && PyErr_Occurred())) {
+            char digits[32];
+            int len = 0;
+            if (n < 0)
+                digits[len++] = '-';
+            len += write_digits(n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n, 1, digits + len);
+            return put(b, digits, len);
+        }
+        PyErr_Clear();
+    }
+    else if (PyFloat_CheckExact(obj)) {
+        char quick[64];
+        int length = short_repr(PyFloat_AS_DOUBLE(obj), quick);
+        if (length > 0)
+            return put(b, quick, length);
+        char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(obj), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (text == NULL)
+            return -1;
+        int failed = put(b, text, (Py_ssize_t)strlen(text));
+        PyMem_Free(text);
+        return failed;
+    }
+    PyObject *str = use_repr ? PyObject_Repr(obj) : PyObject_Str(obj);
+    if (str == NULL)
+        return -1;
+    int failed;
+    if (!PyUnicode_IS_ASCII(str)) {
+        PyErr_SetString(PyExc_ValueError, "frame_series: not ASCII");
+        failed = -1;
+    }
+    else
+        failed = put(b, (const char *)PyUnicode_DATA(str), PyUnicode_GET_LENGTH(str));
+    Py_DECREF(str);
+    return failed;
+}
+
+static const char OPEN[] = "{\"series\":[";
+static const char CLOSE[] = "]}";
+
+/* One series object with one point, as encode.series_fragment writes it. */
+static int
+put_fragment(Buffer *b, PyObject *sample)
+{
+    if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 4) {
+        PyErr_SetString(PyExc_TypeError, "frame_series: a sample is not a 4-tuple");
+        return -1;
+    }
+    PyObject *head = PyTuple_GET_ITEM(sample, 0), *timestamp = PyTuple_GET_ITEM(sample, 1);
+    PyObject *value = PyTuple_GET_ITEM(sample, 2), *interval = PyTuple_GET_ITEM(sample, 3);
+    if (!PyUnicode_Check(head) || !PyUnicode_IS_ASCII(head)) {
+        PyErr_SetString(PyExc_ValueError, "frame_series: a head is not an ASCII str");
+        return -1;
+    }
+    if (put(b, (const char *)PyUnicode_DATA(head), PyUnicode_GET_LENGTH(head)))
+        return -1;
+    if (interval != Py_None) {
+        if (put(b, "\"interval\":", 11) || put_text(b, interval, 0) || put(b, ",", 1))
+            return -1;
+    }
+    if (put(b, "\"points\":[{\"timestamp\":", 23) || put_text(b, timestamp, 0) || put(b, ",\"value\":", 9) ||
+        put_text(b, value, 1) || put(b, "}]}", 3))
+        return -1;
+    return 0;
+}
+
+static PyObject *
+frame_series(PyObject *module, PyObject *args)
+{
+    PyObject *samples;
+    Py_ssize_t start, stop, limit;
+    if (!PyArg_ParseTuple(args, "O!nnn:frame_series", &PyList_Type, &samples, &start, &stop, &limit))
+        return NULL;
+    if (start < 0 || stop > PyList_GET_SIZE(samples) || start >= stop) {
+        PyErr_SetString(PyExc_IndexError, "frame_series: empty or out of range");
+        return NULL;
+    }
+    Buffer b = {NULL, 0, 0};
+    Py_ssize_t i = start;
+    if (put(&b, OPEN, sizeof(OPEN) - 1))
+        goto fail;
+    for (; i < stop; i++) {
+        Py_ssize_t before = b.size;
+        if (i > start && put(&b, ",", 1))
+            goto fail;
+        if (put_fragment(&b, PyList_GET_ITEM(samples, i)))
+            goto fail;
+        if (i > start && b.size + (Py_ssize_t)(sizeof(CLOSE) - 1) > limit) {
+            b.size = before; /* the run is full: this sample starts the next one */
+            break;
+        }
+    }
+    if (put(&b, CLOSE, sizeof(CLOSE) - 1))
+        goto fail;
+    PyObject *body = PyBytes_FromStringAndSize(b.data, b.size);
+    PyMem_Free(b.data);
+    if (body == NULL)
+        return NULL;
+    return Py_BuildValue("Nn", body, i - start);
+fail:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
+/* -- number_points --------------------------------------------------------------------------------------- */
+
+static PyObject *MEMO; /* "memo", interned */
+
+static void
+put_le64(unsigned char *out, unsigned long long n)
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)(n >> (8 * i));
+}
+
+static void
+release(PyObject **objects, Py_ssize_t count)
+{
+    for (Py_ssize_t i = 0; i < count; i++)
+        Py_DECREF(objects[i]);
+    PyMem_Free(objects);
+}
+
+/* NumberDataPoint: start_time_unix_nano = 2, time_unix_nano = 3 (fixed64), as_double = 4 (double) */
+#define NUMBER_FIXED_SIZE 27
+
+static PyObject *
+number_points(PyObject *module, PyObject *args)
+{
+    PyObject *series, *values, *starts, *ends, *slot;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O:number_points", &PyList_Type, &series, &PyList_Type, &values,
+                          &PyList_Type, &starts, &PyList_Type, &ends, &slot))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(series);
+    if (PyList_GET_SIZE(values) != n || PyList_GET_SIZE(starts) != n || PyList_GET_SIZE(ends) != n)
+        Py_RETURN_NONE; /* the Python code says what is wrong */
+    PyObject **framed = PyMem_Malloc((n ? n : 1) * sizeof(PyObject *));
+    if (framed == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t total = 0, held = 0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* every point must be the plain case, else the Python code does it all */
+        PyObject *memo = PyObject_GetAttr(PyList_GET_ITEM(series, i), MEMO);
+        if (memo == NULL)
+            goto fail;
+        PyObject *head = PyDict_CheckExact(memo) ? PyDict_GetItemWithError(memo, slot) : NULL;
+        Py_XINCREF(head); /* held until the end: nothing may free it between the two passes */
+        Py_DECREF(memo);
+        if (head == NULL && PyErr_Occurred())
+            goto fail;
+        PyObject *value = PyList_GET_ITEM(values, i);
+        PyObject *start = PyList_GET_ITEM(starts, i), *end = PyList_GET_ITEM(ends, i);
+        if (head == NULL || !PyBytes_CheckExact(head) || !PyFloat_CheckExact(value) ||
+            isnan(PyFloat_AS_DOUBLE(value)) || !PyLong_CheckExact(start) || !PyLong_CheckExact(end)) {
+            Py_XDECREF(head);
+            goto python;
+        }
+        framed[held++] = head;
+        total += PyBytes_GET_SIZE(head) + NUMBER_FIXED_SIZE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        goto fail;
+    unsigned char *at = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t size = PyBytes_GET_SIZE(framed[i]);
+        memcpy(at, PyBytes_AS_STRING(framed[i]), size);
+        at += size;
+        unsigned long long start = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(starts, i));
+        unsigned long long end = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ends, i));
+        if (PyErr_Occurred()) { /* negative or past 2**64: struct.pack raises its own error in the Python code */
+            PyErr_Clear();
+            Py_DECREF(out);
+            goto python;
+        }
+        double value = PyFloat_AS_DOUBLE(PyList_GET_ITEM(values, i));
+        unsigned long long bits;
+        memcpy(&bits, &value, sizeof(bits));
+        at[0] = 2 << 3 | 1;
+        put_le64(at + 1, start);
+        at[9] = 3 << 3 | 1;
+        put_le64(at + 10, end);
+        at[18] = 4 << 3 | 1;
+        put_le64(at + 19, bits);
+        at += NUMBER_FIXED_SIZE;
+    }
+    release(framed, held);
+    return out;
+python:
+    release(framed, held);
+    Py_RETURN_NONE;
+fail:
+    release(framed, held);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"recognise", recognise, METH_VARARGS,
+     "recognise(text, heads, samples) -> list[float] | None: the values of a body that is the remembered one."},
+    {"frame_series", frame_series, METH_VARARGS,
+     "frame_series(samples, start, stop, limit) -> (bytes, int): a Datadog series body and how many it holds."},
+    {"number_points", number_points, METH_VARARGS,
+     "number_points(series, values, starts, ends, slot) -> bytes | None: OTLP NumberDataPoints, or None to leave "
+     "them to the Python code (a head not made yet, a NaN, a value that is not a float)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "bridge._speedups", NULL, -1, methods};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    MEMO = PyUnicode_InternFromString("memo");
+    if (MEMO == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,316 @@
+"""The optional C extension (bridge/_speedups.c) against the Python code it mirrors, on the same inputs.
+
+The Python code is the reference: every test here runs both and asserts identical outputs. Where the
+extension is not built (no compiler at install time) the C side is skipped, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge import speedups
+from bridge.model import Batch, Kind, Metric, Point, Temporality
+from bridge.sinks.datadog import encode
+from bridge.sinks.otlp.encode import RequestEncoder
+from bridge.sources import classify
+from bridge.sources.classify import Classifier, Window
+from tests.conftest import T0
+from tests.test_series import CEREBRAS_RULES, FIXTURE_BODIES, _varied
+
+NOT_BUILT = "bridge._speedups is not built here (no C compiler at install, or METRICS_BRIDGE_NO_SPEEDUPS): Python only"
+native = pytest.mark.skipif(speedups.native is None, reason=NOT_BUILT)
+
+#: Value texts float() and the parser read differently, or not at all, or only after stripping.
+ODD_TOKENS = [
+    "0",
+    "-0",
+    "1.5",
+    "NaN",
+    "nan",
+    "+Inf",
+    "-inf",
+    "Infinity",
+    "1e3",
+    "1E-3",
+    "1e999",
+    "-1e-400",
+    "1_0",
+    "7 1700000000000",
+    "",
+    " 1",
+    "1 ",
+    "1\r",
+    "1\x1c",
+    "\t2",
+    "-",
+    "+",
+    ".",
+    "e5",
+    "1e",
+    "0x10",
+    "1.2.3",
+    "+-1",
+    "00012",
+    ".5",
+    "5.",
+    "9" * 80,
+    "1" * 70 + ".5",
+    "inf5",
+    "nan(1)",
+]
+
+
+def _learn(text: str) -> classify._Learned | None:
+    classifier = Classifier(rules=CEREBRAS_RULES, resource_labels=frozenset({"organization_id"}))
+    classifier.ingest(text, Window(T0 * 10**9, (T0 + 60) * 10**9))
+    return classifier._learned
+
+
+def _learned(text: str) -> classify._Learned:
+    learned = _learn(text)
+    assert learned is not None, "the fixture is learned"
+    return learned
+
+
+#: The fixtures whose shape is learned (one with its own timestamps is always parsed).
+LEARNABLE = [path for path in FIXTURE_BODIES if _learn(path.read_text()) is not None]
+
+
+def _with_tokens(text: str, draw: st.DrawFn) -> str:
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        head, space, _ = line.rpartition(" ")
+        if space and not line.lstrip().startswith("#") and draw(st.booleans()):
+            token = draw(st.sampled_from(ODD_TOKENS) | st.text(st.characters(codec="ascii"), max_size=12))
+            lines[i] = head + space + token.replace("\n", "")
+    return "\n".join(lines)
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(LEARNABLE), st.data())
+def test_recognise_reads_every_body_as_the_python_code_does(path: Path, data: st.DataObject) -> None:
+    text = path.read_text()
+    learned = _learned(text)
+    body = data.draw(st.sampled_from(["same", "varied", "tokens"]))
+    if body == "varied":
+        text = _varied(text, data.draw)
+    elif body == "tokens":
+        text = _with_tokens(text, data.draw)
+    assert speedups.native is not None
+    got = speedups.native.recognise(text, learned.heads, learned.samples) if text.isascii() else None
+    expected = classify._recognised_values(text, learned)
+    if text.isascii():
+        assert repr(got) == repr(expected)  # repr: NaN equals NaN, -0.0 differs from 0.0
+    if body == "same":
+        assert expected is not None
+
+
+@native
+def test_recognise_refuses_a_text_that_is_not_ascii() -> None:
+    assert speedups.native is not None
+    with pytest.raises(ValueError, match="ASCII"):
+        speedups.native.recognise("a 1\n\u00e9", ["a "], [True])
+
+
+def test_the_classifier_takes_the_python_path_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What runs where the extension is not built: the same recognition, by the Python code."""
+    text = LEARNABLE[0].read_text()
+    learned = _learned(text)
+    monkeypatch.setattr(speedups, "native", None)
+    classifier = Classifier(rules=CEREBRAS_RULES, resource_labels=frozenset({"organization_id"}))
+    classifier._learned = learned
+    recognised = classifier._recognise(text, learned)
+    assert recognised is not None and recognised[1] == len(classify._recognised_values(text, learned) or [])
+
+
+# -- Datadog framing ---------------------------------------------------------------------------------------------
+_heads = st.lists(
+    st.builds(
+        encode.series_head,
+        st.text("abcdefgh_.", min_size=1, max_size=30).map(encode.metric_name),
+        st.sampled_from([encode.COUNT, encode.GAUGE]),
+        st.sampled_from(["", "second", "byte"]),
+        st.lists(st.text(st.characters(codec="ascii"), max_size=20).map(lambda t: encode.sanitize_tag(t) or "x")),
+        st.none() | st.just("host-1"),
+    ),
+    min_size=1,
+    max_size=8,
+)
+_values = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [0.0, -0.0, 1e16, 1e-7, 0.1, 5e-324, 1.7976931348623157e308, 123456789.0]
+)
+
+
+@st.composite
+def _samples(draw: st.DrawFn) -> list[tuple[str, int, float, int | None]]:
+    heads = draw(_heads)
+    return draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(heads),
+                st.integers(0, 2**62) | st.just(1_800_000_000),
+                _values,
+                st.none() | st.integers(1, 10**6),
+            ),
+            min_size=0,
+            max_size=60,
+        )
+    )
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(_samples(), st.integers(100, 3000), st.integers(50, 1000), st.sampled_from(["none", "gzip", "zstd"]))
+def test_datadog_bodies_are_byte_for_byte_the_python_ones(
+    samples: list[tuple[str, int, float, int | None]], uncompressed: int, compressed: int, codec: str
+) -> None:
+    """Same runs, same halvings, same oversized count, same bytes; limits small enough to cut and halve."""
+    limits = encode.Limits(max_compressed=compressed, max_uncompressed=uncompressed)
+    got = encode.pack_samples(samples, codec, None, limits, native=True)
+    expected = encode.pack_samples(samples, codec, None, limits, native=False)
+    assert got == expected
+    assert expected == encode.pack_series(encode.series_fragments(samples), codec, None, limits)
+
+
+@native
+@settings(max_examples=200, deadline=None)
+@given(_samples().filter(bool))
+def test_a_framed_run_is_the_python_frame(samples: list[tuple[str, int, float, int | None]]) -> None:
+    assert speedups.native is not None
+    raw, count = speedups.native.frame_series(samples, 0, len(samples), 2**62)
+    assert count == len(samples)
+    assert raw == encode._frame(list(encode.series_fragments(samples)))
+
+
+@native
+def test_framing_other_objects_writes_what_the_f_string_writes() -> None:
+    """An int value, a huge timestamp, a float subclass: str()/repr() as the Python code uses them."""
+
+    class Odd(float):
+        def __repr__(self) -> str:
+            return "7.5"
+
+    head = encode.series_head("m", encode.GAUGE, "", (), None)
+    samples = [(head, 2**70, 3, None), (head, 5, Odd(1.0), 60), (head, -1, math.nan, None)]
+    assert speedups.native is not None
+    raw, _ = speedups.native.frame_series(samples, 0, 3, 2**62)  # type: ignore[arg-type]
+    assert raw == encode._frame(list(encode.series_fragments(samples)))  # type: ignore[arg-type]
+
+
+@native
+def test_a_head_that_is_not_ascii_falls_back_to_the_python_path() -> None:
+    samples = [('{"metric":"caf\u00e9",', 1, 1.0, None)]
+    assert speedups.native is not None
+    with pytest.raises(ValueError, match="ASCII"):
+        speedups.native.frame_series(samples, 0, 1, 2**62)
+    limits = encode.Limits()
+    assert encode.pack_samples(samples, "none", None, limits) == encode.pack_samples(
+        samples, "none", None, limits, native=False
+    )
+
+
+def _short_decimals() -> st.SearchStrategy[float]:
+    """Values as exporters write them: a few digits either side of the point, near the fast path's edges too."""
+    digits = st.integers(0, 10**17).map(str)
+    decimal = st.builds(
+        lambda whole, point, sign: float(f"{sign}{whole[:point]}.{whole[point:] or 0}"),
+        digits,
+        st.integers(0, 18),
+        st.sampled_from(["", "-"]),
+    )
+    edges = st.sampled_from(
+        [
+            1e-4,
+            1e15,
+            2.0**49,
+            2.0**53,
+            0.1 + 0.2,
+            1 / 3,
+            2 / 3,
+            5e-5,
+            9.999999999999999e14,
+            0.30000000000000004,
+            123456789.12345679,
+            0.0001000000000000001,
+            1e-4 * (1 - 2**-52),
+        ]
+    )
+    nudged = (decimal | edges).flatmap(
+        lambda v: st.sampled_from([v, math.nextafter(v, math.inf), math.nextafter(v, -math.inf)])
+    )
+    return decimal | edges | nudged | st.floats(1e-5, 1e16) | st.floats()
+
+
+@native
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_short_decimals(), min_size=1, max_size=20))
+def test_values_are_written_as_repr_writes_them(values: list[float]) -> None:
+    """The C side writes short decimals without dtoa's search: each must still be exactly repr(value)."""
+    head = encode.series_head("m", encode.GAUGE, "", (), None)
+    samples = [(head, 1, value, None) for value in values]
+    assert speedups.native is not None
+    raw, _ = speedups.native.frame_series(samples, 0, len(samples), 2**62)
+    assert raw == encode._frame(list(encode.series_fragments(samples)))
+
+
+# -- OTLP number points ------------------------------------------------------------------------------------------
+_labels = st.lists(st.tuples(st.sampled_from(["endpoint", "model", "statistic", ""]), st.text(max_size=8)), max_size=3)
+_times = st.integers(0, 2**64 - 1) | st.just(1_800_000_000 * 10**9) | st.integers(-5, -1) | st.just(2**64)
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(_labels, _values | st.integers(-3, 3), _times, _times), max_size=12),
+    st.sampled_from([Kind.GAUGE, Kind.COUNTER]),
+    st.booleans(),
+)
+def test_otlp_points_are_the_python_bytes(
+    rows: list[tuple[list[tuple[str, str]], float, int, int]], kind: Kind, warm: bool
+) -> None:
+    """Same bytes (or the same error) with the extension and without, cold (heads not framed yet) or warm."""
+    points = [Point(tuple(sorted(set(labels))), value, start, end) for labels, value, start, end in rows]
+
+    def encoded(native_on: bool) -> bytes | str:
+        encoder = RequestEncoder({"service.name": "s"}, scope_version="1")
+        metric = Metric("m", kind, points, Temporality.CUMULATIVE)
+        saved = speedups.native
+        try:
+            speedups.native = None
+            if warm:
+                try:  # frames the heads (the Python code)
+                    encoder.encode(Batch("src", (), 0, 1, [metric]))
+                except struct.error as exc:
+                    return f"struct.error: {exc}"
+            speedups.native = saved if native_on else None
+            return encoder.encode(Batch("src", (), 0, 1, [metric]))
+        except struct.error as exc:
+            return f"struct.error: {exc}"
+        finally:
+            speedups.native = saved
+
+    assert encoded(True) == encoded(False)
+
+
+@native
+def test_warm_plain_points_are_written_in_c() -> None:
+    """The case the extension is for: every head framed, every value a float; the C side answers it."""
+    points = [Point((("endpoint", f"e{i}"),), i / 7, 10, 20 + i) for i in range(50)]
+    encoder = RequestEncoder({"service.name": "s"}, scope_version="1")
+    metric = Metric("m", Kind.GAUGE, points)
+    saved = speedups.native
+    assert saved is not None
+    try:
+        speedups.native = None
+        python = encoder._number_points(metric)  # frames the heads
+    finally:
+        speedups.native = saved
+    written = saved.number_points(metric.series, metric.values, metric.starts, metric.ends, encoder._number_slot)  # type: ignore[arg-type]
+    assert written is not None and written == python
