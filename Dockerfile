@@ -11,14 +11,16 @@
 #   docker run --rm --read-only --tmpfs /tmp -p 9464:9464 metrics-bridge   # embedded demo
 ARG PYTHON_VERSION=3.12
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+# The full (not slim) image for the build: its gcc compiles the optional C extension bridge._speedups into
+# the wheel (README, "Libraries, and the parts written by hand"), and only the compiled module reaches the
+# runtime stage (same Debian, same /usr/local/bin/python). Should it not compile, the wheel is made without
+# it and the image runs the Python reference code.
+FROM python:${PYTHON_VERSION}-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY bridge ./bridge
-# No C compiler in this stage: the optional extension bridge._speedups is skipped and the image runs its
-# Python reference code (README, "Libraries, and the parts written by hand").
 RUN pip wheel --no-deps --wheel-dir /dist . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt "$(ls /dist/*.whl)[ha]"
