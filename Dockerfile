@@ -19,7 +19,7 @@ FROM python:${PYTHON_VERSION}-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml setup.py README.md constraints.txt ./
 COPY bridge ./bridge
 RUN pip wheel --no-deps --wheel-dir /dist . \
  && python -m venv /opt/venv \

@@ -111,7 +111,14 @@ def test_runtime_promises() -> None:
 
 def test_dockerignore_keeps_the_context_small_and_complete() -> None:
     patterns = dockerignore()
-    for wanted in ("pyproject.toml", "README.md", "constraints.txt", "bridge/__init__.py", "bridge/sources/base.py"):
+    for wanted in (
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "constraints.txt",
+        "bridge/__init__.py",
+        "bridge/sources/base.py",
+    ):
         assert not ignored(wanted, patterns), wanted
     for unwanted in (
         ".venv/bin/python",
