@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.clock import minute_floor
 from bridge.simulator import CerebrasSimulator
-from tests.conftest import wait_for
-from tests.ha_harness import LeaseStandIn, start_replica, stop_replicas, windows
+from tests.conftest import stop_processes, wait_for
+from tests.ha_harness import LeaseStandIn, start_replica, windows
 
 
 def run(kills: int, lease: float, renew: float, seed: int) -> int:
@@ -72,7 +72,7 @@ def run(kills: int, lease: float, renew: float, seed: int) -> int:
                 f"{active} forwarding the next window",
             )
         finally:
-            stop_replicas(list(processes.values()))
+            stop_processes(list(processes.values()))
         forwarded: Counter[int] = Counter()
         for name in processes:
             forwarded += windows(directory / f"{name}.jsonl")

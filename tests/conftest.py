@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,19 @@ T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a minute boundary
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every live one, then wait for each (SIGKILL after 20 s): a test stops what it started."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:

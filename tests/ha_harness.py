@@ -225,16 +225,3 @@ def start_replica(
     env = {**os.environ, "POD_NAME": name, "POD_NAMESPACE": "ns", "CEREBRAS_API_KEY": "sim-key"}
     with (directory / f"{name}.log").open("ab") as log:
         return subprocess.Popen([*CLI, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log, env=env)
-
-
-def stop_replicas(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every live one, then wait (SIGKILL after 20 s)."""
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

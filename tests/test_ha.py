@@ -38,8 +38,8 @@ from bridge.ha import (
 )
 from bridge.schema import HAConfig
 from bridge.simulator import CerebrasSimulator
-from tests.conftest import wait_for
-from tests.ha_harness import LeaseStandIn, start_replica, stop_replicas, windows
+from tests.conftest import stop_processes, wait_for
+from tests.ha_harness import LeaseStandIn, start_replica, windows
 from tests.test_otlp_wire import self_signed  # noqa: F401  # a fixture: the certificate made at test time
 
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -325,7 +325,7 @@ def test_two_processes_the_standby_takes_over_without_a_doubled_window(stand_in:
             )
             assert processes["pod-b"].poll() is None
         finally:
-            stop_replicas(list(processes.values()))
+            stop_processes(list(processes.values()))
 
         a, b = windows(sinks["pod-a"]), windows(sinks["pod-b"])
         both = a + b

@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from bridge.config import MAX_VALUES, ConfigError, parse_config
+from tests.conftest import wait_for
 from tests.receivers.datadog_intake import DatadogIntake
 from tests.servers import ExpositionServer, Response
 
@@ -423,15 +423,6 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(site)
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
-
-
 class Bridge:
     """`metrics-bridge run` on a config file, its log in a file; stopped (SIGTERM, then kill) on exit."""
 
@@ -458,7 +449,7 @@ class Bridge:
         self.write(config)
         before = self.text().count("reload")
         self.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: self.text().count("reload") > before, "the reload's answer in the log")
+        wait_for(lambda: self.text().count("reload") > before, 20, "the reload's answer in the log")
         return next(line for line in self.text().splitlines()[::-1] if "reload" in line)
 
     def stop(self) -> str:
@@ -530,14 +521,14 @@ def test_a_reload_that_fails_to_build_keeps_the_running_pipeline(
 
         bridge = Bridge(tmp_path, config("?config=1"), {"PYTHONPATH": plugin_path})
         try:
-            wait_for(lambda: scraped(scrape_target, "?config=1") >= 2, "the first config scraping")
+            wait_for(lambda: scraped(scrape_target, "?config=1") >= 2, 20, "the first config scraping")
             changed = config("?config=2")
             changed[section].update(yaml.safe_load(yaml.safe_dump(component).replace("{intake}", intake.url)))
             line = bridge.reload(changed)
             expected = expected.replace("{intake}", intake.url)
             scrapes_at_refusal = scraped(scrape_target, "?config=1")
             wait_for(
-                lambda: scraped(scrape_target, "?config=1") >= scrapes_at_refusal + 3, "the old source scraping on"
+                lambda: scraped(scrape_target, "?config=1") >= scrapes_at_refusal + 3, 20, "the old source scraping on"
             )
         finally:
             log = bridge.stop()
@@ -565,10 +556,10 @@ def test_a_sink_that_fails_to_take_over_its_spool_gives_it_back(
 
     bridge = Bridge(tmp_path, config(points), {})
     try:
-        wait_for(lambda: points.exists() and points.read_text().count("bridge_test_up") >= 1, "the first points")
+        wait_for(lambda: points.exists() and points.read_text().count("bridge_test_up") >= 1, 20, "the first points")
         line = bridge.reload(config(tmp_path / "absent-directory" / "points.jsonl"))
         written = points.read_text().count("bridge_test_up")
-        wait_for(lambda: points.read_text().count("bridge_test_up") >= written + 2, "points after the refusal")
+        wait_for(lambda: points.read_text().count("bridge_test_up") >= written + 2, 20, "points after the refusal")
     finally:
         log = bridge.stop()
     assert line.endswith(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from bridge.config import ConfigError, parse_config
 from bridge.context import Context
 from bridge.pipeline import Pipeline
 from bridge.sharding import ShardingConfig, shard_of
-from tests.conftest import run, wait_for
+from tests.conftest import run, stop_processes, wait_for
 from tests.servers import ExpositionServer, Response
 
 CLI = [sys.executable, "-m", "bridge.cli"]
@@ -239,14 +238,7 @@ def replicas(tmp_path: Path) -> Iterator[tuple[ExpositionServer, list[subprocess
                     )
             yield server, processes, logs
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_processes(processes)
 
 
 def test_n_processes_on_one_config_scrape_each_source_exactly_once(
