@@ -269,6 +269,7 @@ class Standby:
         self._writing = asyncio.Lock()
         self._recorded = 0  # windows recorded so far, and how many of them the Lease holds
         self._written = 0
+        self._publish_failing = False  # one warning per bad spell, not one per window
         ledger.publisher = self.publish
         telemetry.HA_ACTIVE.labels(config.lease_name).set(0)
 
@@ -294,8 +295,15 @@ class Standby:
                 self._written = covered
         except (LeaseError, TimeoutError) as exc:
             telemetry.HA_LEASE_ERRORS.labels(self.config.lease_name).inc()
-            log.warning("ha: Lease %s: window ends not written before forwarding: %s", self.config.lease_name, exc)
+            if not self._publish_failing:
+                self._publish_failing = True
+                log.warning(
+                    "ha: Lease %s: window ends not written before forwarding (%s); forwarding anyway until it works",
+                    self.config.lease_name,
+                    exc or type(exc).__name__,
+                )
             return
+        self._publish_failing = False
         if held:
             self._last_renew = self.elector.clock.now()
         else:

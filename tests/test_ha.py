@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -247,6 +248,40 @@ def test_a_recorded_window_is_in_the_lease_before_it_is_forwarded(stand_in: Leas
         await elector.client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_lease_that_cannot_be_written_does_not_hold_windows_back(
+    stand_in: LeaseStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API server gone: each window is forwarded anyway (the renew loop decides about stepping down),
+    counted, and logged once for the bad spell rather than once per window."""
+    clock = FakeClock()
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="pod-a")
+    errors = _sample("bridge_ha_lease_errors_total")
+
+    async def scenario() -> None:
+        ledger = WindowLedger()
+        ledger.clock = clock
+        elector = await _elector(stand_in, "pod-a", clock)
+
+        async def nothing() -> None:
+            pass
+
+        standby = Standby(config, elector, ledger, nothing, nothing)
+        await standby.step(clock.now())
+        assert standby.active
+        stand_in.stop()  # connection refused from here on
+        for minute in range(3):
+            ledger.record("cerebras:org", 1_800_000_060.0 + 60 * minute)
+            await ledger.published()
+        assert standby.active  # stepping down is the renew loop's call, after lease - renew seconds
+        await elector.client.close()
+
+    with caplog.at_level(logging.WARNING, logger="bridge.ha"):
+        asyncio.run(scenario())
+    assert _sample("bridge_ha_lease_errors_total") - errors == 3
+    warnings = [r.getMessage() for r in caplog.records if "not written before forwarding" in r.getMessage()]
+    assert len(warnings) == 1, warnings
 
 
 def test_ha_config_defaults_from_the_pod_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
