@@ -25,6 +25,7 @@ class Thresholds:
     send_failure_minutes: int = 15
     queue_age_seconds: int = 900
     no_delivery_seconds: int = 600
+    lease_minutes: int = 2  # a takeover takes 15-20 s; longer without exactly one active replica is not one
 
     @property
     def error_budget(self) -> float:
@@ -75,5 +76,10 @@ def alerts(t: Thresholds = DEFAULTS) -> tuple[Alert, ...]:
             "CerebrasBridgeNoRecentDelivery",
             "warning",
             f"no delivery acknowledged for {t.no_delivery_seconds // 60} min",
+        ),
+        Alert(
+            "CerebrasBridgeNoActiveReplica",
+            "critical",
+            f"warm standby: not exactly one replica holding a shard's Lease for {t.lease_minutes} min",
         ),
     )

@@ -199,6 +199,10 @@ def monitor_queries(t: Thresholds = DEFAULTS) -> dict[str, tuple[str, float]]:
             f"sum(last_{t.no_delivery_seconds // 60}m):{delivered} < 1",
             1,
         ),
+        "CerebrasBridgeNoActiveReplica": (
+            f"min(last_{t.lease_minutes}m):abs(sum:{SELF}.bridge_ha_active{{*}} by {{lease}} - 1) > 0",
+            0,
+        ),
     }
 
 

@@ -67,6 +67,8 @@ def alert_rules(t: Thresholds = DEFAULTS) -> dict[str, tuple[str, str]]:
             f"> {t.no_delivery_seconds}",
             "0m",
         ),
+        # summed over the release's pods (one job), not per instance: the pair's two pods are two instances
+        "CerebrasBridgeNoActiveReplica": ("sum by (job, lease) (bridge_ha_active) != 1", f"{t.lease_minutes}m"),
     }
 
 
