@@ -210,22 +210,27 @@ def test_standby_loads_the_window_ends_from_the_lease_before_starting_sources(st
     asyncio.run(scenario())
 
 
+async def _active_later(stand_in: LeaseStandIn, clock: FakeClock) -> tuple[Standby, WindowLedger]:
+    """pod-a's Standby loop parts with no sources behind them, still standby: its first step takes the Lease."""
+    ledger = WindowLedger()
+    ledger.clock = clock
+
+    async def nothing() -> None:
+        pass
+
+    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="pod-a")
+    return Standby(config, await _elector(stand_in, "pod-a", clock), ledger, nothing, nothing), ledger
+
+
 def test_a_recorded_window_is_in_the_lease_before_it_is_forwarded(stand_in: LeaseStandIn) -> None:
     """The source awaits ledger.published() between recording a window and forwarding it: a replica
     killed before that write never forwarded the window (the next one fetches it), one killed after
     it left the window in the Lease (the next one skips it). Windows recorded together share a write."""
     clock = FakeClock()
-    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="pod-a")
 
     async def scenario() -> None:
-        ledger = WindowLedger()
-        ledger.clock = clock
-        elector = await _elector(stand_in, "pod-a", clock)
-
-        async def nothing() -> None:
-            pass
-
-        standby = Standby(config, elector, ledger, nothing, nothing)
+        standby, ledger = await _active_later(stand_in, clock)
+        elector = standby.elector
         await ledger.published()  # standby: nothing to write, returns at once
         assert ("ns", "lease") not in stand_in.leases
         await standby.step(clock.now())
@@ -256,18 +261,11 @@ def test_a_lease_that_cannot_be_written_does_not_hold_windows_back(
     """The API server gone: each window is forwarded anyway (the renew loop decides about stepping down),
     counted, and logged once for the bad spell rather than once per window."""
     clock = FakeClock()
-    config = HAConfig(enabled=True, lease_name="lease", namespace="ns", identity="pod-a")
     errors = _sample("bridge_ha_lease_errors_total")
 
     async def scenario() -> None:
-        ledger = WindowLedger()
-        ledger.clock = clock
-        elector = await _elector(stand_in, "pod-a", clock)
-
-        async def nothing() -> None:
-            pass
-
-        standby = Standby(config, elector, ledger, nothing, nothing)
+        standby, ledger = await _active_later(stand_in, clock)
+        elector = standby.elector
         await standby.step(clock.now())
         assert standby.active
         stand_in.stop()  # connection refused from here on
