@@ -186,7 +186,11 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
     from bridge.health import HealthServer, HealthState
     from bridge.pipeline import Pipeline
 
-    lease_client = await _lease_client(config) if config.ha.enabled else None  # a wrong setup stops here, first
+    lease_client = None
+    if config.ha.enabled:  # a wrong setup stops here, before anything starts
+        from bridge.ha import LeaseClient
+
+        lease_client = await LeaseClient.from_config(config.ha)
     context = Context(windows=WindowLedger(config.state_path))
     context.health = HealthState(context.clock)
     health_server = HealthServer(config.telemetry.listen, context.health) if config.telemetry.listen else None
@@ -268,12 +272,6 @@ class _StandbyTask:
             except (LeaseError, TimeoutError) as exc:  # the Lease then simply expires
                 log.warning("ha: Lease not released (%s); it expires on its own", exc)
         await self.client.close()
-
-
-async def _lease_client(config: BridgeConfig) -> LeaseClient:
-    from bridge.ha import LeaseClient
-
-    return await LeaseClient.from_config(config.ha)
 
 
 def _start_standby(

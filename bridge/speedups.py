@@ -1,7 +1,7 @@
 """The optional C extension (bridge/_speedups.c) for three per-sample loops, or None where it is not built.
 
 `pip install` compiles it when a C compiler is there and goes on without it otherwise (the extension is
-`optional` in pyproject.toml); the Python code it mirrors stays the reference, and tests/test_speedups.py
+`optional` in setup.py); the Python code it mirrors stays the reference, and tests/test_speedups.py
 holds the two equal. `METRICS_BRIDGE_NO_SPEEDUPS=1` runs the Python code even where it is built.
 """
 

@@ -287,6 +287,18 @@ def test_default_install_renders_the_demo(helm: str) -> None:
     assert {key: tuned[key] for key in DEMO} == DEMO and tuned["telemetry"]["log_level"] == "debug"
 
 
+def validate(config: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`metrics-bridge validate` on a rendered config, in an environment of `env` and PATH only (as the pod's)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "validate", "-c", str(config)],
+        capture_output=True,
+        check=False,
+        text=True,
+        env={**env, "PATH": os.environ.get("PATH", "")},
+        cwd=cwd,
+    )
+
+
 @pytest.mark.parametrize("values_file", VALUE_SETS)
 def test_rendered_config_passes_metrics_bridge_validate(helm: str, values_file: Path | None, tmp_path: Path) -> None:
     """What the pod mounts must pass the real CLI, in an environment holding only what the pod gets: from
@@ -297,15 +309,7 @@ def test_rendered_config_passes_metrics_bridge_validate(helm: str, values_file: 
     path.write_text(text)
     env = {key: f"ci-dummy-{key.lower()}" for key in pod_secret_keys(docs, values_file)}
     env |= pod_env(pod_spec(docs)["containers"][0], first_pod_name(docs))
-    env["PATH"] = os.environ.get("PATH", "")
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "validate", "-c", str(path)],
-        capture_output=True,
-        check=False,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    result = validate(path, env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ": ok (" in result.stdout
     config = yaml.safe_load(text)
@@ -837,15 +841,7 @@ def test_a_shard_knows_its_shard_from_the_env_the_chart_gives_it(helm: str, tmp_
     docs = render(helm, SHARDING_VALUES)
     config = tmp_path / "config.yaml"
     config.write_text(config_text(docs))
-    env = {"PATH": os.environ.get("PATH", ""), "SHARD_COUNT": "3", "POD_NAME": f"{FULLNAME}-1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "validate", "-c", str(config)],
-        capture_output=True,
-        check=False,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    result = validate(config, {"SHARD_COUNT": "3", "POD_NAME": f"{FULLNAME}-1"}, ROOT)
     assert result.returncode == 0, result.stderr
     assert "shard 1/3: runs " in result.stdout
 

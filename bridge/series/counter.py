@@ -126,6 +126,25 @@ def difference(state: CounterState | None, start_ns: int, end_ns: int, value: Va
     return observed, state
 
 
+def grew(state: CounterState | None, start_ns: int, end_ns: int, value: Value) -> tuple[float, int] | None:
+    """`difference`'s usual answer, for the hot loops: a finite float that did not fall since the last
+    observation of the same life, in a later window. Returns the increase and where it began (the last
+    window's end), the state moved on; None for anything else, which `difference` judges."""
+    if (
+        state is None
+        or type(value) is not float
+        or type(state.value) is not float
+        or start_ns != state.start_ns
+        or end_ns <= state.end_ns
+        or not value >= state.value
+        or value - value != 0.0  # inf or NaN
+    ):
+        return None
+    increase, since = value - state.value, state.end_ns
+    state.value, state.end_ns = value, end_ns
+    return increase, since
+
+
 def accumulate(state: CounterState | None, start_ns: int, end_ns: int, delta: Value) -> tuple[Observed, CounterState]:
     """A per-window delta over [start_ns, end_ns) added to the series' running total.
 

@@ -32,7 +32,7 @@ from bridge.http import excerpt
 from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality, Value
 from bridge.parser import Family, Sample, parse
 from bridge.presets import FamilyRule
-from bridge.series.counter import Change, difference, has_no_value
+from bridge.series.counter import Change, difference, grew, has_no_value
 from bridge.series.table import SeriesTable
 
 log = logging.getLogger(__name__)
@@ -506,14 +506,7 @@ def _tracked_start(series: Series, value: Value, window_start_ns: int, end_ns: i
     judged against this observation.
     """
     state = series.last
-    if (  # the common case inline: a float that grew after the last window (what `difference` calls a DELTA)
-        state is not None
-        and type(value) is float
-        and type(state.value) is float
-        and end_ns > state.end_ns
-        and value >= state.value
-    ):
-        state.value, state.end_ns = value, end_ns
+    if state is not None and grew(state, state.start_ns, end_ns, value) is not None:  # the usual case, at once
         return state.start_ns  # type: ignore[no-any-return]
     if has_no_value(value):  # nothing recorded: nothing to judge a reset by
         return state.start_ns if state is not None else window_start_ns

@@ -41,7 +41,7 @@ from bridge.clock import Clock
 from bridge.model import NS_PER_S, Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality, Value
 from bridge.model import Series as Entry
 from bridge.series import new_slot
-from bridge.series.counter import BASELINE_REASON, STALE_REASON, Change, CounterState, difference, has_no_value
+from bridge.series.counter import BASELINE_REASON, STALE_REASON, Change, CounterState, difference, grew, has_no_value
 from bridge.sinks.datadog import encode
 from bridge.sinks.datadog.config import AUTO, DatadogSinkConfig
 
@@ -356,20 +356,9 @@ class Normalizer:
             metric.series, metric.values, metric.starts, metric.ends, strict=True
         ):
             parts = entry.memo.get(slot) or main(entry, metric_type)
-            state = parts.state
-            if (  # the common case inline: a finite float that grew in the same life, after the last window
-                metric.monotonic
-                and state is not None
-                and type(value) is float
-                and type(state.value) is float
-                and start_ns == state.start_ns
-                and end_ns > state.end_ns
-                and value >= state.value
-                and value - value == 0.0
-            ):
-                # what `difference` answers (a DELTA over [last end, end)) and `run.count` appends
-                increase, since = value - state.value, state.end_ns
-                state.value, state.end_ns = value, end_ns
+            grown = grew(parts.state, start_ns, end_ns, value) if metric.monotonic else None
+            if grown is not None:  # the usual case: what `difference` and `run.count` would make of it
+                increase, since = grown
                 if (since, end_ns) != window:
                     window, timestamp, interval = (since, end_ns), _seconds(since), _interval(since, end_ns)
                     accepted = run.oldest <= timestamp <= run.newest
