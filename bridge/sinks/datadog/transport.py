@@ -24,6 +24,7 @@ from bridge.http import (
     excerpt,
     post_bounded,
     retry_after,
+    tls_context,
 )
 from bridge.sinks.base import DeliveryError, PermanentError, RetryableError
 
@@ -71,7 +72,9 @@ class Transport:
 
     def _ensure_client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, headers=self._headers, timeout=self._timeout, verify=tls_context()
+            )
         return self._client
 
     async def start(self) -> None:
