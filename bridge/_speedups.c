@@ -273,12 +273,19 @@ put_fragment(Buffer *b, PyObject *sample)
     }
     PyObject *head = PyTuple_GET_ITEM(sample, 0), *timestamp = PyTuple_GET_ITEM(sample, 1);
     PyObject *value = PyTuple_GET_ITEM(sample, 2), *interval = PyTuple_GET_ITEM(sample, 3);
-    if (!PyUnicode_Check(head) || !PyUnicode_IS_ASCII(head)) {
-        PyErr_SetString(PyExc_ValueError, "frame_series: a head is not an ASCII str");
+    if (!PyTuple_Check(head) || PyTuple_GET_SIZE(head) != 2) {
+        PyErr_SetString(PyExc_TypeError, "frame_series: a head is not a (prefix, tail) pair");
         return -1;
     }
-    if (put(b, (const char *)PyUnicode_DATA(head), PyUnicode_GET_LENGTH(head)))
-        return -1;
+    for (Py_ssize_t i = 0; i < 2; i++) { /* the head's two pieces, one after the other */
+        PyObject *piece = PyTuple_GET_ITEM(head, i);
+        if (!PyUnicode_Check(piece) || !PyUnicode_IS_ASCII(piece)) {
+            PyErr_SetString(PyExc_ValueError, "frame_series: a head is not ASCII text");
+            return -1;
+        }
+        if (put(b, (const char *)PyUnicode_DATA(piece), PyUnicode_GET_LENGTH(piece)))
+            return -1;
+    }
     if (interval != Py_None) {
         if (put(b, "\"interval\":", 11) || put_text(b, interval, 0) || put(b, ",", 1))
             return -1;

@@ -134,7 +134,7 @@ def test_datadog_counts_the_increase_of_every_cumulative_histogram_and_summary_p
 
     counts.normalize(window(T0 + 60, 10, 5.0, 4, 0.1))
     second = counts.normalize(window(T0 + 120, 16, 8.0, 7, 0.2))
-    sent = {head: (timestamp, value, interval) for head, timestamp, value, interval in second.samples}
+    sent = {"".join(head): (timestamp, value, interval) for head, timestamp, value, interval in second.samples}
     minute = int(T0) + 60
     assert sent == {
         '{"metric":"lat_seconds.count","type":1,': (minute, 6, 60),
@@ -148,7 +148,7 @@ def test_datadog_counts_the_increase_of_every_cumulative_histogram_and_summary_p
     # The exporter restarted at T0+130 and has counted more since than before: a new start time is a reset,
     # so each part counts its whole value, from the restart.
     restarted = counts.normalize(window(T0 + 180, 20, 9.0, 8, 0.3, start=ns(T0 + 130)))
-    counted = {head: (timestamp, value, interval) for head, timestamp, value, interval in restarted.samples}
+    counted = {"".join(head): (timestamp, value, interval) for head, timestamp, value, interval in restarted.samples}
     assert counted['{"metric":"lat_seconds.bucket","type":1,"tags":["upper_bound:0.5"],'] == (int(T0) + 130, 8, 50)
     assert counted['{"metric":"lat_seconds.count","type":1,'] == (int(T0) + 130, 20, 50)
     assert counted['{"metric":"rpc_seconds.sum","type":1,"unit":"second",'] == (int(T0) + 130, 9.0, 50)

@@ -245,15 +245,17 @@ def datadog(scenario: Scenario) -> list[Emitted]:
             (reason,) = normalized.dropped
             out.append(reason)
             continue
-        sent = {head.split('"')[3]: (timestamp, v, interval) for head, timestamp, v, interval in normalized.samples}
+        sent = {
+            prefix.split('"')[3]: (timestamp, v, interval) for (prefix, _), timestamp, v, interval in normalized.samples
+        }
         main = sent["m.count"] if scenario.kind is Kind.HISTOGRAM else sent["m"]
         timestamp, _, interval = main
         assert interval is not None
         if scenario.kind is Kind.HISTOGRAM:
             buckets = sorted(
-                (float(head.split("upper_bound:")[1].split('"')[0]), v)
-                for head, _, v, _ in normalized.samples
-                if "upper_bound" in head
+                (float(tail.split("upper_bound:")[1].split('"')[0]), v)
+                for (_, tail), _, v, _ in normalized.samples
+                if "upper_bound" in tail
             )
             increase: Value = HistogramValue(sent["m.count"][1], sent["m.sum"][1], tuple(buckets))
         else:

@@ -206,10 +206,14 @@ def test_framing_other_objects_writes_what_the_f_string_writes() -> None:
 
 @native
 def test_a_head_that_is_not_ascii_falls_back_to_the_python_path() -> None:
-    samples = [('{"metric":"caf\u00e9",', 1, 1.0, None)]
-    assert speedups.native is not None
-    with pytest.raises(ValueError, match="ASCII"):
-        speedups.native.frame_series(samples, 0, 1, 2**62)
+    samples = [
+        (('{"metric":"caf\u00e9",', ""), 1, 1.0, None),
+        (('{"metric":"m",', '"tags":["caf\u00e9"],'), 1, 1.0, None),
+    ]
+    for sample in samples:  # either piece of a head
+        assert speedups.native is not None
+        with pytest.raises(ValueError, match="ASCII"):
+            speedups.native.frame_series([sample], 0, 1, 2**62)
     limits = encode.Limits()
     assert encode.pack_samples(samples, "none", None, limits) == encode.pack_samples(
         samples, "none", None, limits, native=False

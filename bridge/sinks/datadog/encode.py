@@ -1,8 +1,8 @@
 """Pure encoding of Datadog v2 series and v1 service-check bodies: plain strings and json, no I/O, no state.
 
 A series' identity (name, type, unit, tags, host) is encoded once into a JSON
-*head* that the normaliser caches; a steady-state point then costs one string
-format. Datadog's official models build about 6.5k series/s; this path is an
+*head* that the normaliser caches, in two shared pieces (the name's, the
+tags'); a steady-state point then costs one string format. Datadog's official models build about 6.5k series/s; this path is an
 order of magnitude faster and every body still deserializes into the official
 `MetricPayload` model (the test intake checks that).
 """
@@ -70,20 +70,37 @@ def tag(key: str, value: str) -> str | None:
     return sanitize_tag(f"{key}:{value}") if value else None
 
 
-def series_head(name: str, metric_type: int, unit: str, tags: Sequence[str], host: str | None) -> str:
+#: A series' JSON head in two shared pieces, written one after the other: its name, type and unit (one per
+#: metric), then its tags and host (one per label set: an endpoint's recur in every family). A tuple of two
+#: shared strings is a third of the memory of one string per series.
+Head = tuple[str, str]
+
+
+def series_head(name: str, metric_type: int, unit: str, tags: Sequence[str], host: str | None) -> Head:
     """The JSON text of a series object up to (not including) its interval and points, ending with a comma.
 
     Written piece by piece from cached JSON strings (a name or tag recurs in many series): the same text
     as json of {"metric", "type", "unit", "tags", "resources"} in that order (a test holds the two equal).
     """
-    head = f'{{"metric":{_json_string(name)},"type":{metric_type},'
+    return series_prefix(name, metric_type, unit), series_tail(tuple(tags), host)
+
+
+@lru_cache(maxsize=16_384)
+def series_prefix(name: str, metric_type: int, unit: str) -> str:
+    """The head's first piece: `{"metric":…,"type":…,` and the unit if any."""
+    prefix = f'{{"metric":{_json_string(name)},"type":{metric_type},'
     if unit:
-        head += f'"unit":{_json_string(unit)},'
-    if tags:
-        head += f'"tags":[{",".join(map(_json_string, tags))}],'
+        prefix += f'"unit":{_json_string(unit)},'
+    return prefix
+
+
+@lru_cache(maxsize=65_536)
+def series_tail(tags: tuple[str, ...], host: str | None) -> str:
+    """The head's second piece: the tags and the host resource, each with its comma; empty without either."""
+    tail = f'"tags":[{",".join(map(_json_string, tags))}],' if tags else ""
     if host:
-        head += f'"resources":[{{"name":{_json_string(host)},"type":"host"}}],'
-    return head
+        tail += f'"resources":[{{"name":{_json_string(host)},"type":"host"}}],'
+    return tail
 
 
 @lru_cache(maxsize=65_536)
@@ -91,22 +108,27 @@ def _json_string(text: str) -> str:
     return _to_json(text)
 
 
-def series_fragment(head: str, timestamp: int, value: float, interval: int | None) -> str:
+def series_fragment(head: Head, timestamp: int, value: float, interval: int | None) -> str:
     """One complete series object with one point; `interval` only for counts."""
+    prefix, tail = head
     if interval is None:
-        return f'{head}"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
-    return f'{head}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+        return f'{prefix}{tail}"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+    return f'{prefix}{tail}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
 
 
-def series_fragments(samples: Sequence[tuple[str, int, float, int | None]], step: int = 10_000) -> Iterator[str]:
+#: (series head, timestamp in s, value, interval in s for counts else None): one point, ready to encode
+Sample = tuple[Head, int, float, int | None]
+
+
+def series_fragments(samples: Sequence[Sample], step: int = 10_000) -> Iterator[str]:
     """`series_fragment` of every sample, made `step` at a time in a comprehension (a call per point costs a
     third of the time; all at once, the whole batch's JSON in memory)."""
     for start in range(0, len(samples), step):
         yield from [
-            f'{head}"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+            f'{prefix}{tail}"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
             if interval is None
-            else f'{head}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
-            for head, timestamp, value, interval in samples[start : start + step]
+            else f'{prefix}{tail}"interval":{interval},"points":[{{"timestamp":{timestamp},"value":{value!r}}}]}}'
+            for (prefix, tail), timestamp, value, interval in samples[start : start + step]
         ]
 
 
@@ -201,7 +223,7 @@ def pack_series(fragments: Iterable[str], codec: str, level: int | None = None, 
 
 
 def pack_samples(
-    samples: list[tuple[str, int, float, int | None]],
+    samples: list[Sample],
     codec: str,
     level: int | None = None,
     limits: Limits = Limits(),
@@ -220,8 +242,8 @@ def pack_samples(
 
 
 def _pack_framed(
-    samples: list[tuple[str, int, float, int | None]],
-    frame: Callable[[list[tuple[str, int, float, int | None]], int, int, int], tuple[bytes, int]],
+    samples: list[Sample],
+    frame: Callable[[list[Sample], int, int, int], tuple[bytes, int]],
     codec: str,
     level: int | None,
     limits: Limits,

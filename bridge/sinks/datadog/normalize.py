@@ -34,6 +34,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
@@ -80,8 +81,10 @@ UNITS = {
 }
 _FRACTION_SUFFIXES = ("_rate", "_ratio")
 
-#: (series head, timestamp in s, value, interval in s for counts else None): one point, ready to encode
-Sample = tuple[str, int, float, int | None]
+Sample = encode.Sample
+Head = encode.Head
+#: A cumulative counter's head before it is made
+NO_HEAD: Head = ("", "")
 
 
 def datadog_unit(unit: str, name: str) -> str:
@@ -107,14 +110,14 @@ def _format_bound(bound: float) -> str:
 class Parts:
     """What a Datadog sink keeps on one series-table entry that has counter state or several Datadog series.
 
-    A gauge or a per-window count keeps only its head (a str) in the memo: most series, so the
+    A gauge or a per-window count keeps only its head in the memo: most series, so the
     smallest form. A cumulative counter keeps its head and state here; a histogram or summary is
     several Datadog series (`.count`, `.sum`, one `.bucket` per bound or `.quantile` per quantile),
     judged together.
     """
 
-    head: str = ""
-    by_part: dict[Any, str] | None = None
+    head: Head = NO_HEAD
+    by_part: dict[Any, Head] | None = None
     state: CounterState | None = None
 
 
@@ -152,12 +155,12 @@ class _Run:
         self.out.dropped["nan" if math.isnan(value) else "inf"] += 1
         return False
 
-    def gauge(self, head: str, timestamp_ns: int, value: float) -> None:
+    def gauge(self, head: Head, timestamp_ns: int, value: float) -> None:
         timestamp = _seconds(timestamp_ns)
         if self.finite(value) and self.accept(timestamp):
             self.out.samples.append((head, timestamp, value, None))
 
-    def count(self, head: str, start_ns: int, end_ns: int, value: float) -> None:
+    def count(self, head: Head, start_ns: int, end_ns: int, value: float) -> None:
         timestamp = _seconds(start_ns)
         if self.finite(value) and self.accept(timestamp):
             self.out.samples.append((head, timestamp, value, _interval(start_ns, end_ns)))
@@ -174,6 +177,8 @@ class _Plan:
     host: str | None
     check_name: str | None  # the service check this metric also feeds
     slot: int = field(default_factory=new_slot)
+    #: (part, statistic suffix, type, unit) -> the heads' first piece
+    prefixes: dict[tuple[str, str, int, str], str] = field(default_factory=dict)
 
     def parts(self, entry: Entry) -> Parts:
         parts: Parts | None = entry.memo.get(self.slot)
@@ -183,43 +188,58 @@ class _Plan:
 
     def series_tags(self, entry: Entry, extra: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
         """The Datadog name suffix (a statistic, in suffix mode) and the tags of one series of this entry."""
-        attrs = entry.attributes
-        suffix = ""
-        if self.suffix_statistic:
-            statistic = dict(attrs).get(STATISTIC)
-            if statistic:
-                suffix = f".{statistic}"
-                attrs = tuple(kv for kv in attrs if kv[0] != STATISTIC)
-        tag = encode.tag
-        return suffix, (*[t for k, v in attrs if (t := tag(k, v))], *extra, *self.tags)
+        suffix, tags, _ = _tagging(entry.attributes, extra, self.tags, self.suffix_statistic, self.host)
+        return suffix, tags
 
-    def head(self, entry: Entry, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()) -> str:
-        """The encoded identity of one Datadog series of this entry (`part`: "" for the metric itself)."""
-        suffix, tags = self.series_tags(entry, extra)
-        name = (f"{self.name}.{part}" if part else self.name) + suffix
-        return encode.series_head(encode.metric_name(name), metric_type, unit, tags, self.host)
+    def head(self, entry: Entry, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()) -> Head:
+        """The encoded identity of one Datadog series of this entry (`part`: "" for the metric itself): its
+        tags' piece shared with every series of the same labels, its name's with every series of the metric."""
+        suffix, _, tail = _tagging(entry.attributes, extra, self.tags, self.suffix_statistic, self.host)
+        key = (part, suffix, metric_type, unit)
+        prefix = self.prefixes.get(key)
+        if prefix is None:
+            name = (f"{self.name}.{part}" if part else self.name) + suffix
+            prefix = self.prefixes[key] = encode.series_prefix(encode.metric_name(name), metric_type, unit)
+        return prefix, tail
 
     def main(self, entry: Entry, metric_type: int) -> Parts:
         """The entry's Parts, its own head made if new."""
         parts = self.parts(entry)
-        if not parts.head:
+        if parts.head is NO_HEAD:
             parts.head = self.head(entry, "", metric_type, self.unit)
         return parts
 
-    def only_head(self, entry: Entry, metric_type: int) -> str:
+    def only_head(self, entry: Entry, metric_type: int) -> Head:
         """The head of a series that needs nothing else (a gauge, a per-window count), kept as the memo itself."""
         head = entry.memo[self.slot] = self.head(entry, "", metric_type, self.unit)
         return head
 
     def part(
         self, parts: Parts, entry: Entry, key: Any, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()
-    ) -> str:
+    ) -> Head:
         if parts.by_part is None:
             parts.by_part = {}
         head = parts.by_part.get(key)
         if head is None:
             head = parts.by_part[key] = self.head(entry, part, metric_type, unit, extra)
         return head
+
+
+@lru_cache(maxsize=65_536)  # a label set recurs in every family: its tags are made once
+def _tagging(
+    attrs: Attrs, extra: tuple[str, ...], resource_tags: tuple[str, ...], suffix_statistic: bool, host: str | None
+) -> tuple[str, tuple[str, ...], str]:
+    """The Datadog name suffix (a statistic, in suffix mode), the tags of a series with these attributes, and
+    its head's second piece (`encode.series_tail`)."""
+    suffix = ""
+    if suffix_statistic:
+        statistic = dict(attrs).get(STATISTIC)
+        if statistic:
+            suffix = f".{statistic}"
+            attrs = tuple(kv for kv in attrs if kv[0] != STATISTIC)
+    tag = encode.tag
+    tags = (*[t for k, v in attrs if (t := tag(k, v))], *extra, *resource_tags)
+    return suffix, tags, encode.series_tail(tags, host)
 
 
 class Normalizer:
@@ -318,7 +338,7 @@ class Normalizer:
         """
         slot, only_head, samples = plan.slot, plan.only_head, run.out.samples
         entries, values, starts = metric.series, metric.values, metric.starts
-        heads: list[str | None] = [entry.memo.get(slot) for entry in entries]
+        heads: list[Head | None] = [entry.memo.get(slot) for entry in entries]
         if not all(heads):  # new series: their heads made once
             heads = [head or only_head(entry, encode.GAUGE) for head, entry in zip(heads, entries, strict=True)]
         count = len(heads)

