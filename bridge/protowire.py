@@ -30,6 +30,11 @@ def field(number: int, payload: bytes) -> bytes:
     return varint(number << 3 | LEN) + varint(len(payload)) + payload
 
 
+def field_head(number: int, size: int) -> bytes:
+    """The tag and length of a length-delimited field of `size` bytes, for a payload joined after it."""
+    return varint(number << 3 | LEN) + varint(size)
+
+
 def string_fields(*fields: tuple[int, str]) -> bytes:
     """String fields, leaving out empty ones as protobuf does."""
     return b"".join(field(number, text.encode()) for number, text in fields if text)

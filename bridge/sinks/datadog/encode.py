@@ -2,9 +2,10 @@
 
 A series' identity (name, type, unit, tags, host) is encoded once into a JSON
 *head* that the normaliser caches, in two shared pieces (the name's, the
-tags'); a steady-state point then costs one string format. Datadog's official models build about 6.5k series/s; this path is an
-order of magnitude faster and every body still deserializes into the official
-`MetricPayload` model (the test intake checks that).
+tags'); a steady-state point then costs one string format. Datadog's official
+models build about 6.5k series/s; this path is an order of magnitude faster
+and every body still deserializes into the official `MetricPayload` model
+(the test intake checks that).
 """
 
 from __future__ import annotations

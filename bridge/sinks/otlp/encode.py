@@ -36,7 +36,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from bridge import speedups
 from bridge.model import Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality
-from bridge.protowire import LEN, VARINT, field, string_fields, varint
+from bridge.protowire import LEN, VARINT, field, field_head, string_fields, varint
 from bridge.series import new_slot
 from bridge.sinks.otlp.config import AttributeValue
 
@@ -102,9 +102,13 @@ class RequestEncoder:
     def encode(self, batch: Batch) -> bytes:
         """A serialized ExportMetricsServiceRequest holding the batch (one ResourceMetrics, one ScopeMetrics)."""
         metrics = [field(2, self._metric(metric)) for metric in batch.metrics if metric.values]  # ScopeMetrics.metrics
-        scope_metrics = field(2, self._scope + b"".join(metrics))  # ResourceMetrics.scope_metrics = 2
-        resource_metrics = field(1, self._resource_bytes(batch.resource)) + scope_metrics  # .resource = 1
-        return field(1, resource_metrics)  # ExportMetricsServiceRequest.resource_metrics = 1
+        # One join of the whole request: nesting with `field` would copy every metric's bytes once per level
+        # (at 100k points, 10 MB a copy, two alive at a time).
+        scope_size = len(self._scope) + sum(map(len, metrics))
+        scope_head = field_head(2, scope_size)  # ResourceMetrics.scope_metrics = 2
+        resource = field(1, self._resource_bytes(batch.resource))  # ResourceMetrics.resource = 1
+        request_head = field_head(1, len(resource) + len(scope_head) + scope_size)  # .resource_metrics = 1
+        return b"".join([request_head, resource, scope_head, self._scope, *metrics])
 
     def _resource_bytes(self, batch_resource: Attrs) -> bytes:
         """The sink's resource with the batch's attributes over it (the batch knows its source and organization)."""
