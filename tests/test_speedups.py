@@ -318,3 +318,82 @@ def test_warm_plain_points_are_written_in_c() -> None:
         speedups.native = saved
     written = saved.number_points(metric.series, metric.values, metric.starts, metric.ends, encoder._number_slot)  # type: ignore[arg-type]
     assert written is not None and written == python
+
+
+# -- the series memo --------------------------------------------------------------------------------------------
+_MEMO_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["set", "get", "get_default", "item", "pop", "pop_default", "delete"]),
+        st.sampled_from([0, 1, 2, 7, 300, 2**40]),  # slots, small and past the cached ints
+        st.integers(),
+    ),
+    max_size=40,
+)
+
+
+def _apply(memo: object, op: str, slot: int, value: int) -> object:
+    """One operation on a memo (the Memo or the dict it stands in for); what it returned or raised."""
+    try:
+        if op == "set":
+            memo[slot] = value  # type: ignore[index]
+            return None
+        if op == "get":
+            return memo.get(slot)  # type: ignore[attr-defined]
+        if op == "get_default":
+            return memo.get(slot, "default")  # type: ignore[attr-defined]
+        if op == "item":
+            return memo[slot]  # type: ignore[index]
+        if op == "pop":
+            return memo.pop(slot)  # type: ignore[attr-defined]
+        if op == "pop_default":
+            return memo.pop(slot, "default")  # type: ignore[attr-defined]
+        del memo[slot]  # type: ignore[attr-defined]
+        return None
+    except KeyError as exc:
+        return ("KeyError", exc.args)
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(_MEMO_OPS)
+def test_a_memo_behaves_as_the_dict_it_replaces(ops: list[tuple[str, int, int]]) -> None:
+    assert speedups.native is not None
+    memo, reference = speedups.native.Memo(), {}
+    for op, slot, value in ops:
+        # an equal slot that is another int object than the one stored still finds it
+        probe = int(str(slot))
+        assert _apply(memo, op, probe, value) == _apply(reference, op, slot, value), (op, slot)
+        assert len(memo) == len(reference)
+        assert sorted(memo.values()) == sorted(reference.values())
+
+
+@native
+def test_a_memo_holds_its_values_and_lets_go_of_them() -> None:
+    import gc
+    import sys
+    import weakref
+
+    assert speedups.native is not None
+
+    class Held:
+        memo: object = None
+
+    held = Held()
+    count = sys.getrefcount(held)
+    memo = speedups.native.Memo()
+    memo[1] = held
+    memo[1] = held  # replacing a value releases the old reference
+    assert sys.getrefcount(held) == count + 1
+    popped = memo.pop(1)
+    assert popped is held
+    del popped
+    assert sys.getrefcount(held) == count
+    # a cycle through a memo (a series whose memo holds its rewritten twin, which points back) is collected
+    held.memo = speedups.native.Memo()
+    held.memo[5] = held
+    gone = weakref.ref(held)
+    del held
+    gc.collect()
+    assert gone() is None
+    with pytest.raises(TypeError):
+        speedups.native.Memo(1)  # type: ignore[call-arg]
