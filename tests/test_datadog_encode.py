@@ -133,6 +133,22 @@ def test_a_series_over_a_limit_on_its_own_is_counted_not_sent() -> None:
 
 
 @pytest.mark.parametrize("codec", CODECS)
+def test_a_compressed_body_holds_no_more_memory_than_its_length(codec: str) -> None:
+    """A body waits in the delivery queue, bounded by `max_bytes` on its length: its allocation must be that size
+    (zstandard's one-shot compress allocates the input's size and shortens only the length)."""
+    import tracemalloc
+
+    data = "".join(fragments(8_000)).encode()  # about 0.8 MB, compresses well
+    tracemalloc.start()
+    try:
+        body = encode.compress(data, codec)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < len(body) + 4096, f"{codec}: {held} bytes held for a {len(body)}-byte body"
+
+
+@pytest.mark.parametrize("codec", CODECS)
 def test_splitting_a_body_keeps_its_points_bit_for_bit(codec: str) -> None:
     [body] = encode.pack_series(fragments(5), codec).bodies
     halves = encode.split_series_body(body.body, codec)
