@@ -20,7 +20,7 @@ loopback receivers (tests/receivers; `--latency S` makes the Datadog one answer 
 and `--max-in-flight N` sets the sinks' delivery.max_in_flight): windows expected vs forwarded and delivered,
 windows missed (not forwarded, or evicted or left queued by a sink), CPU, peak RSS.
 
-    python bench/bench_cycle.py [--cycles 8] [--json]
+    python bench/bench_cycle.py [--cycles 8] [--json] [--without click --without snappy]
     python bench/bench_cycle.py --mode sources [--minutes 10] [--sources 1000] [--sinks jsonl|datadog|datadog,otlp]
                                 [--latency 0.1] [--max-in-flight 8]
 """
@@ -303,7 +303,10 @@ def cycle_mode(args: argparse.Namespace) -> dict[str, Any]:
     python = check_python()
     with serve(lambda path: exposition.render() if path == "/metrics" else None) as base:
         url = f"{base}/metrics"
-        bridge = _child([sys.executable, __file__, "--child", "bridge", "--url", url, "--cycles", str(args.cycles)])
+        without = [f"--without={package}" for package in args.without]
+        bridge = _child(
+            [sys.executable, __file__, "--child", "bridge", "--url", url, "--cycles", str(args.cycles), *without]
+        )
         check = _child(
             [str(python), str(CHECK_SCRIPT), url, "--runs", str(args.cycles)], env={**os.environ, "PYTHONPATH": ""}
         )
@@ -574,6 +577,14 @@ def main() -> None:
     parser.add_argument(
         "--max-in-flight", type=int, help="sources mode: the sinks' delivery.max_in_flight (default: the bridge's)"
     )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="cycle mode: run the bridge with PKG unimportable (repeatable), as bench_idle.py does: e.g. click, "
+        "which httpx imports for its command line whenever it is installed (a dev tool here, not in the image)",
+    )
     parser.add_argument("--child", choices=["bridge", "sources"], help=argparse.SUPPRESS)
     parser.add_argument("--sink-config", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -582,6 +593,7 @@ def main() -> None:
         parser.error("--cycles: at least 6, so the steady state is a median of 5 or more")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.child == "bridge":
+        sys.modules.update(dict.fromkeys(args.without))  # before the bridge is imported: as if not installed
         print(json.dumps(asyncio.run(bridge_cycles(args.url, args.cycles))))
     elif args.child == "sources":
         sinks = json.loads(args.sink_config)
