@@ -307,12 +307,21 @@ def _parse_text(text: str) -> ParseResult:
                 sample_name = _metric_name(tokens[0], names)
                 del tokens[0]
                 labels: Attrs = ()
-            else:
-                sample_name = _metric_name(line[:brace], names)
-                labels, close = _labels(line, brace, cache, False)
+            else:  # the usual line, with both lookups inlined: a name and a label text seen before
+                raw_name = line[:brace]
+                sample_name = names.get(raw_name) or _metric_name(raw_name, names)
+                close = line.find("}", brace)
+                cached = cache.get(line[brace + 1 : close]) if close > 0 else None
+                if cached is None:
+                    labels, close = _labels(line, brace, cache, False)
+                else:
+                    labels = cached
                 tokens = line[close + 1 :].split()
             if len(tokens) == 1:
-                sample = Sample(sample_name, labels, _value(tokens[0]), None)
+                token = tokens[0]  # split: no surrounding whitespace for `_value` to find
+                if "_" in token:
+                    raise ValueError(f"invalid value {token!r}")
+                sample = Sample(sample_name, labels, float(token), None)
             elif len(tokens) == 2:
                 sample = Sample(sample_name, labels, _value(tokens[0]), _ms_timestamp(tokens[1]))
             else:
