@@ -99,11 +99,16 @@ def _with_tokens(text: str, draw: st.DrawFn) -> str:
 def test_recognise_reads_every_body_as_the_python_code_does(path: Path, data: st.DataObject) -> None:
     text = path.read_text()
     learned = _learned(text)
-    body = data.draw(st.sampled_from(["same", "varied", "tokens"]))
+    body = data.draw(st.sampled_from(["same", "varied", "tokens", "cut"]))
     if body == "varied":
         text = _varied(text, data.draw)
     elif body == "tokens":
         text = _with_tokens(text, data.draw)
+    elif body == "cut":  # a line cut short anywhere: what is left may be the start of its head
+        lines = text.split("\n")
+        i = data.draw(st.integers(0, len(lines) - 1))
+        lines[i] = lines[i][: data.draw(st.integers(0, len(lines[i])))]
+        text = "\n".join(lines)
     expected = _recognised(text, learned)
     if body == "same":
         assert expected is not None
@@ -138,6 +143,9 @@ TEMPLATE = '# HELP a_total A.\n# TYPE a_total counter\na_total{x="1"} 1\na_total
         (TEMPLATE.replace("} 1\n", "} \n"), None),  # no value
         (TEMPLATE.replace("b 3", "b 3 1700000000000"), None),  # a timestamp
         (TEMPLATE.replace("# HELP a_total A.", "# HELP a_total A. B."), None),  # a comment gained text
+        (TEMPLATE.replace("# HELP a_total A.", "# HELP a_total A"), None),  # or lost some: its head's start
+        (TEMPLATE.replace('a_total{x="22"} 2.5', 'a_total{x="22"'), None),  # a sample line cut inside its head
+        (TEMPLATE.replace("b 3\n", "b"), None),  # the last line, cut inside its head
         (TEMPLATE.replace("\n\nb", "\n \nb"), None),  # so did the blank line
         (TEMPLATE.removesuffix("\n"), None),  # no trailing newline: one line fewer
         (TEMPLATE + "\n", None),  # one line more, blank

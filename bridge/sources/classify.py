@@ -26,7 +26,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, compress, repeat
-from operator import add, getitem
+from operator import add, getitem, ne
 from typing import cast
 
 from bridge import speedups
@@ -563,13 +563,13 @@ def _recognised_values(text: str, learned: _Learned) -> list[float] | None:
     distinct = set(lengths)  # one slice object per head length, not per line: a body has few
     heads = {length: slice(length) for length in distinct}
     tails = {length: slice(length, None) for length in distinct}
+    # a line cut short passes for the start of its head: a sample's value is then "", not a number
     if not all(map(learned.text.startswith, map(_cut, lines, map(heads.__getitem__, lengths)), learned.starts)):
         return None
-    # a sample's value text; a comment's rest (must be "")
-    tokens = list(map(_cut, lines, map(tails.__getitem__, lengths)))
-    if any(compress(tokens, learned.samples.translate(_NEGATED))):
+    comments = learned.samples.translate(_NEGATED)
+    if any(map(ne, map(len, compress(lines, comments)), compress(lengths, comments))):  # a comment whole, no more
         return None
-    kept = list(compress(tokens, learned.samples))
+    kept = list(map(_cut, compress(lines, learned.samples), map(tails.__getitem__, compress(lengths, learned.samples))))
     if "_" in "".join(kept):  # float() takes `1_000`, the parser does not
         return None
     try:
