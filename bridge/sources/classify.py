@@ -551,7 +551,7 @@ _LONGEST_BODY = 2**32 - 1
 
 def _recognised_values(text: str, learned: _Learned) -> list[float] | None:
     """The values of a body that is the remembered one but for them, else None: the reference for
-    `_speedups.recognise` (bridge/_speedups.c does the same in one pass over the two texts).
+    `_speedups.recognise` (bridge/_speedups.c does the same in one pass, reading the heads in place).
 
     Each line's head is cut out of the new line and found at its place in the remembered body; the
     passes are C-level builtins (`map`, `all`, `compress`) over `text.split("\n")`, not a Python loop per line.
@@ -567,8 +567,9 @@ def _recognised_values(text: str, learned: _Learned) -> list[float] | None:
     if not all(map(learned.text.startswith, map(_cut, lines, map(heads.__getitem__, lengths)), learned.starts)):
         return None
     comments = learned.samples.translate(_NEGATED)
-    if any(map(ne, map(len, compress(lines, comments)), compress(lengths, comments))):  # a comment whole, no more
+    if any(map(ne, map(len, compress(lines, comments)), compress(lengths, comments))):  # no more, no less
         return None
+    # each sample line's value text
     kept = list(map(_cut, compress(lines, learned.samples), map(tails.__getitem__, compress(lengths, learned.samples))))
     if "_" in "".join(kept):  # float() takes `1_000`, the parser does not
         return None
