@@ -1,8 +1,9 @@
 /* Optional C versions of three per-sample loops and of the per-series memo; bridge/speedups.py holds the
  * pure-Python reference.
  *
- * recognise(text, heads, samples): the values of a scrape that is the remembered body line for line
- *   (bridge/sources/classify.py, Classifier._recognise), or None when it is not.
+ * recognise(text, learned, starts, lengths, samples): the values of a scrape that is the remembered body
+ *   `learned` line for line, each line compared in place with its head there (bridge/sources/classify.py,
+ *   Classifier._recognise and _recognised_values), or None when it is not.
  * frame_series(samples, start, stop, limit): the Datadog body framing samples[start:stop] as far as it
  *   stays within `limit` bytes (bridge/sinks/datadog/encode.py, series_fragment and _chunks_by_size).
  * number_points(series, values, starts, ends, slot): a Gauge's or Sum's OTLP data points as wire bytes from
@@ -56,45 +57,60 @@ read_float(PyObject *text, const char *data, Py_ssize_t start, Py_ssize_t end)
     return value;
 }
 
+/* A buffer of `lines` C unsigned ints (an array.array("I")); -1 with an exception set otherwise. */
+static int
+get_offsets(PyObject *obj, Py_buffer *view, Py_ssize_t lines, const char *name)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    Py_ssize_t size = (Py_ssize_t)sizeof(unsigned int);
+    if (view->itemsize != size || view->format == NULL || strcmp(view->format, "I") != 0 || view->len != lines * size) {
+        PyErr_Format(PyExc_ValueError, "recognise: %s is not an array('I') of one number per line", name);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 recognise(PyObject *module, PyObject *args)
 {
-    PyObject *text, *heads, *samples;
-    if (!PyArg_ParseTuple(args, "UO!O!:recognise", &text, &PyList_Type, &heads, &PyList_Type, &samples))
+    PyObject *text, *learned, *starts_obj, *lengths_obj, *samples;
+    if (!PyArg_ParseTuple(args, "UUOOO!:recognise", &text, &learned, &starts_obj, &lengths_obj, &PyBytes_Type,
+                          &samples))
         return NULL;
-    if (!PyUnicode_IS_ASCII(text)) {
-        PyErr_SetString(PyExc_ValueError, "recognise: the text is not ASCII");
-        return NULL;
-    }
-    Py_ssize_t lines = PyList_GET_SIZE(heads);
-    if (PyList_GET_SIZE(samples) != lines) {
-        PyErr_SetString(PyExc_ValueError, "recognise: heads and samples differ in length");
+    if (!PyUnicode_IS_ASCII(text) || !PyUnicode_IS_ASCII(learned)) {
+        PyErr_SetString(PyExc_ValueError, "recognise: a text is not ASCII");
         return NULL;
     }
-    const char *data = (const char *)PyUnicode_DATA(text);
-    Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t lines = PyBytes_GET_SIZE(samples);
+    Py_buffer starts_view, lengths_view;
+    if (get_offsets(starts_obj, &starts_view, lines, "starts") < 0)
+        return NULL;
+    if (get_offsets(lengths_obj, &lengths_view, lines, "lengths") < 0) {
+        PyBuffer_Release(&starts_view);
+        return NULL;
+    }
+    const unsigned int *starts = starts_view.buf, *lengths = lengths_view.buf;
+    const char *is_sample = PyBytes_AS_STRING(samples);
+    const char *data = (const char *)PyUnicode_DATA(text), *old = (const char *)PyUnicode_DATA(learned);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(text), old_size = PyUnicode_GET_LENGTH(learned);
     PyObject *values = PyList_New(0);
     if (values == NULL)
-        return NULL;
+        goto release;
     Py_ssize_t pos = 0;
     for (Py_ssize_t i = 0; i < lines; i++) {
-        PyObject *head = PyList_GET_ITEM(heads, i);
-        if (!PyUnicode_Check(head)) {
-            PyErr_SetString(PyExc_TypeError, "recognise: a head is not a str");
+        Py_ssize_t head = starts[i], length = lengths[i];
+        if (head > old_size || length > old_size - head) {
+            PyErr_SetString(PyExc_ValueError, "recognise: a head lies outside the learned text");
             goto fail;
         }
-        if (!PyUnicode_IS_ASCII(head))
-            goto differs; /* an ASCII text cannot start with it */
-        Py_ssize_t length = PyUnicode_GET_LENGTH(head);
-        if (pos > size || length > size - pos || memcmp(data + pos, PyUnicode_DATA(head), length) != 0)
-            goto differs;
+        if (pos > size || length > size - pos || memcmp(data + pos, old + head, length) != 0)
+            goto differs; /* the line does not start with its head */
         Py_ssize_t start = pos + length;
         const char *newline = memchr(data + start, '\n', size - start);
         Py_ssize_t end = newline != NULL ? newline - data : size;
-        int sample = PyObject_IsTrue(PyList_GET_ITEM(samples, i));
-        if (sample < 0)
-            goto fail;
-        if (!sample) {
+        if (!is_sample[i]) {
             if (end != start) /* a comment or blank line: the same text, then the end of the line */
                 goto differs;
         }
@@ -117,13 +133,17 @@ recognise(PyObject *module, PyObject *args)
     }
     if (pos != size + 1) /* more lines than remembered */
         goto differs;
-    return values;
+    goto release;
 differs:
     Py_DECREF(values);
-    Py_RETURN_NONE;
+    values = Py_NewRef(Py_None);
+    goto release;
 fail:
-    Py_DECREF(values);
-    return NULL;
+    Py_CLEAR(values);
+release:
+    PyBuffer_Release(&starts_view);
+    PyBuffer_Release(&lengths_view);
+    return values;
 }
 
 /* -- frame_series ---------------------------------------------------------------------------------------- */
@@ -691,7 +711,8 @@ fix_mmap_threshold(PyObject *module, PyObject *arg)
 
 static PyMethodDef methods[] = {
     {"recognise", recognise, METH_VARARGS,
-     "recognise(text, heads, samples) -> list[float] | None: the values of a body that is the remembered one."},
+     "recognise(text, learned, starts, lengths, samples) -> list[float] | None: the values of a body that is the "
+     "remembered one, `learned`, but for them; line i must start with learned[starts[i]:starts[i] + lengths[i]]."},
     {"frame_series", frame_series, METH_VARARGS,
      "frame_series(samples, start, stop, limit) -> (bytes, int): a Datadog series body and how many it holds."},
     {"number_points", number_points, METH_VARARGS,

@@ -415,6 +415,58 @@ def test_a_recognised_scrape_classifies_exactly_as_a_parsed_one(path: Path, data
         assert fast.lifted == slow.lifted
 
 
+#: Lines a learner may meet: blank, whitespace, comments (indented too), samples with odd or no values, no space.
+_ODD_LINES = ["", " ", "\t", "\x1c", "\u00a0", "# c", "  # c", "#", "m 1", "m  1", "m 1 ", "m\t1", "m", "m 1_0", "m x"]
+
+
+def _template_before(text: str, values: list[float]) -> list[tuple[str, bool]] | None:
+    """What `_Learner.learned` learned before the template was compact (a loop per line): its rules, as heads."""
+    remaining = iter(values)
+    template = []
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if not stripped or stripped[0] == "#":
+            template.append((line, False))
+            continue
+        value = next(remaining, None)
+        head, space, token = line.rpartition(" ")
+        if value is None or not space or "_" in token or not classify._same(token, value):
+            return None
+        template.append((head + space, True))
+    return None if next(remaining, None) is not None else template
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(FIXTURE_BODIES), st.data())
+def test_a_body_is_learned_exactly_when_it_was_before(path: Path, data: st.DataObject) -> None:
+    """Same learnability, same heads: on fixture bodies, varied or with odd lines, and values that may not match."""
+    text = path.read_text()
+    body = data.draw(st.sampled_from(["same", "varied", "odd lines"]))
+    if body == "varied":
+        text = _varied(text, data.draw)
+    elif body == "odd lines":
+        lines = text.split("\n")
+        for _ in range(data.draw(st.integers(1, 3))):
+            lines.insert(data.draw(st.integers(0, len(lines))), data.draw(st.sampled_from(_ODD_LINES)))
+        text = "\n".join(lines)
+    values = [sample.value for family in parser.parse(text).families for sample in family.samples]
+    change = data.draw(st.sampled_from(["none", "none", "none", "other", "fewer", "more"]))
+    if change == "other" and values:
+        values[data.draw(st.integers(0, len(values) - 1))] += 1
+    elif change == "fewer" and values:
+        values.pop()
+    elif change == "more":
+        values.append(1.0)
+    learner = classify._Learner()
+    learner.samples = values
+    learned = learner.learned(text, [], 0)
+    expected = _template_before(text, values)
+    assert (learned is None) == (expected is None)
+    if learned is not None:
+        heads = [text[start : start + length] for start, length in zip(learned.starts, learned.lengths, strict=True)]
+        assert list(zip(heads, map(bool, learned.samples), strict=True)) == expected
+
+
 def _nan_equal(a: object, b: object) -> bool:
     """Equality where NaN equals NaN (a value of a scrape may be NaN)."""
     return repr(a) == repr(b)

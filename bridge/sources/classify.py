@@ -9,11 +9,12 @@ attribute.
 
 Two ways in, one way out. The first scrape of a target (and any scrape whose
 shape changed) is parsed in full (bridge.parser), each sample is mapped to its
-interned series and part, and the raw text of each sample line up to its value
-is remembered. A later scrape whose every line is a remembered one, under the
-same metadata lines, skips the parser: a sample costs one dict lookup of its
-raw text and one float parse. Both paths hand the same (series, part, value)
-columns to the same assembly, so they cannot disagree.
+interned series and part, and the body is remembered with where each of its
+lines starts and how much of it (a sample line's text up to its value) must
+recur. A later scrape whose every line is a remembered one, under the
+same metadata lines, skips the parser: a sample costs one comparison of its
+line with the remembered one and one float parse. Both paths hand the same
+(series, part, value) columns to the same assembly, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from __future__ import annotations
 import logging
 import math
 import re
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import getitem
+from itertools import accumulate, compress, repeat
+from operator import add, getitem, ne
 from typing import cast
 
 from bridge import speedups
@@ -127,16 +129,17 @@ class _Learned:
     """A scrape's exact shape, so the next scrape of the same shape needs no parser: the body is the same
     line for line, only the values differ.
 
-    Kept as columns over the body's lines, so recognising a scrape is a few passes of C-level builtins
-    (`map`, `all`, `compress`) over `text.split("\n")` rather than a Python loop per line.
+    The body itself and two numbers per line, not a string per line: the heads are slices of `text`, read
+    in place by `_speedups.recognise` and cut out per call by `_recognised_values`.
     """
 
-    #: per line of the body: a sample line's text up to its value (the space included); a comment or blank line whole
-    heads: list[str]
-    #: per line: where its value starts (`slice(len(head), None)`, one object per length); a comment's is empty
-    tails: list[slice]
-    samples: list[bool]  # per line: is it a sample line (else a comment or blank line)
-    comments: list[bool]  # the negation of `samples`
+    text: str  # the learned body (the scrape's own str, not a copy)
+    #: per line: where it starts in `text`
+    starts: array[int]
+    #: per line: the length of its head, which a later scrape's line must start with: a sample line's text up
+    #: to its value (the space included), a comment or blank line whole
+    lengths: array[int]
+    samples: bytes  # per line: 1 for a sample line, 0 for a comment or blank line
     families: list[Columns]  # per family: its plan, and each sample's series and part, in order
     evictions: int  # the table's eviction count when learned: an evicted series must be interned again
 
@@ -224,8 +227,8 @@ class Classifier:
         What the parser would reject here (an `_` in a value, a timestamp, a line of another shape) falls
         back to the parser, so both paths always agree.
         """
-        if speedups.native is not None and text.isascii():
-            values = speedups.native.recognise(text, learned.heads, learned.samples)
+        if speedups.native is not None and text.isascii() and learned.text.isascii():
+            values = speedups.native.recognise(text, learned.text, learned.starts, learned.lengths, learned.samples)
         else:
             values = _recognised_values(text, learned)
         if values is None:
@@ -535,19 +538,39 @@ def _bound(labels: Attrs, label: str) -> tuple[float | None, Attrs]:
         return math.nan, tuple(rest)
 
 
+#: `text[where]`, as `map` takes it (typed: `operator.getitem` is too generic for mypy to follow)
+_cut = cast(Callable[[str, slice], str], getitem)
+#: `bytes.translate` table turning 1 into 0 and 0 into 1: `_Learned.samples` into its comment lines
+_NEGATED = bytes([1, 0]) + bytes(254)
+#: what a comment or blank line starts with, once stripped on the left
+_COMMENT_STARTS = frozenset(("", "#"))
+_FIRST = slice(1)  # a str's first character, or "" for an empty one
+#: where lines start and how long heads are: 32-bit offsets into the body
+_LONGEST_BODY = 2**32 - 1
+
+
 def _recognised_values(text: str, learned: _Learned) -> list[float] | None:
     """The values of a body that is the remembered one but for them, else None: the reference for
-    `_speedups.recognise` (bridge/_speedups.c does the same in one pass over the text)."""
+    `_speedups.recognise` (bridge/_speedups.c does the same in one pass, reading the heads in place).
+
+    Each line's head is cut out of the new line and found at its place in the remembered body; the
+    passes are C-level builtins (`map`, `all`, `compress`) over `text.split("\n")`, not a Python loop per line.
+    """
     lines = text.split("\n")
-    if len(lines) != len(learned.heads):  # more or fewer lines than remembered
+    lengths = learned.lengths
+    if len(lines) != len(lengths):  # more or fewer lines than remembered
         return None
-    if not all(map(str.startswith, lines, learned.heads)):
+    distinct = set(lengths)  # one slice object per head length, not per line: a body has few
+    heads = {length: slice(length) for length in distinct}
+    tails = {length: slice(length, None) for length in distinct}
+    # a line cut short passes for the start of its head: a sample's value is then "", not a number
+    if not all(map(learned.text.startswith, map(_cut, lines, map(heads.__getitem__, lengths)), learned.starts)):
         return None
-    # a sample's value text; a comment's rest (must be "")
-    tokens: list[str] = list(map(cast(Callable[[str, slice], str], getitem), lines, learned.tails))
-    if any(compress(tokens, learned.comments)):
+    comments = learned.samples.translate(_NEGATED)
+    if any(map(ne, map(len, compress(lines, comments)), compress(lengths, comments))):  # no more, no less
         return None
-    kept = list(compress(tokens, learned.samples))
+    # each sample line's value text
+    kept = list(map(_cut, compress(lines, learned.samples), map(tails.__getitem__, compress(lengths, learned.samples))))
     if "_" in "".join(kept):  # float() takes `1_000`, the parser does not
         return None
     try:
@@ -570,33 +593,42 @@ class _Learner:
         self.samples.append(sample.value)
 
     def learned(self, text: str, columns: list[Columns], evictions: int) -> _Learned | None:
-        """The body's lines as a template, if every sample line can be recognised by its text before the value."""
-        if not self.usable:
+        """The body as a template, if every sample line can be recognised by its text before the value.
+
+        One split of the body, then C-level passes over its lines rather than a Python loop per line: a
+        sample line's head ends at its last space, and the text after it must read back as the parsed value.
+        """
+        if not self.usable or len(text) > _LONGEST_BODY:
             return None
-        values = iter(self.samples)
-        heads, tails, samples = [], [], []
-        slices: dict[int, slice] = {}  # one slice object per head length: a body has few
-        for line in text.split("\n"):
-            stripped = line.strip()
-            if not stripped or stripped[0] == "#":
-                heads.append(line)
-                samples.append(False)
-            else:
-                value = next(values, None)
-                head, space, token = line.rpartition(" ")
-                if value is None or not space or "_" in token or not _same(token, value):
-                    return None
-                heads.append(head + space)
-                samples.append(True)
-            length = len(heads[-1])
-            tail = slices.get(length)
-            if tail is None:
-                tail = slices[length] = slice(length, None)
-            tails.append(tail)
-        if next(values, None) is not None:
+        lines = text.split("\n")
+        firsts = map(_cut, map(str.lstrip, lines), repeat(_FIRST))
+        samples = bytes(map(_COMMENT_STARTS.__contains__, firsts)).translate(_NEGATED)
+        sample_lines = list(compress(lines, samples))
+        if len(sample_lines) != len(self.samples):
             return None
+        sample_heads = list(map(add, map(str.rfind, sample_lines, repeat(" ")), repeat(1)))
+        if 0 in sample_heads:  # no space: no value to find
+            return None
+        tokens = list(map(_cut, sample_lines, map(slice, sample_heads, repeat(None))))
+        if "_" in "".join(tokens) or not _all_same(tokens, self.samples):
+            return None
+        heads = iter(sample_heads)  # a sample line's head; a comment or blank line whole
+        lengths = array(
+            "I", [next(heads) if sample else len(line) for line, sample in zip(lines, samples, strict=True)]
+        )
+        starts = array("I", accumulate(map(add, map(len, lines[:-1]), repeat(1)), initial=0))
         families = [Columns(c.plan, c.series, c.parts) for c in columns]
-        return _Learned(heads, tails, samples, [not s for s in samples], families, evictions)
+        return _Learned(text, starts, lengths, samples, families, evictions)
+
+
+def _all_same(tokens: list[str], values: list[float]) -> bool:
+    """Whether each value text reads back as its parsed value; all at once in the usual case (no NaN)."""
+    try:
+        if list(map(float, tokens)) == values:
+            return True
+    except ValueError:
+        return False
+    return all(map(_same, tokens, values))
 
 
 def _same(token: str, value: float) -> bool:
