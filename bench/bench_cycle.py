@@ -152,9 +152,7 @@ async def bridge_cycles(url: str, cycles: int) -> dict[str, Any]:
     from bridge.config import parse_config
     from bridge.context import Context
     from bridge.pipeline import Pipeline
-    from bridge.speedups import keep_large_blocks_mapped
 
-    keep_large_blocks_mapped()  # as `metrics-bridge run` does at start
     clock = ManualClock(START)
     config = parse_config(
         {
@@ -410,9 +408,7 @@ async def bridge_sources(base_url: str, count: int, minutes: float, sinks: dict[
     from bridge.clock import minute_floor
     from bridge.config import parse_config
     from bridge.pipeline import Pipeline
-    from bridge.speedups import keep_large_blocks_mapped
 
-    keep_large_blocks_mapped()  # as `metrics-bridge run` does at start
     names = [f"org_{i:04d}" for i in range(count)]
     sources = {n: {"type": "cerebras", "organization_id": n, "api_key": "bench", "base_url": base_url} for n in names}
     config = parse_config({"sources": sources, "sinks": sinks})

@@ -9,7 +9,6 @@
  * number_points(series, values, starts, ends, slot): a Gauge's or Sum's OTLP data points as wire bytes from
  *   each series' framed attributes (bridge/sinks/otlp/encode.py, RequestEncoder._number_points).
  * Memo: a series' memo (bridge/series/table.py), the dict methods its consumers use in a quarter of the memory.
- * fix_mmap_threshold(bytes): glibc's mallopt(M_MMAP_THRESHOLD), for `run` (bridge/speedups.py says why).
  *
  * Each gives exactly what the Python code gives (tests/test_speedups.py runs the two on the same inputs):
  * a float is read by the same CPython routine float() uses, and written by the one repr() uses.
@@ -19,9 +18,6 @@
 #include <Python.h>
 #include <math.h>
 #include <string.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 /* -- recognise ------------------------------------------------------------------------------------------- */
 
@@ -690,25 +686,6 @@ fail:
     return NULL;
 }
 
-/* -- mmap threshold ------------------------------------------------------------------------------------- */
-
-static PyObject *
-fix_mmap_threshold(PyObject *module, PyObject *arg)
-{
-    Py_ssize_t threshold = PyLong_AsSsize_t(arg);
-    if (threshold == -1 && PyErr_Occurred())
-        return NULL;
-    if (threshold < 0 || threshold > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fix_mmap_threshold: out of range");
-        return NULL;
-    }
-#ifdef __GLIBC__
-    return PyBool_FromLong(mallopt(M_MMAP_THRESHOLD, (int)threshold));
-#else
-    Py_RETURN_FALSE;
-#endif
-}
-
 static PyMethodDef methods[] = {
     {"recognise", recognise, METH_VARARGS,
      "recognise(text, learned, starts, lengths, samples) -> list[float] | None: the values of a body that is the "
@@ -718,9 +695,6 @@ static PyMethodDef methods[] = {
     {"number_points", number_points, METH_VARARGS,
      "number_points(series, values, starts, ends, slot) -> bytes | None: OTLP NumberDataPoints, or None to leave "
      "them to the Python code (a head not made yet, a NaN, a value that is not a float)."},
-    {"fix_mmap_threshold", fix_mmap_threshold, METH_O,
-     "fix_mmap_threshold(bytes) -> bool: glibc's mallopt(M_MMAP_THRESHOLD): blocks this large or larger are "
-     "mapped, and returned to the system when freed; False where the C library is not glibc."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bridge import __version__, secrets, sharding, speedups
+from bridge import __version__, secrets, sharding
 from bridge.config import BridgeConfig, ConfigError, load_config
 from bridge.context import Context, WindowLedger
 from bridge.telemetry import setup_logging
@@ -186,7 +186,6 @@ async def _run(config: BridgeConfig, config_path: str | None, grace: float) -> i
     from bridge.health import HealthServer, HealthState
     from bridge.pipeline import Pipeline
 
-    speedups.keep_large_blocks_mapped()
     lease_client = None
     if config.ha.enabled:  # a wrong setup stops here, before anything starts
         from bridge.ha import LeaseClient

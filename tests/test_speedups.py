@@ -7,7 +7,6 @@ extension is not built (no compiler at install time) the C side is skipped, and 
 from __future__ import annotations
 
 import math
-import os
 import struct
 from array import array
 from pathlib import Path
@@ -491,45 +490,3 @@ def test_a_memo_holds_its_values_and_lets_go_of_them() -> None:
     assert gone() is None
     with pytest.raises(TypeError):
         speedups.native.Memo(1)  # type: ignore[call-arg]
-
-
-_RETURNED_SCRIPT = """
-import re, sys
-from bridge import speedups
-
-def rss_kb():
-    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-
-if sys.argv[1] == "fixed":
-    assert speedups.keep_large_blocks_mapped()
-big = b"1" * (16 << 20)  # a first large block, freed: glibc raises its threshold to 16 MB unless it is fixed
-del big
-blocks, kept = [], []
-for _ in range(10):  # 40 MB as a scrape's buffers are: several MB each, between smaller blocks that stay
-    blocks.append(b"1" * (4 << 20))
-    kept.append(b"1" * 100_000)
-held = rss_kb()
-del blocks
-print((held - rss_kb()) // 1024)
-"""
-
-
-@native
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc (Linux)")
-def test_run_returns_freed_buffers_to_the_system() -> None:
-    """What `run` fixes: after one large block is freed, glibc serves blocks of several MB from the heap and keeps
-    them when freed; with the threshold fixed they are mapped, and freeing them lowers RSS."""
-    import subprocess
-    import sys
-
-    env = {key: value for key, value in os.environ.items() if key != "MALLOC_MMAP_THRESHOLD_"}
-    returned = {
-        mode: int(
-            subprocess.run(
-                [sys.executable, "-c", _RETURNED_SCRIPT, mode], check=True, capture_output=True, text=True, env=env
-            ).stdout
-        )
-        for mode in ("default", "fixed")
-    }
-    assert returned["fixed"] >= 35, returned  # MB given back of the 40 freed
-    assert returned["default"] < 10, returned  # glibc's moving threshold: kept in the heap
