@@ -27,7 +27,7 @@ def varint(value: int) -> bytes:
 
 def field(number: int, payload: bytes) -> bytes:
     """A length-delimited field: tag, length, payload."""
-    return varint(number << 3 | LEN) + varint(len(payload)) + payload
+    return field_head(number, len(payload)) + payload
 
 
 def field_head(number: int, size: int) -> bytes:
