@@ -32,7 +32,7 @@ from bridge.pipeline import STOP_MARGIN_SECONDS, Pipeline
 from bridge.sinks.otlp import OTLPSink
 from bridge.sources.prometheus import PrometheusSource
 from bridge.sources.schedule import MAX_SERVER_DELAY_SECONDS
-from tests.conftest import T0, run
+from tests.conftest import T0, run, wait_for
 from tests.fuzz_sources import fuzz
 from tests.servers import ExpositionServer, Response
 from tests.test_prometheus_source import make_source
@@ -129,10 +129,14 @@ def test_no_collect_failure_makes_a_source_spin(
         "sinks": {"out": {"type": "jsonl", "path": str(tmp_path / "out.jsonl")}},
     }
     process = start_cli(config, tmp_path)
-    wait_for_line(process, "running", timeout=60)
+    early = wait_for_line(process, "running", timeout=60)  # a source may fail (and log it) before this line
+    refused = ("/soon503", "/soon429", "/y99999")
+    # each source's first request, however slow the machine is to get there; then 3 s in which a spin would show
+    wait_for(lambda: all(exposition_server.requests_to(path) for path in refused), 30, "a first request each")
     time.sleep(3)
-    seconds, log = stop_cli(process, within=30)
-    for path in ("/soon503", "/soon429", "/y99999"):
+    seconds, rest = stop_cli(process, within=30)
+    log = "".join(early) + rest
+    for path in refused:
         assert 1 <= exposition_server.requests_to(path) <= 2, (path, exposition_server.requests_to(path))
         record_property("hostile", f"{path[1:]}: {exposition_server.requests_to(path)} request(s) in 3 s")
     assert exposition_server.requests_to("/utf16") + exposition_server.requests_to("/nonascii") == 0, (
