@@ -25,8 +25,8 @@ import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate, compress, repeat
-from operator import add, getitem, ne
+from itertools import accumulate, compress
+from operator import getitem, ne
 from typing import cast
 
 from bridge import speedups
@@ -542,9 +542,6 @@ def _bound(labels: Attrs, label: str) -> tuple[float | None, Attrs]:
 _cut = cast(Callable[[str, slice], str], getitem)
 #: `bytes.translate` table turning 1 into 0 and 0 into 1: `_Learned.samples` into its comment lines
 _NEGATED = bytes([1, 0]) + bytes(254)
-#: what a comment or blank line starts with, once stripped on the left
-_COMMENT_STARTS = frozenset(("", "#"))
-_FIRST = slice(1)  # a str's first character, or "" for an empty one
 #: where lines start and how long heads are: 32-bit offsets into the body
 _LONGEST_BODY = 2**32 - 1
 
@@ -595,28 +592,28 @@ class _Learner:
     def learned(self, text: str, columns: list[Columns], evictions: int) -> _Learned | None:
         """The body as a template, if every sample line can be recognised by its text before the value.
 
-        One split of the body, then C-level passes over its lines rather than a Python loop per line: a
-        sample line's head ends at its last space, and the text after it must read back as the parsed value.
+        One split of the body, then a few passes over its lines: a sample line's head ends at its last space,
+        and the text after it must read back as the parsed value.
         """
         if not self.usable or len(text) > _LONGEST_BODY:
             return None
         lines = text.split("\n")
-        firsts = map(_cut, map(str.lstrip, lines), repeat(_FIRST))
-        samples = bytes(map(_COMMENT_STARTS.__contains__, firsts)).translate(_NEGATED)
+        # per line: 1 for a sample line, 0 for a comment or blank line (empty, or `#` once stripped on the left)
+        samples = bytes([line.lstrip()[:1] not in ("", "#") for line in lines])
         sample_lines = list(compress(lines, samples))
         if len(sample_lines) != len(self.samples):
             return None
-        sample_heads = list(map(add, map(str.rfind, sample_lines, repeat(" ")), repeat(1)))
+        sample_heads = [line.rfind(" ") + 1 for line in sample_lines]  # a head ends with the line's last space
         if 0 in sample_heads:  # no space: no value to find
             return None
-        tokens = list(map(_cut, sample_lines, map(slice, sample_heads, repeat(None))))
+        tokens = [line[head:] for line, head in zip(sample_lines, sample_heads, strict=True)]
         if "_" in "".join(tokens) or not _all_same(tokens, self.samples):
             return None
         heads = iter(sample_heads)  # a sample line's head; a comment or blank line whole
         lengths = array(
             "I", [next(heads) if sample else len(line) for line, sample in zip(lines, samples, strict=True)]
         )
-        starts = array("I", accumulate(map(add, map(len, lines[:-1]), repeat(1)), initial=0))
+        starts = array("I", accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
         families = [Columns(c.plan, c.series, c.parts) for c in columns]
         return _Learned(text, starts, lengths, samples, families, evictions)
 
