@@ -29,7 +29,7 @@ from itertools import accumulate, compress
 from operator import getitem, ne
 from typing import cast
 
-from bridge import speedups
+from bridge import gcpause, speedups
 from bridge.http import excerpt
 from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality, Value
 from bridge.parser import Family, Sample, parse
@@ -180,6 +180,7 @@ class Classifier:
         return self._rule_cache[name]
 
     # -- the two ways in ---------------------------------------------------------------------
+    @gcpause.paused
     def ingest(self, text: str, window: Window, *, openmetrics: bool = False, timestamps: bool = True) -> Ingested:
         """Parse (or recognise) a scrape and classify it; the table is swept for this window."""
         self.skipped = Skipped()

@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from bridge import registry, telemetry
+from bridge import gcpause, registry, telemetry
 from bridge.context import Context
 from bridge.model import Batch
 from bridge.sinks.base import Payload, PermanentError, RetryableError, Sink
@@ -60,6 +60,7 @@ class DatadogSink(Sink):
     async def close(self) -> None:
         await self.transport.close()
 
+    @gcpause.paused
     def prepare(self, batch: Batch) -> list[Payload]:
         normalized = self.normalizer.normalize(batch)
         packed = encode.pack_samples(normalized.samples, self.config.compression, self.config.compression_level)

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from bridge import __version__, registry, telemetry
+from bridge import __version__, gcpause, registry, telemetry
 from bridge.context import Context
 from bridge.http import excerpt
 from bridge.model import Batch, Temporality
@@ -56,6 +56,7 @@ class OTLPSink(Sink):
     async def close(self) -> None:
         await self._transport.close()
 
+    @gcpause.paused
     def prepare(self, batch: Batch) -> list[Payload]:
         normalized = self._normalizer.normalize(batch)
         return [

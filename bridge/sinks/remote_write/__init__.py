@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import cramjam
 
-from bridge import registry
+from bridge import gcpause, registry
 from bridge.context import Context
 from bridge.model import Batch, Temporality
 from bridge.series.temporality import TemporalityNormalizer
@@ -68,6 +68,7 @@ class RemoteWriteSink(Sink):
     async def close(self) -> None:
         await self._transport.close()
 
+    @gcpause.paused
     def prepare(self, batch: Batch) -> list[Payload]:
         """Counters made cumulative, every sample encoded, vanished series marked stale, cut into requests."""
         delta_sourced = {metric.name for metric in batch.metrics if metric.temporality is Temporality.DELTA}
