@@ -1,9 +1,10 @@
-/* Optional C versions of three per-sample loops and of the per-series memo; bridge/speedups.py holds the
+/* Optional C versions of four per-line or per-sample loops and of the per-series memo; bridge/speedups.py holds the
  * pure-Python reference.
  *
  * recognise(text, learned, starts, lengths, samples): the values of a scrape that is the remembered body
  *   `learned` line for line, each line compared in place with its head there (bridge/sources/classify.py,
  *   Classifier._recognise and _recognised_values), or None when it is not.
+ * learn(text): a parsed body's template, what recognise compares with (classify._shape), in one pass.
  * frame_series(samples, start, stop, limit): the Datadog body framing samples[start:stop] as far as it
  *   stays within `limit` bytes (bridge/sinks/datadog/encode.py, series_fragment and _chunks_by_size).
  * number_points(series, values, starts, ends, slot): a Gauge's or Sum's OTLP data points as wire bytes from
@@ -140,6 +141,91 @@ release:
     PyBuffer_Release(&starts_view);
     PyBuffer_Release(&lengths_view);
     return values;
+}
+
+/* -- learn ----------------------------------------------------------------------------------------------- */
+
+/* What str.lstrip() strips from an ASCII text. */
+static int
+is_space(char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= '\x1c' && c <= '\x1f');
+}
+
+static PyObject *
+learn(PyObject *module, PyObject *args)
+{
+    PyObject *text;
+    if (!PyArg_ParseTuple(args, "U:learn", &text))
+        return NULL;
+    if (!PyUnicode_IS_ASCII(text)) {
+        PyErr_SetString(PyExc_ValueError, "learn: the text is not ASCII");
+        return NULL;
+    }
+    const char *data = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(text), lines = 1;
+    if (size > (Py_ssize_t)UINT_MAX) /* offsets are 32-bit */
+        Py_RETURN_NONE;
+    for (const char *at = data; (at = memchr(at, '\n', data + size - at)) != NULL; at++)
+        lines++;
+    PyObject *starts = PyBytes_FromStringAndSize(NULL, lines * (Py_ssize_t)sizeof(unsigned int));
+    PyObject *lengths = PyBytes_FromStringAndSize(NULL, lines * (Py_ssize_t)sizeof(unsigned int));
+    PyObject *samples = PyBytes_FromStringAndSize(NULL, lines);
+    PyObject *values = PyList_New(0);
+    if (starts == NULL || lengths == NULL || samples == NULL || values == NULL)
+        goto fail;
+    unsigned int *start_at = (unsigned int *)PyBytes_AS_STRING(starts);
+    unsigned int *length_at = (unsigned int *)PyBytes_AS_STRING(lengths);
+    char *is_sample = PyBytes_AS_STRING(samples);
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t i = 0; i < lines; i++) {
+        const char *newline = memchr(data + pos, '\n', size - pos);
+        Py_ssize_t end = newline != NULL ? newline - data : size, first = pos;
+        while (first < end && is_space(data[first]))
+            first++;
+        start_at[i] = (unsigned int)pos;
+        is_sample[i] = first < end && data[first] != '#';
+        if (!is_sample[i]) /* a comment or blank line: remembered whole */
+            length_at[i] = (unsigned int)(end - pos);
+        else {
+            Py_ssize_t space = end - 1; /* a head ends with the line's last space */
+            while (space >= pos && data[space] != ' ')
+                space--;
+            if (space < pos || memchr(data + space + 1, '_', end - space - 1) != NULL)
+                goto unlearnable; /* no value to find; or `1_000`, which float() takes and the parser does not */
+            length_at[i] = (unsigned int)(space + 1 - pos);
+            PyObject *value = read_float(text, data, space + 1, end);
+            if (value == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_ValueError))
+                    goto fail;
+                PyErr_Clear();
+                goto unlearnable;
+            }
+            int failed = PyList_Append(values, value);
+            Py_DECREF(value);
+            if (failed)
+                goto fail;
+        }
+        pos = end + 1;
+    }
+    PyObject *shape = PyTuple_Pack(4, starts, lengths, samples, values);
+    Py_DECREF(starts);
+    Py_DECREF(lengths);
+    Py_DECREF(samples);
+    Py_DECREF(values);
+    return shape;
+unlearnable:
+    Py_DECREF(starts);
+    Py_DECREF(lengths);
+    Py_DECREF(samples);
+    Py_DECREF(values);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(starts);
+    Py_XDECREF(lengths);
+    Py_XDECREF(samples);
+    Py_XDECREF(values);
+    return NULL;
 }
 
 /* -- frame_series ---------------------------------------------------------------------------------------- */
@@ -690,6 +776,9 @@ static PyMethodDef methods[] = {
     {"recognise", recognise, METH_VARARGS,
      "recognise(text, learned, starts, lengths, samples) -> list[float] | None: the values of a body that is the "
      "remembered one, `learned`, but for them; line i must start with learned[starts[i]:starts[i] + lengths[i]]."},
+    {"learn", learn, METH_VARARGS,
+     "learn(text) -> (starts, lengths, samples, values) | None: where each line starts and how long its head is "
+     "(32-bit offsets as bytes), which lines are samples, and each sample's value; None if a line has no value."},
     {"frame_series", frame_series, METH_VARARGS,
      "frame_series(samples, start, stop, limit) -> (bytes, int): a Datadog series body and how many it holds."},
     {"number_points", number_points, METH_VARARGS,

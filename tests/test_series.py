@@ -430,7 +430,7 @@ def _template_before(text: str, values: list[float]) -> list[tuple[str, bool]] |
             continue
         value = next(remaining, None)
         head, space, token = line.rpartition(" ")
-        if value is None or not space or "_" in token or not classify._same(token, value):
+        if value is None or not space or "_" in token or not _reads_as(token, value):
             return None
         template.append((head + space, True))
     return None if next(remaining, None) is not None else template
@@ -465,6 +465,14 @@ def test_a_body_is_learned_exactly_when_it_was_before(path: Path, data: st.DataO
     if learned is not None:
         heads = [text[start : start + length] for start, length in zip(learned.starts, learned.lengths, strict=True)]
         assert list(zip(heads, map(bool, learned.samples), strict=True)) == expected
+
+
+def _reads_as(token: str, value: float) -> bool:
+    try:
+        read = float(token)
+    except ValueError:
+        return False
+    return read == value or (read != read and value != value)
 
 
 def _nan_equal(a: object, b: object) -> bool:

@@ -123,6 +123,47 @@ def _recognised(text: str, learned: classify._Learned) -> list[float] | None:
     return expected
 
 
+#: Lines a body may hold besides its samples: blank, whitespace (str.lstrip's ASCII set), comments, no value.
+ODD_LINES = [
+    "",
+    " ",
+    "\t",
+    "\x0b",
+    "\x1c",
+    "\x1f",
+    "\r",
+    "# c",
+    "  # c",
+    "#",
+    "m 1",
+    "m  1",
+    "m 1 ",
+    "m\t1",
+    "m",
+    "m x",
+    "m 1_0",
+]
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(FIXTURE_BODIES), st.data())
+def test_learn_finds_the_shape_the_python_code_finds(path: Path, data: st.DataObject) -> None:
+    text = _with_tokens(path.read_text(), data.draw) if data.draw(st.booleans()) else path.read_text()
+    lines = text.split("\n")
+    for _ in range(data.draw(st.integers(0, 3))):
+        lines.insert(data.draw(st.integers(0, len(lines))), data.draw(st.sampled_from(ODD_LINES)))
+    text = "\n".join(lines)
+    expected = classify._shape(text)
+    got = speedups.native.learn(text) if text.isascii() else None
+    if got is None or expected is None:
+        assert got is expected
+        return
+    starts, lengths, samples, values = got
+    assert (array("I", starts), array("I", lengths), samples) == expected[:3]
+    assert repr(values) == repr(expected[3])  # repr: NaN equals NaN, -0.0 differs from 0.0
+
+
 #: A learned body: a counter family, a blank line, an unlabelled gauge, and the trailing newline.
 TEMPLATE = '# HELP a_total A.\n# TYPE a_total counter\na_total{x="1"} 1\na_total{x="22"} 2.5\n\nb 3\n'
 

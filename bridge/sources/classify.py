@@ -256,19 +256,47 @@ class Classifier:
         return Plan(family.name, _KINDS[handler], temporality, unit, family.help, service_check, rule, handler)
 
     def _columns(self, plan: Plan, family: Family, timestamps: bool, learner: _Learner | None) -> Columns:
-        """The family's samples as (series, part, value, end); each sample's line is shown to the learner."""
+        """The family's samples as (series, part, value, end); the learner sees each family's samples."""
+        samples = family.samples
+        timed = any(sample.timestamp is not None for sample in samples)
+        if plan.handler in _ONE_PART and not (timestamps and timed):
+            columns = self._one_part_columns(plan, samples)
+        else:
+            columns = self._any_columns(plan, family, timestamps)
+        if learner is not None:
+            learner.see(samples, kept=len(columns.values), timed=timed)
+        return columns
+
+    def _one_part_columns(self, plan: Plan, samples: list[Sample]) -> Columns:
+        """`_any_columns` for the usual family (a sample is its series' one value, or a counter's `_created`):
+        one pass with the family's members at hand, since a first scrape interns every sample here."""
+        name, handler = plan.name, plan.handler
+        created = name + "_created"
+        if handler == "plain":
+            kept = [s for s in samples if s.name == name]
+        elif handler == "delta":
+            kept = [s for s in samples if s.name != created]
+        else:
+            kept = samples
+        parts: list[Part] = (
+            [("_created" if s.name == created else None) for s in kept] if handler == "counter" else [None] * len(kept)
+        )
+        known = self.table.members(name).get
+        intern = self._intern
+        series = [known(s.labels) or intern(plan, s.labels) for s in kept]
+        return Columns(plan, series, parts, [s.value for s in kept])
+
+    def _any_columns(self, plan: Plan, family: Family, timestamps: bool) -> Columns:
         columns = Columns(plan)
         for sample in family.samples:
             placed = self._part(plan, family.name, sample)
+            if placed is None:
+                continue
             end = None
-            if placed is not None and timestamps and sample.timestamp is not None:
+            if timestamps and sample.timestamp is not None:
                 end = to_ns(sample.timestamp)
                 if end is None:
                     end = _BAD_TIME  # judged by the assembly: a plain point is skipped, a bucket's time unused
-            if learner is not None:
-                learner.see(sample, placed)
-            if placed is None:
-                continue
             series, part = placed
             columns.series.append(series)
             columns.parts.append(part)
@@ -434,6 +462,9 @@ class Classifier:
 #: An end time no backend can represent: the sample is skipped (and counted) if its time is used.
 _BAD_TIME = -1
 
+#: Handlers whose samples are each one series' value (a counter's `_created` aside): `_one_part_columns`.
+_ONE_PART = ("plain", "delta", "counter")
+
 _HANDLERS = {
     "gauge": "plain",
     "untyped": "plain",
@@ -585,53 +616,60 @@ class _Learner:
         self.samples: list[float] = []
         self.usable = True
 
-    def see(self, sample: Sample, placed: tuple[Series, Part] | None) -> None:
-        if placed is None or sample.timestamp is not None:
+    def see(self, samples: list[Sample], *, kept: int, timed: bool) -> None:
+        """A family's samples, of which `kept` were classified; `timed` if any had its own time."""
+        if kept != len(samples) or timed:
             self.usable = False  # a left-out or timed sample: this shape is always parsed
-        self.samples.append(sample.value)
+        self.samples += [sample.value for sample in samples]
 
     def learned(self, text: str, columns: list[Columns], evictions: int) -> _Learned | None:
-        """The body as a template, if every sample line can be recognised by its text before the value.
-
-        One split of the body, then a few passes over its lines: a sample line's head ends at its last space,
-        and the text after it must read back as the parsed value.
-        """
+        """The body as a template, if every sample line can be recognised by its text before the value
+        and that text's value reads back as the parsed one."""
         if not self.usable or len(text) > _LONGEST_BODY:
             return None
-        lines = text.split("\n")
-        # per line: 1 for a sample line, 0 for a comment or blank line (empty, or `#` once stripped on the left)
-        samples = bytes([line.lstrip()[:1] not in ("", "#") for line in lines])
-        sample_lines = list(compress(lines, samples))
-        if len(sample_lines) != len(self.samples):
+        if speedups.native is not None and text.isascii():
+            found = speedups.native.learn(text)
+            shape = None if found is None else (array("I", found[0]), array("I", found[1]), *found[2:])
+        else:
+            shape = _shape(text)
+        if shape is None:
             return None
-        sample_heads = [line.rfind(" ") + 1 for line in sample_lines]  # a head ends with the line's last space
-        if 0 in sample_heads:  # no space: no value to find
+        starts, lengths, samples, values = shape
+        if len(values) != len(self.samples) or not _all_same(values, self.samples):
             return None
-        tokens = [line[head:] for line, head in zip(sample_lines, sample_heads, strict=True)]
-        if "_" in "".join(tokens) or not _all_same(tokens, self.samples):
-            return None
-        heads = iter(sample_heads)  # a sample line's head; a comment or blank line whole
-        lengths = array(
-            "I", [next(heads) if sample else len(line) for line, sample in zip(lines, samples, strict=True)]
-        )
-        starts = array("I", accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
         families = [Columns(c.plan, c.series, c.parts) for c in columns]
         return _Learned(text, starts, lengths, samples, families, evictions)
 
 
-def _all_same(tokens: list[str], values: list[float]) -> bool:
-    """Whether each value text reads back as its parsed value; all at once in the usual case (no NaN)."""
+def _shape(text: str) -> tuple[array[int], array[int], bytes, list[float]] | None:
+    """Where each line starts and how long its head is, which lines are samples, each sample's value: the
+    reference for `_speedups.learn`. One split of the body, then a few passes over its lines: a sample
+    line's head ends at its last space, and the text after it is its value. None if a value is not one.
+    """
+    lines = text.split("\n")
+    # per line: 1 for a sample line, 0 for a comment or blank line (empty, or `#` once stripped on the left)
+    samples = bytes([line.lstrip()[:1] not in ("", "#") for line in lines])
+    sample_lines = list(compress(lines, samples))
+    sample_heads = [line.rfind(" ") + 1 for line in sample_lines]  # a head ends with the line's last space
+    if 0 in sample_heads:  # no space: no value to find
+        return None
+    tokens = [line[head:] for line, head in zip(sample_lines, sample_heads, strict=True)]
+    if "_" in "".join(tokens):  # float() takes `1_000`, the parser does not
+        return None
     try:
-        if list(map(float, tokens)) == values:
-            return True
+        values = list(map(float, tokens))
     except ValueError:
-        return False
-    return all(map(_same, tokens, values))
+        return None
+    heads = iter(sample_heads)  # a sample line's head; a comment or blank line whole
+    lengths = array("I", [next(heads) if sample else len(line) for line, sample in zip(lines, samples, strict=True)])
+    starts = array("I", accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+    return starts, lengths, samples, values
 
 
-def _same(token: str, value: float) -> bool:
-    try:
-        parsed = float(token)
-    except ValueError:
-        return False
-    return parsed == value or (parsed != parsed and value != value)
+def _all_same(read: list[float], parsed: list[float]) -> bool:
+    """Whether each value read from the text is the parsed one; all at once in the usual case (no NaN)."""
+    return read == parsed or all(map(_same, read, parsed))
+
+
+def _same(read: float, parsed: float) -> bool:
+    return read == parsed or (read != read and parsed != parsed)
