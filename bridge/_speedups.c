@@ -1,9 +1,11 @@
-/* Optional C versions of four per-line or per-sample loops and of the per-series memo; bridge/speedups.py holds the
+/* Optional C versions of five per-line or per-sample loops and of the per-series memo; bridge/speedups.py holds the
  * pure-Python reference.
  *
  * recognise(text, learned, starts, lengths, samples): the values of a scrape that is the remembered body
  *   `learned` line for line, each line compared in place with its head there (bridge/sources/classify.py,
  *   Classifier._recognise and _recognised_values), or None when it is not.
+ * sample_run(lines, index, names, cache, allowed, samples, Sample): a run of usual 0.0.4 sample lines, as
+ *   bridge/parser.py's _parse_text reads them; it stops at any other line, which the parser then takes.
  * learn(text): a parsed body's template, what recognise compares with (classify._shape), in one pass.
  * frame_series(samples, start, stop, limit): the Datadog body framing samples[start:stop] as far as it
  *   stays within `limit` bytes (bridge/sinks/datadog/encode.py, series_fragment and _chunks_by_size).
@@ -143,14 +145,128 @@ release:
     return values;
 }
 
-/* -- learn ----------------------------------------------------------------------------------------------- */
-
-/* What str.lstrip() strips from an ASCII text. */
+/* What str.strip() and str.split() take for whitespace in from an ASCII text. */
 static int
 is_space(char c)
 {
     return c == ' ' || (c >= '\t' && c <= '\r') || (c >= '\x1c' && c <= '\x1f');
 }
+
+/* -- sample_run ------------------------------------------------------------------------------------------ */
+
+/* `text[start:end]` of an ASCII str as a new str. */
+static PyObject *
+ascii_slice(const char *data, Py_ssize_t start, Py_ssize_t end)
+{
+    return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, data + start, end - start);
+}
+
+/* A dict's value for text[start:end]; borrowed, NULL without an error when absent. */
+static PyObject *
+lookup_slice(PyObject *dict, const char *data, Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *key = ascii_slice(data, start, end);
+    if (key == NULL)
+        return NULL;
+    PyObject *found = PyDict_GetItemWithError(dict, key);
+    Py_DECREF(key);
+    return found;
+}
+
+/* One usual 0.0.4 sample line (a name and a label text the parse has met, one value) as a Sample; NULL
+ * without an error for any other line, which the Python code then takes. */
+static PyObject *
+usual_sample(PyObject *line, PyObject *names, PyObject *cache, PyObject *allowed, PyObject *sample_type)
+{
+    const char *data = (const char *)PyUnicode_DATA(line);
+    Py_ssize_t first = 0, last = PyUnicode_GET_LENGTH(line);
+    while (first < last && is_space(data[first]))
+        first++;
+    while (last > first && is_space(data[last - 1]))
+        last--;
+    const char *brace = memchr(data + first, '{', last - first);
+    Py_ssize_t name_end, rest;
+    PyObject *labels;
+    if (brace == NULL) { /* `name value`: the name is the first token */
+        name_end = first;
+        while (name_end < last && !is_space(data[name_end]))
+            name_end++;
+        labels = PyTuple_New(0); /* the empty tuple, a singleton */
+        rest = name_end;
+    }
+    else {
+        name_end = brace - data;
+        const char *close = memchr(brace, '}', data + last - brace);
+        if (close == NULL)
+            return NULL;
+        labels = lookup_slice(cache, data, name_end + 1, close - data);
+        if (labels == NULL)
+            return NULL;
+        Py_INCREF(labels);
+        rest = close - data + 1;
+    }
+    PyObject *name = lookup_slice(names, data, first, name_end), *sample = NULL;
+    if (name == NULL)
+        goto done;
+    Py_ssize_t start = rest, end;
+    while (start < last && is_space(data[start]))
+        start++;
+    for (end = start; end < last && !is_space(data[end]);)
+        end++;
+    if (start == end || end != last || memchr(data + start, '_', end - start) != NULL)
+        goto done; /* no value, a timestamp too, or `1_000`: the Python code says what it is */
+    int member = PySequence_Contains(allowed, name);
+    if (member != 1) /* 0: another family's sample, which the Python code starts */
+        goto done;
+    PyObject *value = read_float(line, data, start, end);
+    if (value == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError))
+            PyErr_Clear();
+        goto done;
+    }
+    PyObject *args[] = {name, labels, value, Py_None};
+    sample = PyObject_Vectorcall(sample_type, args, 4, NULL);
+    Py_DECREF(value);
+done:
+    Py_DECREF(labels);
+    return sample;
+}
+
+static PyObject *
+sample_run(PyObject *module, PyObject *args)
+{
+    PyObject *lines, *names, *cache, *allowed, *samples, *sample_type;
+    Py_ssize_t index;
+    if (!PyArg_ParseTuple(args, "O!nO!O!O!O!O:sample_run", &PyList_Type, &lines, &index, &PyDict_Type, &names,
+                          &PyDict_Type, &cache, &PyTuple_Type, &allowed, &PyList_Type, &samples, &sample_type))
+        return NULL;
+    for (; index >= 0 && index < PyList_GET_SIZE(lines); index++) {
+        PyObject *line = PyList_GET_ITEM(lines, index);
+        if (!PyUnicode_CheckExact(line) || !PyUnicode_IS_ASCII(line))
+            break;
+        const char *data = (const char *)PyUnicode_DATA(line);
+        Py_ssize_t size = PyUnicode_GET_LENGTH(line), first = 0;
+        while (first < size && is_space(data[first]))
+            first++;
+        if (first == size) /* a blank line */
+            continue;
+        if (data[first] == '#')
+            break;
+        PyObject *sample = usual_sample(line, names, cache, allowed, sample_type);
+        if (sample == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            break;
+        }
+        int failed = PyList_Append(samples, sample);
+        Py_DECREF(sample);
+        if (failed)
+            return NULL;
+    }
+    return PyLong_FromSsize_t(index);
+}
+
+/* -- learn ----------------------------------------------------------------------------------------------- */
 
 static PyObject *
 learn(PyObject *module, PyObject *args)
@@ -776,6 +892,9 @@ static PyMethodDef methods[] = {
     {"recognise", recognise, METH_VARARGS,
      "recognise(text, learned, starts, lengths, samples) -> list[float] | None: the values of a body that is the "
      "remembered one, `learned`, but for them; line i must start with learned[starts[i]:starts[i] + lengths[i]]."},
+    {"sample_run", sample_run, METH_VARARGS,
+     "sample_run(lines, index, names, cache, allowed, samples, Sample) -> int: appends the usual sample lines from "
+     "lines[index] on as the parser would, and returns the index of the first line it leaves to the parser."},
     {"learn", learn, METH_VARARGS,
      "learn(text) -> (starts, lengths, samples, values) | None: where each line starts and how long its head is "
      "(32-bit offsets as bytes), which lines are samples, and each sample's value; None if a line has no value."},

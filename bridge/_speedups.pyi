@@ -3,12 +3,23 @@
 from array import array
 from typing import Any
 
-from bridge.model import Series
+from bridge.model import Attrs, Series
+from bridge.parser import Sample as ParsedSample
 from bridge.sinks.datadog.normalize import Sample
 
 def recognise(
     text: str, learned: str, starts: array[int], lengths: array[int], samples: bytes, /
 ) -> list[float] | None: ...
+def sample_run(
+    lines: list[str],
+    index: int,
+    names: dict[str, str],
+    cache: dict[str, Attrs],
+    allowed: tuple[str, ...],
+    samples: list[ParsedSample],
+    sample_type: type[ParsedSample],
+    /,
+) -> int: ...
 def learn(text: str, /) -> tuple[bytes, bytes, bytes, list[float]] | None: ...
 def frame_series(samples: list[Sample], start: int, stop: int, limit: int, /) -> tuple[bytes, int]: ...
 def number_points(

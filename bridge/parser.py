@@ -31,6 +31,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from bridge import speedups
 from bridge.model import Attrs
 
 
@@ -270,7 +271,17 @@ def _parse_text(text: str) -> ParseResult:
     samples: list[Sample] = []
     allowed: tuple[str, ...] = ()
 
-    for lineno, raw in enumerate(text.split("\n"), 1):
+    lines = text.split("\n")
+    run = speedups.native.sample_run if speedups.native is not None else None
+    index = 0
+    while index < len(lines):
+        if run is not None:  # the usual sample lines in C, up to the next line that needs this code
+            index = run(lines, index, names, cache, allowed, samples, Sample)
+            if index == len(lines):
+                break
+        raw = lines[index]
+        index += 1
+        lineno = index
         line = raw.strip()
         if not line:
             continue

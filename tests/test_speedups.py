@@ -15,13 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import speedups
+from bridge import parser, speedups
 from bridge.model import Batch, Kind, Metric, Point, Temporality
 from bridge.sinks.datadog import encode
 from bridge.sinks.otlp.encode import RequestEncoder
 from bridge.sources import classify
 from bridge.sources.classify import Classifier, Window
 from tests.conftest import T0
+from tests.test_parser import BAD_TEXT_LINES, _exposition_chars, text_exposition
 from tests.test_series import CEREBRAS_RULES, FIXTURE_BODIES, _varied
 
 NOT_BUILT = "bridge._speedups is not built here (no C compiler at install, or METRICS_BRIDGE_NO_SPEEDUPS): Python only"
@@ -143,6 +144,43 @@ ODD_LINES = [
     "m x",
     "m 1_0",
 ]
+
+
+def _parsed(text: str, native_on: bool) -> str:
+    """The whole parse, NaN-safe (repr), with or without the C extension's sample runs."""
+    saved = speedups.native
+    speedups.native = saved if native_on else None  # type: ignore[assignment]
+    try:
+        return repr(parser.parse(text))
+    finally:
+        speedups.native = saved  # type: ignore[assignment]
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(
+    text_exposition(),
+    st.lists(st.tuples(st.integers(0, 50), st.sampled_from([*BAD_TEXT_LINES, *ODD_LINES])), max_size=5),
+    st.integers(1, 3),
+)
+def test_sample_runs_parse_as_the_python_code_does(
+    exposition: tuple[list[str], str], odd: list[tuple[int, str]], repeats: int
+) -> None:
+    """Bad, odd and repeated lines among valid ones (a repeat finds its name and label text known)."""
+    lines, newline = exposition
+    lines = lines * repeats
+    for position, line in odd:
+        lines.insert(position % (len(lines) + 1), line)
+    text = newline.join(lines)
+    assert _parsed(text, native_on=True) == _parsed(text, native_on=False)
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(st.text(_exposition_chars, max_size=120) | st.sampled_from(FIXTURE_BODIES).map(Path.read_text))
+def test_sample_runs_read_any_text_as_the_python_code_does(text: str) -> None:
+    text = text + "\n" + text  # the second time round, names and label texts are known
+    assert _parsed(text, native_on=True) == _parsed(text, native_on=False)
 
 
 @native
