@@ -281,9 +281,8 @@ class Classifier:
         parts: list[Part] = (
             [("_created" if s.name == created else None) for s in kept] if handler == "counter" else [None] * len(kept)
         )
-        known = self.table.members(name).get
-        intern = self._intern
-        series = [known(s.labels) or intern(plan, s.labels) for s in kept]
+        known, new = self.table.members(name).get, self._new_series
+        series = [known(s.labels) or new(plan, s.labels) for s in kept]
         return Columns(plan, series, parts, [s.value for s in kept])
 
     def _any_columns(self, plan: Plan, family: Family, timestamps: bool) -> Columns:
@@ -330,9 +329,10 @@ class Classifier:
         return self._intern(plan, labels), bound
 
     def _intern(self, plan: Plan, labels: Attrs) -> Series:
-        series = self.table.get(plan.name, labels)
-        if series is not None:
-            return series
+        return self.table.get(plan.name, labels) or self._new_series(plan, labels)
+
+    def _new_series(self, plan: Plan, labels: Attrs) -> Series:
+        """The entry of a series not in the table yet: its labels renamed and lifted as the rule and source say."""
         renamed = plan.rule.statistic_labels if plan.rule else ()
         lifting = self.resource_labels
         if not renamed and (not lifting or lifting.isdisjoint([key for key, _ in labels])):

@@ -27,7 +27,7 @@ import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
@@ -35,7 +35,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from bridge import speedups
-from bridge.model import Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality
+from bridge.model import Attrs, Batch, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality
 from bridge.protowire import LEN, VARINT, field, field_head, string_fields, varint
 from bridge.series import new_slot
 from bridge.sinks.otlp.config import AttributeValue
@@ -146,13 +146,10 @@ class RequestEncoder:
         """
         slot = self._number_slot
         if speedups.native is not None:
-            written = speedups.native.number_points(
-                metric.series,
-                metric.values,  # type: ignore[arg-type]  # a gauge's or sum's values are floats
-                metric.starts,
-                metric.ends,
-                slot,
-            )
+            values = cast(list[float], metric.values)  # a gauge's or sum's values are floats
+            written = speedups.native.number_points(metric.series, values, metric.starts, metric.ends, slot)
+            if written is None and _frame_new(metric.series, slot):  # series seen first: framed, then in C
+                written = speedups.native.number_points(metric.series, values, metric.starts, metric.ends, slot)
             if written is not None:
                 return written
         pack = _NUMBER_TIMES_AND_VALUE.pack
@@ -209,6 +206,14 @@ def _key_value(field_number: int, key: str, value: str) -> bytes:
     does, an empty string value is kept (it is a oneof member)."""
     encoded_key = field(1, key.encode()) if key else b""
     return field(field_number, encoded_key + field(2, field(1, value.encode())))
+
+
+def _frame_new(series: list[Series], slot: int) -> bool:
+    """Frame the point head of each series that has none yet; whether there was one."""
+    new = [s for s in series if s.memo.get(slot) is None]
+    for each in new:
+        each.memo[slot] = _framed_number_point(each.attributes)
+    return bool(new)
 
 
 @lru_cache(maxsize=65_536)  # one object for every series with these attributes (an endpoint's in every family)
