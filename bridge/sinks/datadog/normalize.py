@@ -195,12 +195,16 @@ class _Plan:
         """The encoded identity of one Datadog series of this entry (`part`: "" for the metric itself): its
         tags' piece shared with every series of the same labels, its name's with every series of the metric."""
         suffix, _, tail = _tagging(entry.attributes, extra, self.tags, self.suffix_statistic, self.host)
+        return self.prefix(part, suffix, metric_type, unit), tail
+
+    def prefix(self, part: str, suffix: str, metric_type: int, unit: str) -> str:
+        """A head's first piece: the name, type and unit of one Datadog metric of this plan."""
         key = (part, suffix, metric_type, unit)
         prefix = self.prefixes.get(key)
         if prefix is None:
             name = (f"{self.name}.{part}" if part else self.name) + suffix
             prefix = self.prefixes[key] = encode.series_prefix(encode.metric_name(name), metric_type, unit)
-        return prefix, tail
+        return prefix
 
     def main(self, entry: Entry, metric_type: int) -> Parts:
         """The entry's Parts, its own head made if new."""
@@ -213,6 +217,23 @@ class _Plan:
         """The head of a series that needs nothing else (a gauge, a per-window count), kept as the memo itself."""
         head = entry.memo[self.slot] = self.head(entry, "", metric_type, self.unit)
         return head
+
+    def only_heads(self, entries: list[Entry], metric_type: int) -> list[Head]:
+        """`only_head` of every entry that has none yet (a first scrape's whole metric), with a prefix per
+        statistic suffix looked up once rather than per series."""
+        slot, unit, tags, suffix_statistic, host = self.slot, self.unit, self.tags, self.suffix_statistic, self.host
+        prefixes: dict[str, str] = {}
+        heads = []
+        for entry in entries:
+            head = entry.memo.get(slot)
+            if head is None:
+                suffix, _, tail = _tagging(entry.attributes, (), tags, suffix_statistic, host)
+                prefix = prefixes.get(suffix)
+                if prefix is None:
+                    prefix = prefixes[suffix] = self.prefix("", suffix, metric_type, unit)
+                head = entry.memo[slot] = (prefix, tail)
+            heads.append(head)
+        return heads
 
     def part(
         self, parts: Parts, entry: Entry, key: Any, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()
@@ -336,11 +357,11 @@ class Normalizer:
         The usual metric (one window for all its points, all finite) is appended in one `extend` of zipped
         columns; any other goes point by point.
         """
-        slot, only_head, samples = plan.slot, plan.only_head, run.out.samples
+        slot, samples = plan.slot, run.out.samples
         entries, values, starts = metric.series, metric.values, metric.starts
         heads: list[Head | None] = [entry.memo.get(slot) for entry in entries]
         if not all(heads):  # new series: their heads made once
-            heads = [head or only_head(entry, encode.GAUGE) for head, entry in zip(heads, entries, strict=True)]
+            heads = list(plan.only_heads(entries, encode.GAUGE))
         count = len(heads)
         at = starts[0] if starts else 0
         if (
