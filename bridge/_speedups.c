@@ -12,6 +12,8 @@
  * number_points(series, values, starts, ends, slot): a Gauge's or Sum's OTLP data points as wire bytes from
  *   each series' framed attributes (bridge/sinks/otlp/encode.py, RequestEncoder._number_points).
  * Memo: a series' memo (bridge/series/table.py), the dict methods its consumers use in a quarter of the memory.
+ * Series and intern_keys(members, family, keys): the series table's entry, and a family's entries looked up
+ *   or made in one loop (bridge/series/table.py, Series and SeriesTable.intern_all).
  *
  * Each gives exactly what the Python code gives (tests/test_speedups.py runs the two on the same inputs):
  * a float is read by the same CPython routine float() uses, and written by the one repr() uses.
@@ -19,6 +21,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <math.h>
 #include <string.h>
 
@@ -638,12 +641,8 @@ memo_delete(Memo *memo, Py_ssize_t i)
 }
 
 static PyObject *
-memo_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+memo_create(PyTypeObject *type)
 {
-    if ((kwargs != NULL && PyDict_GET_SIZE(kwargs)) || PyTuple_GET_SIZE(args)) {
-        PyErr_SetString(PyExc_TypeError, "Memo() takes no arguments");
-        return NULL;
-    }
     Memo *memo = PyObject_GC_New(Memo, type);
     if (memo == NULL)
         return NULL;
@@ -651,6 +650,16 @@ memo_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     memo->pairs = NULL;
     PyObject_GC_Track(memo);
     return (PyObject *)memo;
+}
+
+static PyObject *
+memo_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    if ((kwargs != NULL && PyDict_GET_SIZE(kwargs)) || PyTuple_GET_SIZE(args)) {
+        PyErr_SetString(PyExc_TypeError, "Memo() takes no arguments");
+        return NULL;
+    }
+    return memo_create(type);
 }
 
 static int
@@ -795,6 +804,170 @@ static PyTypeObject MemoType = {
     .tp_as_mapping = &memo_mapping,
 };
 
+/* -- Series ---------------------------------------------------------------------------------------------- */
+
+/* A series of the series table (bridge/series/table.py, whose Python class is the reference): the same eight
+ * attributes, made without running Python code, so a first scrape's 100k entries cost what a dict insert does. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *attributes, *family, *key, *last, *lifted, *members, *memo, *seen_ns;
+} Series;
+
+static PyTypeObject SeriesType;
+static PyObject *ZERO; /* 0, the seen_ns of a series never observed */
+
+/* A new Series; `members` NULL for a family table of its own. */
+static PyObject *
+series_create(PyObject *family, PyObject *key, PyObject *attributes, PyObject *lifted, PyObject *members)
+{
+    PyObject *memo = memo_create(&MemoType);
+    PyObject *own = members == NULL ? PyDict_New() : Py_NewRef(members);
+    Series *series = memo != NULL && own != NULL ? PyObject_GC_New(Series, &SeriesType) : NULL;
+    if (series == NULL) {
+        Py_XDECREF(memo);
+        Py_XDECREF(own);
+        return NULL;
+    }
+    series->family = Py_NewRef(family);
+    series->key = Py_NewRef(key);
+    series->attributes = Py_NewRef(attributes);
+    series->lifted = Py_NewRef(lifted);
+    series->seen_ns = Py_NewRef(ZERO);
+    series->last = Py_NewRef(Py_None);
+    series->memo = memo;
+    series->members = own;
+    PyObject_GC_Track(series);
+    return (PyObject *)series;
+}
+
+static PyObject *
+series_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"family", "key", "attributes", "lifted", "members", NULL};
+    PyObject *family, *key, *attributes, *lifted = NULL, *members = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:Series", keywords, &family, &key, &attributes, &lifted,
+                                     &members))
+        return NULL;
+    PyObject *empty = lifted == NULL ? PyTuple_New(0) : Py_NewRef(lifted);
+    if (empty == NULL)
+        return NULL;
+    PyObject *series = series_create(family, key, attributes, empty, members == Py_None ? NULL : members);
+    Py_DECREF(empty);
+    return series;
+}
+
+static int
+series_traverse(Series *series, visitproc visit, void *arg)
+{
+    Py_VISIT(series->attributes);
+    Py_VISIT(series->family);
+    Py_VISIT(series->key);
+    Py_VISIT(series->last);
+    Py_VISIT(series->lifted);
+    Py_VISIT(series->members);
+    Py_VISIT(series->memo);
+    Py_VISIT(series->seen_ns);
+    return 0;
+}
+
+static int
+series_clear(Series *series)
+{
+    Py_CLEAR(series->attributes);
+    Py_CLEAR(series->family);
+    Py_CLEAR(series->key);
+    Py_CLEAR(series->last);
+    Py_CLEAR(series->lifted);
+    Py_CLEAR(series->members);
+    Py_CLEAR(series->memo);
+    Py_CLEAR(series->seen_ns);
+    return 0;
+}
+
+static void
+series_dealloc(Series *series)
+{
+    PyObject_GC_UnTrack(series);
+    Py_TRASHCAN_BEGIN(series, series_dealloc)
+    series_clear(series);
+    PyObject_GC_Del(series);
+    Py_TRASHCAN_END
+}
+
+static PyObject *
+series_repr(Series *series)
+{
+    if (series->family == NULL || series->attributes == NULL)
+        return PyUnicode_FromString("Series(<cleared>)");
+    return PyUnicode_FromFormat("Series(%R, %R)", series->family, series->attributes);
+}
+
+static PyMemberDef series_members[] = {
+    {"attributes", T_OBJECT_EX, offsetof(Series, attributes), 0, NULL},
+    {"family", T_OBJECT_EX, offsetof(Series, family), 0, NULL},
+    {"key", T_OBJECT_EX, offsetof(Series, key), 0, NULL},
+    {"last", T_OBJECT_EX, offsetof(Series, last), 0, NULL},
+    {"lifted", T_OBJECT_EX, offsetof(Series, lifted), 0, NULL},
+    {"members", T_OBJECT_EX, offsetof(Series, members), 0, NULL},
+    {"memo", T_OBJECT_EX, offsetof(Series, memo), 0, NULL},
+    {"seen_ns", T_OBJECT_EX, offsetof(Series, seen_ns), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject SeriesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bridge._speedups.Series",
+    .tp_doc = "Series(family, key, attributes, lifted=(), members=None): one series of the series table.",
+    .tp_basicsize = sizeof(Series),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = series_new,
+    .tp_dealloc = (destructor)series_dealloc,
+    .tp_traverse = (traverseproc)series_traverse,
+    .tp_clear = (inquiry)series_clear,
+    .tp_repr = (reprfunc)series_repr,
+    .tp_members = series_members,
+};
+
+/* intern_keys(members, family, keys): each key's series in `members`, a new one (its key as its attributes,
+ * nothing lifted) added for each key not there; SeriesTable.intern_all is the Python reference. */
+static PyObject *
+intern_keys(PyObject *module, PyObject *args)
+{
+    PyObject *members, *family, *keys;
+    if (!PyArg_ParseTuple(args, "O!UO!:intern_keys", &PyDict_Type, &members, &family, &PyList_Type, &keys))
+        return NULL;
+    PyObject *nothing_lifted = PyTuple_New(0);
+    PyObject *found = nothing_lifted == NULL ? NULL : PyList_New(PyList_GET_SIZE(keys));
+    if (found == NULL) {
+        Py_XDECREF(nothing_lifted);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        PyObject *series = PyDict_GetItemWithError(members, key);
+        if (series != NULL)
+            Py_INCREF(series);
+        else if (PyErr_Occurred())
+            goto fail;
+        else {
+            series = series_create(family, key, key, nothing_lifted, members);
+            if (series == NULL)
+                goto fail;
+            if (PyDict_SetItem(members, key, series) < 0) {
+                Py_DECREF(series);
+                goto fail;
+            }
+        }
+        PyList_SET_ITEM(found, i, series);
+    }
+    Py_DECREF(nothing_lifted);
+    return found;
+fail:
+    Py_DECREF(nothing_lifted);
+    Py_DECREF(found); /* items not set yet are NULL, which list_dealloc skips */
+    return NULL;
+}
+
 /* -- number_points --------------------------------------------------------------------------------------- */
 
 static PyObject *MEMO; /* "memo", interned */
@@ -895,6 +1068,8 @@ static PyMethodDef methods[] = {
     {"sample_run", sample_run, METH_VARARGS,
      "sample_run(lines, index, names, cache, allowed, samples, Sample) -> int: appends the usual sample lines from "
      "lines[index] on as the parser would, and returns the index of the first line it leaves to the parser."},
+    {"intern_keys", intern_keys, METH_VARARGS,
+     "intern_keys(members, family, keys) -> list[Series]: each key's series in members, new ones added."},
     {"learn", learn, METH_VARARGS,
      "learn(text) -> (starts, lengths, samples, values) | None: where each line starts and how long its head is "
      "(32-bit offsets as bytes), which lines are samples, and each sample's value; None if a line has no value."},
@@ -912,12 +1087,14 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     MEMO = PyUnicode_InternFromString("memo");
-    if (MEMO == NULL || PyType_Ready(&MemoType) < 0)
+    ZERO = PyLong_FromLong(0);
+    if (MEMO == NULL || ZERO == NULL || PyType_Ready(&MemoType) < 0 || PyType_Ready(&SeriesType) < 0)
         return NULL;
     PyObject *created = PyModule_Create(&module);
     if (created == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(created, "Memo", (PyObject *)&MemoType) < 0) {
+    if (PyModule_AddObjectRef(created, "Memo", (PyObject *)&MemoType) < 0 ||
+        PyModule_AddObjectRef(created, "Series", (PyObject *)&SeriesType) < 0) {
         Py_DECREF(created);
         return NULL;
     }

@@ -1,10 +1,12 @@
 """Type stub of the optional C extension bridge/_speedups.c (see bridge/speedups.py)."""
 
 from array import array
+from collections.abc import Hashable
 from typing import Any
 
-from bridge.model import Attrs, Series
+from bridge.model import Attrs
 from bridge.parser import Sample as ParsedSample
+from bridge.series.table import Series as Series  # re-exported: the C type has the Python class's attributes
 from bridge.sinks.datadog.normalize import Sample
 
 def recognise(
@@ -20,6 +22,7 @@ def sample_run(
     sample_type: type[ParsedSample],
     /,
 ) -> int: ...
+def intern_keys(members: dict[Hashable, Series], family: str, keys: list[Attrs], /) -> list[Series]: ...
 def learn(text: str, /) -> tuple[bytes, bytes, bytes, list[float]] | None: ...
 def frame_series(samples: list[Sample], start: int, stop: int, limit: int, /) -> tuple[bytes, int]: ...
 def number_points(

@@ -10,6 +10,7 @@ import math
 import struct
 from array import array
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -569,3 +570,89 @@ def test_a_memo_holds_its_values_and_lets_go_of_them() -> None:
     assert gone() is None
     with pytest.raises(TypeError):
         speedups.native.Memo(1)  # type: ignore[call-arg]
+
+
+# -- Series and intern_keys ------------------------------------------------------------------------------------------
+
+
+def _fields(series: object) -> tuple[object, ...]:
+    """What a series holds, comparable across the two classes (its memo by length, its family by keys)."""
+    s = cast(Any, series)
+    return (s.family, s.key, s.attributes, s.lifted, s.seen_ns, s.last, len(s.memo), list(s.members), repr(s))
+
+
+@native
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("f", (("a", "1"),), (("a", "1"),)), {}),
+        (("f", "key", (("statistic", "p50"),), (("org", "o"),)), {}),
+        (("f", ("unlifted", "org", "k"), ()), {"lifted": (), "members": {"x": 1}}),
+        ((), {"family": "f", "key": "k", "attributes": ()}),
+    ],
+)
+def test_a_c_series_is_made_as_the_python_one(args: tuple[object, ...], kwargs: dict[str, Any]) -> None:
+    from bridge.series.table import PythonSeries, Series
+
+    assert speedups.native is not None and Series is speedups.native.Series
+    made, reference = Series(*args, **kwargs), PythonSeries(*args, **kwargs)
+    assert _fields(made) == _fields(reference)
+    assert type(made.memo) is speedups.native.Memo
+    if "members" not in kwargs:  # a family table of its own, not shared with any other series
+        assert made.members == {} and made.members is not Series(*args, **kwargs).members
+    made.seen_ns, made.last, made.attributes = 5, "state", (("b", "2"),)
+    assert (made.seen_ns, made.last, made.attributes) == (5, "state", (("b", "2"),))
+    for series in (made, reference):
+        with pytest.raises(AttributeError):
+            series.other = 1  # type: ignore[attr-defined]  # no __dict__: slots only, as the Python class
+    with pytest.raises(TypeError):
+        Series("f")  # type: ignore[call-arg]
+
+
+@native
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=6), max_size=4))
+def test_interning_a_family_in_c_finds_and_adds_what_the_python_code_does(batches: list[list[str]]) -> None:
+    from bridge.series.table import SeriesTable
+
+    c_table, python_table = SeriesTable("c"), SeriesTable("python")
+    seen: set[str] = set()
+    for labels in batches:
+        seen.update(labels)
+        keys = [(("k", label),) for label in labels]
+        made = c_table.intern_all("f", keys)
+        saved = speedups.native
+        speedups.native = None  # type: ignore[assignment]
+        try:
+            expected = python_table.intern_all("f", keys)
+        finally:
+            speedups.native = saved  # type: ignore[assignment]
+        assert [_fields(s) for s in made] == [_fields(s) for s in expected]
+        assert [c_table.get("f", k) for k in keys] == made  # the same entries, found again
+        assert len(c_table) == len(python_table) == len(seen)
+
+
+@native
+def test_interned_series_and_their_family_are_let_go() -> None:
+    import gc
+    import sys
+    import weakref
+
+    from bridge.series.table import SeriesTable
+
+    key = (("k", "v"),)
+    count = sys.getrefcount(key)
+    table = SeriesTable("t")
+    [series] = table.intern_all("f", [key])
+    assert series.members is table.members("f") and series.members[key] is series  # a cycle: family <-> series
+
+    class State:  # what a consumer keeps on the series; gone when the series is
+        pass
+
+    series.last = State()
+    gone = weakref.ref(series.last)
+    del series
+    table.clear()
+    gc.collect()
+    assert gone() is None
+    assert sys.getrefcount(key) == count

@@ -84,6 +84,12 @@ class Series:
         return f"Series({self.family!r}, {self.attributes!r})"
 
 
+#: The Python class: what runs without the C extension, and the reference its Series is held equal to.
+PythonSeries = Series
+if speedups.native is not None:  # the same attributes in C, made without running Python code (tests/test_speedups.py)
+    Series = speedups.native.Series  # type: ignore[misc]
+
+
 class SeriesTable:
     """Interned series of one owner (a source, or the shared table for series built from points)."""
 
@@ -115,6 +121,19 @@ class SeriesTable:
     def members(self, family: str) -> Mapping[Hashable, Series]:
         """The family's series by key (read-only; empty if it has none yet), to look up many at once."""
         return self._families.get(family, _NONE)
+
+    def intern_all(self, family: str, keys: list[Attrs]) -> list[Series]:
+        """The entries of a family's label sets, each new one with its labels as they came as its attributes."""
+        members = self._families.get(family)
+        if members is None:
+            members = self._families[family] = {}
+        if speedups.native is None:
+            found = members.get
+            return [found(key) or self.intern(family, key, key) for key in keys]
+        before = len(members)
+        series = speedups.native.intern_keys(members, family, keys)
+        self._size += len(members) - before
+        return series
 
     def intern(self, family: str, key: Hashable, attributes: Attrs, lifted: Attrs = ()) -> Series:
         """The entry for (family, key), created with these attributes if new."""

@@ -281,8 +281,11 @@ class Classifier:
         parts: list[Part] = (
             [("_created" if s.name == created else None) for s in kept] if handler == "counter" else [None] * len(kept)
         )
-        known, new = self.table.members(name).get, self._new_series
-        series = [known(s.labels) or new(plan, s.labels) for s in kept]
+        if self.resource_labels or (plan.rule and plan.rule.statistic_labels):  # attributes made from the labels
+            known, new = self.table.members(name).get, self._new_series
+            series = [known(s.labels) or new(plan, s.labels) for s in kept]
+        else:  # attributes are the labels: the parser's own (cached, sorted) tuples
+            series = self.table.intern_all(name, [s.labels for s in kept])
         return Columns(plan, series, parts, [s.value for s in kept])
 
     def _any_columns(self, plan: Plan, family: Family, timestamps: bool) -> Columns:
