@@ -106,6 +106,7 @@ class Observed:
 
 
 _STALE = Observed(Change.STALE)
+_BASELINE = Observed(Change.BASELINE)  # shared, as _STALE: nothing to emit, nothing to change
 
 
 def difference(state: CounterState | None, start_ns: int, end_ns: int, value: Value) -> tuple[Observed, CounterState]:
@@ -114,7 +115,7 @@ def difference(state: CounterState | None, start_ns: int, end_ns: int, value: Va
     Returns the meaning and the state to keep (the same object, updated, unless it was None).
     """
     if state is None:
-        return Observed(Change.BASELINE), CounterState(start_ns, value, end_ns)
+        return _BASELINE, CounterState(start_ns, value, end_ns)
     if end_ns <= state.end_ns:
         return _STALE, state
     increase = _increase(value, state.value) if start_ns == state.start_ns else None

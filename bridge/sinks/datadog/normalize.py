@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
-from typing import Any
+from typing import Any, cast
 
 from bridge.clock import Clock
 from bridge.model import NS_PER_S, Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality, Value
@@ -206,34 +206,38 @@ class _Plan:
             prefix = self.prefixes[key] = encode.series_prefix(encode.metric_name(name), metric_type, unit)
         return prefix
 
-    def main(self, entry: Entry, metric_type: int) -> Parts:
-        """The entry's Parts, its own head made if new."""
-        parts = self.parts(entry)
-        if parts.head is NO_HEAD:
-            parts.head = self.head(entry, "", metric_type, self.unit)
-        return parts
-
     def only_head(self, entry: Entry, metric_type: int) -> Head:
         """The head of a series that needs nothing else (a gauge, a per-window count), kept as the memo itself."""
         head = entry.memo[self.slot] = self.head(entry, "", metric_type, self.unit)
         return head
 
     def only_heads(self, entries: list[Entry], metric_type: int) -> list[Head]:
-        """`only_head` of every entry that has none yet (a first scrape's whole metric), with a prefix per
-        statistic suffix looked up once rather than per series."""
-        slot, unit, tags, suffix_statistic, host = self.slot, self.unit, self.tags, self.suffix_statistic, self.host
+        """`only_head` of every entry that has none yet (a first scrape's whole metric at once)."""
+        slot = self.slot
+        new = [entry for entry in entries if entry.memo.get(slot) is None]
+        for entry, head in zip(new, self._own_heads(new, metric_type), strict=True):
+            entry.memo[slot] = head
+        return [entry.memo[slot] for entry in entries]
+
+    def mains(self, entries: list[Entry], metric_type: int) -> list[Parts]:
+        """Each entry's Parts, with its own head made where it has none (a first scrape's whole metric at once)."""
+        slot = self.slot
+        found: list[Parts | None] = [entry.memo.get(slot) for entry in entries]
+        new = [entry for entry, parts in zip(entries, found, strict=True) if parts is None or parts.head is NO_HEAD]
+        for entry, head in zip(new, self._own_heads(new, metric_type), strict=True):
+            self.parts(entry).head = head
+        return [entry.memo[slot] for entry in entries] if new else cast(list[Parts], found)
+
+    def _own_heads(self, entries: list[Entry], metric_type: int) -> Iterator[Head]:
+        """Each entry's own head (`head(entry, "", ...)`), the prefix looked up once per statistic suffix."""
+        unit, tags, suffix_statistic, host = self.unit, self.tags, self.suffix_statistic, self.host
         prefixes: dict[str, str] = {}
-        heads = []
         for entry in entries:
-            head = entry.memo.get(slot)
-            if head is None:
-                suffix, _, tail = _tagging(entry.attributes, (), tags, suffix_statistic, host)
-                prefix = prefixes.get(suffix)
-                if prefix is None:
-                    prefix = prefixes[suffix] = self.prefix("", suffix, metric_type, unit)
-                head = entry.memo[slot] = (prefix, tail)
-            heads.append(head)
-        return heads
+            suffix, _, tail = _tagging(entry.attributes, (), tags, suffix_statistic, host)
+            prefix = prefixes.get(suffix)
+            if prefix is None:
+                prefix = prefixes[suffix] = self.prefix("", suffix, metric_type, unit)
+            yield prefix, tail
 
     def part(
         self, parts: Parts, entry: Entry, key: Any, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()
@@ -391,12 +395,11 @@ class Normalizer:
             self._deltas(plan, metric, run)
             return
         metric_type = encode.COUNT if metric.monotonic else encode.GAUGE
-        slot, main, samples = plan.slot, plan.main, run.out.samples
+        samples = run.out.samples
         window, timestamp, interval, accepted = (-1, -1), 0, 0, False
-        for entry, value, start_ns, end_ns in zip(
-            metric.series, metric.values, metric.starts, metric.ends, strict=True
+        for parts, value, start_ns, end_ns in zip(
+            plan.mains(metric.series, metric_type), metric.values, metric.starts, metric.ends, strict=True
         ):
-            parts = entry.memo.get(slot) or main(entry, metric_type)
             grown = grew(parts.state, start_ns, end_ns, value) if metric.monotonic else None
             if grown is not None:  # the usual case: what `difference` and `run.count` would make of it
                 increase, since = grown
