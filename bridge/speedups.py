@@ -1,4 +1,4 @@
-"""The optional C extension (bridge/_speedups.c) for three per-sample loops, or None where it is not built.
+"""The optional C extension (bridge/_speedups.c) for the per-line and per-sample loops, or None where it is not built.
 
 `pip install` compiles it when a C compiler is there and goes on without it otherwise (the extension is
 `optional` in setup.py); the Python code it mirrors stays the reference, and tests/test_speedups.py
