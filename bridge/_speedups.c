@@ -195,6 +195,8 @@ usual_sample(PyObject *line, PyObject *names, PyObject *cache, PyObject *allowed
         while (name_end < last && !is_space(data[name_end]))
             name_end++;
         labels = PyTuple_New(0); /* the empty tuple, a singleton */
+        if (labels == NULL)
+            return NULL;
         rest = name_end;
     }
     else {
@@ -848,11 +850,11 @@ series_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:Series", keywords, &family, &key, &attributes, &lifted,
                                      &members))
         return NULL;
-    PyObject *empty = lifted == NULL ? PyTuple_New(0) : Py_NewRef(lifted);
-    if (empty == NULL)
+    PyObject *taken = lifted == NULL ? PyTuple_New(0) : Py_NewRef(lifted);
+    if (taken == NULL)
         return NULL;
-    PyObject *series = series_create(family, key, attributes, empty, members == Py_None ? NULL : members);
-    Py_DECREF(empty);
+    PyObject *series = series_create(family, key, attributes, taken, members == Py_None ? NULL : members);
+    Py_DECREF(taken);
     return series;
 }
 
