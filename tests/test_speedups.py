@@ -125,6 +125,27 @@ def _recognised(text: str, learned: classify._Learned) -> list[float] | None:
     return expected
 
 
+#: Decimal texts of every shape, valid or not: what the C side reads with the C library's strtod.
+_DECIMALS = (
+    st.from_regex(r"[+-]?[0-9]{0,25}(\.[0-9]{0,25})?([eE][+-]?[0-9]{0,4})?", fullmatch=True)
+    | st.floats().map(repr)
+    | st.floats(allow_nan=False, allow_infinity=False).map(lambda v: f"{v:.17e}")
+    | st.text("0123456789.eE+-", max_size=30)
+)
+
+
+@native
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_DECIMALS, min_size=1, max_size=5))
+def test_decimals_are_read_as_float_reads_them(tokens: list[str]) -> None:
+    """Rounding, overflow to inf, underflow to zero or a subnormal, signs, `5.` and `.5`; and the same refusals."""
+    text = "\n".join(f"m {token}" for token in tokens)
+    expected = classify._shape(text)
+    assert speedups.native is not None
+    got = speedups.native.learn(text)
+    assert repr(None if got is None else got[3]) == repr(None if expected is None else expected[3])
+
+
 #: Lines a body may hold besides its samples: blank, whitespace (str.lstrip's ASCII set), comments, no value.
 ODD_LINES = [
     "",
