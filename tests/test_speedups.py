@@ -665,7 +665,7 @@ def test_interned_series_and_their_family_are_let_go() -> None:
     count = sys.getrefcount(key)
     table = SeriesTable("t")
     [series] = table.intern_all("f", [key])
-    assert series.members is table.members("f") and series.members[key] is series  # a cycle: family <-> series
+    assert table.get("f", key) is series and series.members[key] is series  # a cycle: family <-> series
 
     class State:  # what a consumer keeps on the series; gone when the series is
         pass

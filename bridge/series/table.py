@@ -18,8 +18,7 @@ and simulated clocks agree). Metered as `bridge_series_tracked{owner}` and
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Hashable, Iterator, Mapping
-from types import MappingProxyType
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Protocol
 
 from bridge import speedups
@@ -32,7 +31,6 @@ DEFAULT_MAX_SERIES = 200_000
 DEFAULT_IDLE_SECONDS = 3600.0
 
 _slots = itertools.count(1)
-_NONE: Mapping[Hashable, Series] = MappingProxyType({})
 
 
 def new_slot() -> int:
@@ -117,10 +115,6 @@ class SeriesTable:
     def get(self, family: str, key: Hashable) -> Series | None:
         members = self._families.get(family)
         return members.get(key) if members is not None else None
-
-    def members(self, family: str) -> Mapping[Hashable, Series]:
-        """The family's series by key (read-only; empty if it has none yet), to look up many at once."""
-        return self._families.get(family, _NONE)
 
     def intern_all(self, family: str, keys: list[Attrs]) -> list[Series]:
         """The entries of a family's label sets, each new one with its labels as they came as its attributes."""

@@ -282,8 +282,7 @@ class Classifier:
             [("_created" if s.name == created else None) for s in kept] if handler == "counter" else [None] * len(kept)
         )
         if self.resource_labels or (plan.rule and plan.rule.statistic_labels):  # attributes made from the labels
-            known, new = self.table.members(name).get, self._new_series
-            series = [known(s.labels) or new(plan, s.labels) for s in kept]
+            series = [self._intern(plan, s.labels) for s in kept]
         else:  # attributes are the labels: the parser's own (cached, sorted) tuples
             series = self.table.intern_all(name, [s.labels for s in kept])
         return Columns(plan, series, parts, [s.value for s in kept])
@@ -332,10 +331,9 @@ class Classifier:
         return self._intern(plan, labels), bound
 
     def _intern(self, plan: Plan, labels: Attrs) -> Series:
-        return self.table.get(plan.name, labels) or self._new_series(plan, labels)
-
-    def _new_series(self, plan: Plan, labels: Attrs) -> Series:
-        """The entry of a series not in the table yet: its labels renamed and lifted as the rule and source say."""
+        series = self.table.get(plan.name, labels)
+        if series is not None:
+            return series
         renamed = plan.rule.statistic_labels if plan.rule else ()
         lifting = self.resource_labels
         if not renamed and (not lifting or lifting.isdisjoint([key for key, _ in labels])):

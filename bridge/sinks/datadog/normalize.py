@@ -206,15 +206,14 @@ class _Plan:
             prefix = self.prefixes[key] = encode.series_prefix(encode.metric_name(name), metric_type, unit)
         return prefix
 
-    def only_head(self, entry: Entry, metric_type: int) -> Head:
-        """The head of a series that needs nothing else (a gauge, a per-window count), kept as the memo itself."""
-        head = entry.memo[self.slot] = self.head(entry, "", metric_type, self.unit)
-        return head
-
     def only_heads(self, entries: list[Entry], metric_type: int) -> list[Head]:
-        """`only_head` of every entry that has none yet (a first scrape's whole metric at once)."""
+        """Each entry's head, made where it has none, for series that need nothing else (gauges, per-window
+        counts): kept as the memo itself, the smallest form."""
         slot = self.slot
-        new = [entry for entry in entries if entry.memo.get(slot) is None]
+        found: list[Head | None] = [entry.memo.get(slot) for entry in entries]
+        if all(found):
+            return cast(list[Head], found)
+        new = [entry for entry, head in zip(entries, found, strict=True) if head is None]
         for entry, head in zip(new, self._own_heads(new, metric_type), strict=True):
             entry.memo[slot] = head
         return [entry.memo[slot] for entry in entries]
@@ -361,11 +360,9 @@ class Normalizer:
         The usual metric (one window for all its points, all finite) is appended in one `extend` of zipped
         columns; any other goes point by point.
         """
-        slot, samples = plan.slot, run.out.samples
-        entries, values, starts = metric.series, metric.values, metric.starts
-        heads: list[Head | None] = [entry.memo.get(slot) for entry in entries]
-        if not all(heads):  # new series: their heads made once
-            heads = list(plan.only_heads(entries, encode.GAUGE))
+        samples = run.out.samples
+        values, starts = metric.values, metric.starts
+        heads = plan.only_heads(metric.series, encode.GAUGE)
         count = len(heads)
         at = starts[0] if starts else 0
         if (
@@ -379,7 +376,6 @@ class Normalizer:
             return
         stamp, timestamp, accepted = -1, 0, False
         for head, value, start_ns, end_ns in zip(heads, values, starts, metric.ends, strict=True):
-            assert head is not None
             at = start_ns or end_ns
             if at != stamp:
                 stamp, timestamp = at, _seconds(at)
@@ -420,12 +416,11 @@ class Normalizer:
 
     def _deltas(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         """Per-window counts as they are: the hot loop of the Cerebras families, like `_gauges`."""
-        slot, only_head, samples = plan.slot, plan.only_head, run.out.samples
+        samples = run.out.samples
         window, timestamp, interval, accepted = (-1, -1), 0, 0, False
-        for entry, value, start_ns, end_ns in zip(
-            metric.series, metric.values, metric.starts, metric.ends, strict=True
+        for head, value, start_ns, end_ns in zip(
+            plan.only_heads(metric.series, encode.COUNT), metric.values, metric.starts, metric.ends, strict=True
         ):
-            head = entry.memo.get(slot) or only_head(entry, encode.COUNT)
             if (start_ns, end_ns) != window:
                 window, timestamp, interval = (start_ns, end_ns), _seconds(start_ns), _interval(start_ns, end_ns)
                 accepted = run.oldest <= timestamp <= run.newest
