@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -48,7 +49,7 @@ from bridge import __version__
 from bridge.context import Context
 from bridge.model import NS_PER_S, Batch, Kind, Metric, Point, Temporality
 from bridge.sinks.otlp import OTLPSink, OTLPSinkConfig
-from bridge.sinks.otlp.encode import AGGREGATION_TEMPORALITY, SCOPE_NAME, RequestEncoder, key_values
+from bridge.sinks.otlp.encode import AGGREGATION_TEMPORALITY, SCOPE_NAME, RequestEncoder
 
 TARGET_SAMPLES = 100_000
 REPEATS = 3
@@ -129,7 +130,7 @@ class MessageEncoder:
             ):
                 cached = self.attributes.get(series.attributes)
                 if cached is None:
-                    attributes = key_values(series.attributes)
+                    attributes = [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in series.attributes]
                     cached = self.attributes[series.attributes] = metrics_pb2.NumberDataPoint(
                         attributes=attributes
                     ).SerializeToString()

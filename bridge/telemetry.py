@@ -208,5 +208,5 @@ def setup_logging(level: str = "info", fmt: str = "console") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "grpc", "asyncio"):
+    for noisy in ("httpx", "httpcore", "hpack", "asyncio"):  # hpack logs every header block at DEBUG
         logging.getLogger(noisy).setLevel(logging.WARNING)

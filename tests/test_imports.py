@@ -45,9 +45,11 @@ OTLP_GRPC = {"collector": {"type": "otlp", "protocol": "grpc", "endpoint": "http
 DATADOG = {"dd": {"type": "datadog", "url": "http://127.0.0.1:9", "api_key": "test-dd-key"}}
 
 #: The heavy packages of each opt-in feature.
-GRPC = "grpc"
+GRPCIO = "grpc"  # never: OTLP/gRPC is spoken on h2 (bridge/sinks/otlp/unary.py)
+H2 = "h2"
+PROTOBUF = "google.protobuf"  # only for histograms, summaries and the CLI's views of a request
 DATADOG_CLIENT = ("datadog_api_client", "urllib3")  # the API-key check's client, and its HTTP library
-OTLP = ("google.protobuf", "opentelemetry", "bridge.sinks.otlp")
+OTLP = ("opentelemetry", "bridge.sinks.otlp", H2)
 
 
 def imported(tmp_path: Path, sinks: dict[str, Any]) -> set[str]:
@@ -67,23 +69,26 @@ def imported(tmp_path: Path, sinks: dict[str, Any]) -> set[str]:
 def test_a_prometheus_to_jsonl_bridge_imports_no_sink_it_does_not_use(tmp_path: Path) -> None:
     modules = imported(tmp_path, JSONL)
     assert "bridge.sinks.jsonl" in modules
-    unused = [GRPC, *DATADOG_CLIENT, *OTLP, "bridge.sinks.datadog", "bridge.sinks.console", "bridge.sources.simulator"]
+    unused = [GRPCIO, PROTOBUF, *DATADOG_CLIENT, *OTLP, "bridge.sinks.datadog", "bridge.sinks.console"]
+    unused.append("bridge.sources.simulator")
     assert [name for name in unused if name in modules] == []
 
 
-@pytest.mark.parametrize(("sinks", "with_grpc"), [(OTLP_HTTP, False), (OTLP_GRPC, True)], ids=["http", "grpc"])
-def test_grpc_is_imported_only_for_an_otlp_grpc_sink(tmp_path: Path, sinks: dict[str, Any], with_grpc: bool) -> None:
+@pytest.mark.parametrize(("sinks", "with_h2"), [(OTLP_HTTP, False), (OTLP_GRPC, True)], ids=["http", "grpc"])
+def test_an_otlp_sink_loads_neither_grpcio_nor_protobuf_and_h2_only_for_grpc(
+    tmp_path: Path, sinks: dict[str, Any], with_h2: bool
+) -> None:
     modules = imported(tmp_path, sinks)
-    assert {"google.protobuf", "bridge.sinks.otlp"} <= modules  # the OTLP sink itself is there either way
-    assert (GRPC in modules) is with_grpc
-    assert [name for name in DATADOG_CLIENT if name in modules] == []
+    assert "bridge.sinks.otlp" in modules  # the OTLP sink itself is there either way
+    assert (H2 in modules) is with_h2
+    assert [name for name in (GRPCIO, PROTOBUF, *DATADOG_CLIENT) if name in modules] == []
 
 
 def test_the_datadog_sink_leaves_its_api_client_to_the_key_check(tmp_path: Path) -> None:
     """datadog-api-client is only for `validate_api_key: true`, at start-up, which this does not reach."""
     modules = imported(tmp_path, DATADOG)
     assert "bridge.sinks.datadog" in modules
-    assert [name for name in [*DATADOG_CLIENT, GRPC, *OTLP] if name in modules] == []
+    assert [name for name in [*DATADOG_CLIENT, GRPCIO, PROTOBUF, *OTLP] if name in modules] == []
 
 
 def test_each_builtin_type_lives_in_the_module_the_registry_imports_for_it() -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     MetricsData,
@@ -22,7 +26,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from bridge.model import NS_PER_S, Batch, HistogramValue, Kind, Metric, Point, SummaryValue, Temporality
-from bridge.sinks.otlp.encode import RequestEncoder, explicit_buckets, key_values, split_batch
+from bridge.sinks.otlp.config import AttributeValue
+from bridge.sinks.otlp.encode import (
+    AGGREGATION_TEMPORALITY,
+    NO_RECORDED_VALUE,
+    RequestEncoder,
+    explicit_buckets,
+    serialize_resource,
+    split_batch,
+)
 
 START, END = 1_800_000_000 * NS_PER_S, 1_800_000_060 * NS_PER_S
 RESOURCE = {"service.name": "metrics-bridge"}
@@ -42,6 +54,23 @@ def decoded(body: bytes) -> ExportMetricsServiceRequest:
 
 def only_metric(metric: Metric) -> metrics_pb2.Metric:
     return decoded(encoder().encode(batch(metric))).resource_metrics[0].scope_metrics[0].metrics[0]
+
+
+def any_value(value: AttributeValue) -> AnyValue:
+    """The generated classes' AnyValue for an attribute value: the reference for the bytes written by hand."""
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    return AnyValue(array_value=ArrayValue(values=[any_value(item) for item in value]))
+
+
+def key_values(attributes: Iterable[tuple[str, AttributeValue]]) -> list[KeyValue]:
+    return [KeyValue(key=key, value=any_value(value)) for key, value in attributes]
 
 
 def test_sums_encode_exactly_as_the_sdk_encoder_does() -> None:
@@ -70,6 +99,23 @@ def test_nan_sets_no_recorded_value() -> None:
     empty = Point((), HistogramValue(math.nan, math.nan, ()), START, END)
     histogram = only_metric(Metric("h", Kind.HISTOGRAM, [empty], Temporality.CUMULATIVE)).histogram.data_points[0]
     assert histogram.flags == metrics_pb2.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK and histogram.count == 0
+
+
+def test_the_enum_numbers_written_without_the_generated_module_are_its_values() -> None:
+    assert NO_RECORDED_VALUE == metrics_pb2.DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+    assert AGGREGATION_TEMPORALITY == {
+        Temporality.CUMULATIVE: metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE,
+        Temporality.DELTA: metrics_pb2.AGGREGATION_TEMPORALITY_DELTA,
+    }
+
+
+def test_histograms_carry_their_temporality_and_buckets() -> None:
+    value = HistogramValue(5, 2.5, ((0.1, 2), (1.0, 4), (math.inf, 5)))
+    for temporality in Temporality:
+        histogram = only_metric(Metric("h", Kind.HISTOGRAM, [Point((), value, START, END)], temporality)).histogram
+        assert histogram.aggregation_temporality == AGGREGATION_TEMPORALITY[temporality]
+        [data_point] = histogram.data_points
+        assert (list(data_point.explicit_bounds), list(data_point.bucket_counts)) == ([0.1, 1.0], [2, 2, 1])
 
 
 def test_summaries_carry_count_sum_and_quantiles() -> None:
@@ -103,6 +149,32 @@ def test_encoding_is_deterministic_so_retries_resend_the_same_points() -> None:
 
 _label = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
 _number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**53), 2**53).map(float))
+_scalar_attribute = st.one_of(
+    _label,
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([0, -1, 1, -(2**63), 2**63 - 1]),
+    st.floats(allow_nan=True, allow_infinity=True),  # NaNs of any sign and payload: compared as bytes
+)
+_attribute = st.one_of(
+    _scalar_attribute, st.lists(_scalar_attribute, max_size=4), st.lists(_scalar_attribute, max_size=3).map(tuple)
+)
+
+
+@settings(deadline=None)  # a shared machine: an example may take longer than 200 ms
+@given(st.dictionaries(_label, _attribute, max_size=6))
+def test_the_hand_written_resource_is_the_generated_classes_bytes(attributes: dict[str, AttributeValue]) -> None:
+    """Byte for byte: bool before int, every oneof member written even when empty, zero or False; no empty key."""
+    expected = resource_pb2.Resource(attributes=key_values(attributes.items())).SerializeToString()
+    assert serialize_resource(attributes.items()) == expected
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, [1, 2**64]])
+def test_a_resource_int_beyond_int64_is_refused_as_protobuf_refuses_it(value: AttributeValue) -> None:
+    with pytest.raises(ValueError):
+        resource_pb2.Resource(attributes=key_values([("big", value)]))
+    with pytest.raises(ValueError, match="int64"):
+        serialize_resource([("big", value)])
 
 
 @given(

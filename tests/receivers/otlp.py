@@ -113,6 +113,7 @@ class Received:
     compressed: bool  # gzip on the wire (HTTP; gRPC hides it, see GrpcReceiver)
     path: str  # HTTP path or gRPC method
     answer: Answer
+    peer: str = ""  # gRPC: the client's address and port (one per connection)
 
 
 class _Recorder:
@@ -163,7 +164,7 @@ class _Servicer(MetricsServiceServicer):
         self, request: ExportMetricsServiceRequest, context: grpc.aio.ServicerContext
     ) -> ExportMetricsServiceResponse:
         metadata = {key.lower(): value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        received = Received(request, metadata, False, "Export", Answer())
+        received = Received(request, metadata, False, "Export", Answer(), peer=context.peer())
         answer = self.recorder._answer(received)
         if answer.delay_seconds:
             await asyncio.sleep(answer.delay_seconds)

@@ -10,13 +10,7 @@ with the exact same bytes.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
-
-from google.protobuf.json_format import MessageToJson
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
-from opentelemetry.proto.metrics.v1 import metrics_pb2
+from typing import TYPE_CHECKING, ClassVar
 
 from bridge import __version__, gcpause, registry, telemetry
 from bridge.context import Context
@@ -29,6 +23,10 @@ from bridge.sinks.otlp.config import OTLPCommonConfig, OTLPSinkConfig
 from bridge.sinks.otlp.encode import RequestEncoder, split_batch
 from bridge.sinks.otlp.grafana import GrafanaCloudConfig
 from bridge.sinks.otlp.transport import open_transport
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +74,11 @@ class OTLPSink(Sink):
         A count no payload can have (negative, or more than it holds) is logged and
         clamped: the request was accepted either way.
         """
-        response = await self._transport.send(payload.body)
-        partial = response.partial_success
-        reported = partial.rejected_data_points
+        reported, error_message = await self._transport.send(payload.body)
         rejected = min(max(0, reported), payload.points)
         if rejected:
             telemetry.DROPPED_POINTS.labels(self.name, "partial_success").inc(rejected)
-        message = excerpt(partial.error_message)
+        message = excerpt(error_message)
         outcome = ((reported > 0) - (reported < 0), message)
         if outcome != self._last_partial:
             self._last_partial = outcome
@@ -107,7 +103,9 @@ class OTLPSink(Sink):
 
     def describe(self, payload: Payload) -> str:
         """The request in the protobuf JSON mapping (what OTLP/JSON would carry)."""
-        return MessageToJson(ExportMetricsServiceRequest.FromString(payload.body), indent=2)
+        from google.protobuf.json_format import MessageToJson  # protobuf only for the CLI's views
+
+        return MessageToJson(_request(payload), indent=2)
 
     def summary(self, payloads: list[Payload]) -> str:
         points = sum(payload.points for payload in payloads)
@@ -127,8 +125,17 @@ class GrafanaCloudSink(OTLPSink):
         return f"{super().summary(payloads)}\nPromQL names: {', '.join(names)}"
 
 
+def _request(payload: Payload) -> ExportMetricsServiceRequest:
+    """The payload as generated classes: for `dry-run` and `validate` views, never on the delivery path."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    return ExportMetricsServiceRequest.FromString(payload.body)
+
+
 def _metrics(payload: Payload) -> list[metrics_pb2.Metric]:
-    request = ExportMetricsServiceRequest.FromString(payload.body)
+    request = _request(payload)
     return [m for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
 
 

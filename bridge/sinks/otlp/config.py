@@ -165,6 +165,10 @@ class OTLPSinkConfig(OTLPCommonConfig):
         for value in self.headers.values():
             register_credentials(value.get_secret_value())
         connection = self.connection()  # reject an unusable endpoint now, not at the first send
+        if connection.protocol == "grpc":  # and an unusable proxy variable (h2: only for a gRPC sink)
+            from bridge.sinks.otlp.unary import address, proxy_for
+
+            proxy_for(address(connection.url)[0], environ)
         if not (connection.protocol == "grpc" and connection.plaintext):  # the transport will load these files
             check_tls_files(
                 self.certificate,

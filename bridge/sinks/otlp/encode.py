@@ -4,11 +4,14 @@ Gauges and sums (nearly every point) are written as protobuf wire bytes by hand:
 each series' `attributes` field is encoded once and kept on its series-table
 entry, already framed as a data point of the usual size, so a steady-state point
 costs one struct pack. Histograms and summaries (few points, nested values) are
-built with the generated classes and spliced in as bytes. Not through the SDK's
+built with the generated classes and spliced in as bytes: only they load
+protobuf and the OTLP *_pb2 modules, about 3 MB resident that a bridge sending
+gauges and sums never pays (replies.py says more). Not through the SDK's
 MetricsData + encode_metrics (about 7x slower here, and it drops gauge start
 times), nor through generated messages per point (a merge and three field sets
 each: about 3x slower than this; bench/RESULTS.md). Receivers parse it as the
-generated classes do; tests/test_otlp_encode.py compares it field by field.
+generated classes do; tests/test_otlp_encode.py compares it field by field,
+and the hand-written resource byte for byte.
 
 Mapping (the README's table):
 - gauge -> Gauge; start and time from the point's window
@@ -27,24 +30,24 @@ import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
-from typing import Any, TypeVar, cast
-
-from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
-from opentelemetry.proto.metrics.v1 import metrics_pb2
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from bridge import speedups
 from bridge.model import Attrs, Batch, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality
-from bridge.protowire import LEN, VARINT, field, field_head, string_fields, varint
+from bridge.protowire import I64, LEN, VARINT, field, field_head, string_fields, varint
 from bridge.series import new_slot
 from bridge.sinks.otlp.config import AttributeValue
 
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
 SCOPE_NAME = "metrics-bridge"
-NO_RECORDED_VALUE = metrics_pb2.DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+# The enums of opentelemetry/proto/metrics/v1/metrics.proto, as numbers: their generated module is not loaded here.
+NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 AGGREGATION_TEMPORALITY = {
-    Temporality.CUMULATIVE: metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE,
-    Temporality.DELTA: metrics_pb2.AGGREGATION_TEMPORALITY_DELTA,
+    Temporality.CUMULATIVE: 2,  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+    Temporality.DELTA: 1,  # AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 }
 
 # Wire format (protobuf encoding guide): a tag is (field number << 3) | wire type; LEN fields are
@@ -54,22 +57,32 @@ _NUMBER_TIMES_AND_VALUE = struct.Struct("<BQBQBd")
 _NUMBER_FIXED_SIZE = _NUMBER_TIMES_AND_VALUE.size
 _NUMBER_TAGS = (2 << 3 | 1, 3 << 3 | 1, 4 << 3 | 1)
 _NO_RECORDED_VALUE_FLAG = bytes((8 << 3 | VARINT, NO_RECORDED_VALUE))  # NumberDataPoint.flags = 8
+_INT64_RANGE = range(-(2**63), 2**63)  # of AnyValue.int_value
 
 
-def any_value(value: AttributeValue) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
+def serialize_resource(attributes: Iterable[tuple[str, AttributeValue]]) -> bytes:
+    """A serialized Resource{attributes = 1: repeated KeyValue{key = 1, value = 2: AnyValue}}.
+
+    By hand, so that no request loads protobuf; the same bytes as the generated classes write
+    (tests/test_otlp_encode.py), an empty key left out as they leave it out.
+    """
+    return b"".join(field(1, string_fields((1, key)) + field(2, _any_value(value))) for key, value in attributes)
+
+
+def _any_value(value: AttributeValue) -> bytes:
+    """AnyValue's oneof: string_value = 1, bool_value = 2, int_value = 3 (int64), double_value = 4, array_value = 5
+    (ArrayValue{values = 1: repeated AnyValue}). A oneof member is written even when "", 0 or False."""
+    if isinstance(value, bool):  # before int: a bool is an int
+        return bytes((2 << 3 | VARINT, value))
     if isinstance(value, int):
-        return AnyValue(int_value=value)
+        if value not in _INT64_RANGE:  # protobuf refuses it too, rather than send it wrapped around
+            raise ValueError(f"resource attribute value {value} is out of the int64 range")
+        return bytes((3 << 3 | VARINT,)) + varint(value)
     if isinstance(value, float):
-        return AnyValue(double_value=value)
+        return struct.pack("<Bd", 4 << 3 | I64, value)
     if isinstance(value, str):
-        return AnyValue(string_value=value)
-    return AnyValue(array_value=ArrayValue(values=[any_value(item) for item in value]))
-
-
-def key_values(attributes: Iterable[tuple[str, AttributeValue]]) -> list[KeyValue]:
-    return [KeyValue(key=key, value=any_value(value)) for key, value in attributes]
+        return field(1, value.encode())
+    return field(5, b"".join(field(1, _any_value(item)) for item in value))
 
 
 def explicit_buckets(value: HistogramValue) -> tuple[list[float], list[int]]:
@@ -116,7 +129,7 @@ class RequestEncoder:
         if encoded is None:
             merged = {**self.resource, **dict(batch_resource)}
             merged.setdefault("service.instance.id", merged.get("bridge.source", ""))
-            encoded = Resource(attributes=key_values(merged.items())).SerializeToString()
+            encoded = serialize_resource(merged.items())
             self._resources[batch_resource] = encoded
         return encoded
 
@@ -131,6 +144,8 @@ class RequestEncoder:
             if metric.monotonic:
                 flags += bytes((3 << 3 | VARINT, 1))  # Sum.is_monotonic = 3
             return head + field(7, self._number_points(metric) + flags)  # Metric.sum = 7
+        from opentelemetry.proto.metrics.v1 import metrics_pb2  # here: with protobuf about 3 MB, for rare kinds
+
         encoded = metrics_pb2.Metric()
         if metric.kind is Kind.HISTOGRAM:
             self._histogram(metric, encoded)
@@ -171,9 +186,8 @@ class RequestEncoder:
         return b"".join(parts)
 
     def _histogram(self, metric: Metric, encoded: metrics_pb2.Metric) -> None:
-        encoded.histogram.aggregation_temporality = AGGREGATION_TEMPORALITY[
-            metric.temporality or Temporality.CUMULATIVE
-        ]
+        temporality = AGGREGATION_TEMPORALITY[metric.temporality or Temporality.CUMULATIVE]
+        encoded.histogram.aggregation_temporality = cast("metrics_pb2.AggregationTemporality.ValueType", temporality)
         points = _recorded_points(
             metric, encoded.histogram.data_points, self._histogram_slot, 9, HistogramValue
         )  # HistogramDataPoint.attributes = 9

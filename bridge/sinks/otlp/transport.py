@@ -8,14 +8,16 @@ DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and
 RESOURCE_EXHAUSTED when the server sends RetryInfo; HTTP 429, 502, 503, 504;
 timeouts and connection errors. Everything else is permanent. The server's
 requested delay (RetryInfo, Retry-After) becomes `retry_after`, never more
-than MAX_SERVER_DELAY.
+than MAX_SERVER_DELAY. A success is the partial success the server reports:
+(rejected points, message), read by bridge/sinks/otlp/replies.py.
 
 `timeout_seconds` bounds a whole attempt: gRPC's per-call deadline, and a
 total deadline around the HTTP exchange (httpx's own timeouts are per read).
-Only as much of an HTTP answer is read as the protocol needs.
+Only as much of an answer is read as the protocol needs.
 
-grpcio (about 20 MB resident) is imported when a GrpcTransport is built, not
-with this module: an HTTP-only or non-OTLP bridge never loads it.
+gRPC is spoken by bridge/sinks/otlp/unary.py on h2, not grpcio (14.4 MB
+resident once a channel exists); h2 is imported when a GrpcTransport is built,
+not with this module.
 """
 
 from __future__ import annotations
@@ -24,17 +26,10 @@ import abc
 import gzip
 import importlib
 import logging
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+import os
+from typing import TYPE_CHECKING, ClassVar
 
 import httpx
-from google.protobuf.message import DecodeError
-from google.rpc.error_details_pb2 import RetryInfo
-from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
 
 from bridge.clock import Clock
 from bridge.http import (
@@ -42,7 +37,6 @@ from bridge.http import (
     USER_AGENT,
     ExchangeError,
     Reply,
-    clamp_delay,
     excerpt,
     post_bounded,
     retry_after,
@@ -50,23 +44,25 @@ from bridge.http import (
 )
 from bridge.sinks.base import DeliveryError, PermanentError, RetryableError
 from bridge.sinks.otlp.config import Connection
+from bridge.sinks.otlp.replies import WireError, partial_success, read_status
 
 if TYPE_CHECKING:
-    import grpc
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
+    from bridge.sinks.otlp.unary import CallError, Channel
 
 log = logging.getLogger(__name__)
 
-#: Names of the grpc.StatusCode members a retry may cure (names: grpc is not imported here).
 RETRYABLE_GRPC_CODES = frozenset(
     {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
 )
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
-STATUS_DETAILS_KEY = "grpc-status-details-bin"  # google.rpc.Status, as grpcio-status reads it
 #: Bytes of a 2xx answer read for its partial success: a rejected-points count and a message fit many times over.
 PARTIAL_SUCCESS_LIMIT = 64 * 1024
-_STUB_MODULE = "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc"  # imports grpc
+EXPORT_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 _DETAIL_LIMIT = 300
+
+#: What a server that took the request reports: the points it rejected (as sent, possibly nonsense) and why.
+PartialSuccess = tuple[int, str]
+_NO_REJECTIONS: PartialSuccess = (0, "")
 
 
 def failure(reason: str, detail: str, *, retryable: bool, retry_after: float | None = None) -> DeliveryError:
@@ -74,121 +70,103 @@ def failure(reason: str, detail: str, *, retryable: bool, retry_after: float | N
     return error_type(reason, excerpt(detail, _DETAIL_LIMIT), retry_after=retry_after)
 
 
-def read_status(raw: bytes, message: str) -> tuple[str, float | None]:
-    """(message, requested delay in seconds) from a serialized google.rpc.Status, as gRPC and HTTP servers send it.
-
-    `message` and no delay when it does not decode. RetryInfo's Duration is read
-    field by field: ToTimedelta overflows on a delay of 1e14 s, which a server may send.
-    """
-    try:
-        status = Status.FromString(raw)
-        delay = None
-        for detail in status.details:
-            info = RetryInfo()
-            if detail.Unpack(info):  # False (and info untouched) when the detail is another type
-                requested = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-                delay = clamp_delay(requested, MAX_SERVER_DELAY)
-    except DecodeError:
-        return message, None
-    return status.message, delay
-
-
-def grpc_target(url: str) -> str:
-    """host:port from `scheme://host:port/path` or `host:port`: gRPC ignores scheme and path."""
-    return urlsplit(url).netloc if "://" in url else url.split("/", 1)[0]
-
-
-def _read_file(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    with open(path, "rb") as file:
-        return file.read()
-
-
 class Transport(abc.ABC):
+    #: How a successful answer whose partial success cannot be read is described, once, in the log.
+    UNREAD_ANSWER: ClassVar[str]
+
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self._reported_unread = False  # an unreadable successful answer is logged once
 
     @abc.abstractmethod
     async def start(self) -> None:
-        """Open the channel or client (inside the running event loop)."""
+        """Make the client (inside the running event loop)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def send(self, body: bytes) -> ExportMetricsServiceResponse:
+    async def send(self, body: bytes) -> PartialSuccess:
         """Send a serialized ExportMetricsServiceRequest once; raise RetryableError or PermanentError."""
+
+    def _read_success(self, reply: bytes | None) -> PartialSuccess:
+        """The partial success of an accepted request; none (logged once) if its answer cannot be read."""
+        if reply is not None:
+            try:
+                return partial_success(reply)
+            except WireError:  # a proxy's non-protobuf answer: accepted, no partial-success details
+                pass
+        if not self._reported_unread:
+            self._reported_unread = True
+            log.warning(
+                "%s %s; its requests count as accepted, without partial-success details",
+                self.connection.url,
+                self.UNREAD_ANSWER,
+            )
+        return _NO_REJECTIONS
 
 
 class GrpcTransport(Transport):
-    """The generated MetricsService stub on a grpc.aio channel."""
+    """The MetricsService Export call on a unary.Channel (gRPC on h2: see bridge/sinks/otlp/unary.py)."""
 
-    _channel: grpc.aio.Channel | None = None
-    _stub: MetricsServiceStub
+    UNREAD_ANSWER = "answered OK with a reply message too large or undecodable"
+    _channel: Channel | None = None
 
     def __init__(self, connection: Connection) -> None:
         super().__init__(connection)
-        importlib.import_module(_STUB_MODULE)  # with the sink: a broken grpcio fails its build (or a reload)
+        importlib.import_module("bridge.sinks.otlp.unary")  # h2 with the sink: a broken install fails its build
 
     async def start(self) -> None:
-        import grpc
-        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
+        from bridge.sinks.otlp.unary import Channel, address, proxy_for  # h2 only for a gRPC sink
 
-        target = grpc_target(self.connection.url)
-        options = [("grpc.primary_user_agent", USER_AGENT)]
-        if self.connection.plaintext:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read_file(self.connection.certificate),
-                private_key=_read_file(self.connection.client_key),
-                certificate_chain=_read_file(self.connection.client_certificate),
-            )
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
-        self._stub = MetricsServiceStub(self._channel)
+        connection = self.connection
+        tls = None
+        if not connection.plaintext:
+            tls = tls_context(connection.certificate, connection.client_certificate, connection.client_key, alpn="h2")
+        host, port = address(connection.url)
+        proxy = proxy_for(host, os.environ)
+        self._channel = Channel(host, port, tls, user_agent=USER_AGENT, proxy=proxy)
 
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
 
-    async def send(self, body: bytes) -> ExportMetricsServiceResponse:
-        import grpc
+    async def send(self, body: bytes) -> PartialSuccess:
+        from bridge.sinks.otlp.unary import CallError  # loaded by __init__: a lookup
 
         if self._channel is None:
             raise RuntimeError("transport not started")
         try:
-            response: ExportMetricsServiceResponse = await self._stub.Export(  # the generated stub is untyped
-                ExportMetricsServiceRequest.FromString(body),
+            reply = await self._channel.call(
+                EXPORT_METHOD,
+                body,
+                metadata=self.connection.headers,
                 timeout=self.connection.timeout_seconds,
-                metadata=tuple(self.connection.headers.items()),
-                compression=grpc.Compression.Gzip if self.connection.gzip else grpc.Compression.NoCompression,
+                gzip=self.connection.gzip,
             )
-        except grpc.aio.AioRpcError as error:
+        except CallError as error:
             raise self._failure(error) from None
-        return response
+        return self._read_success(reply)
 
     @staticmethod
-    def _failure(error: grpc.aio.AioRpcError) -> DeliveryError:
-        code = error.code()
-        message, delay = error.details() or "", None
-        for key, value in error.trailing_metadata() or ():
-            if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-                message, delay = read_status(value, message)
-        retryable = code.name in RETRYABLE_GRPC_CODES or (code.name == "RESOURCE_EXHAUSTED" and delay is not None)
-        return failure(f"grpc_{code.name.lower()}", message, retryable=retryable, retry_after=delay)
+    def _failure(error: CallError) -> DeliveryError:
+        message, delay = error.message, None
+        if error.details is not None:  # grpc-status-details-bin: a google.rpc.Status
+            message, delay = read_status(error.details, message)
+        retryable = error.code in RETRYABLE_GRPC_CODES or (error.code == "RESOURCE_EXHAUSTED" and delay is not None)
+        return failure(f"grpc_{error.code.lower()}", message, retryable=retryable, retry_after=delay)
 
 
 class HttpTransport(Transport):
     """OTLP/HTTP with binary protobuf bodies, through httpx."""
 
+    UNREAD_ANSWER = f"answered 2xx with a body over {PARTIAL_SUCCESS_LIMIT // 1024} KiB or undecodable"
     _client: httpx.AsyncClient | None = None
 
     def __init__(self, connection: Connection, clock: Clock) -> None:
         super().__init__(connection)
         self.clock = clock  # for Retry-After as an HTTP date
-        self._reported_unread = False  # an unreadable 2xx answer is logged once
 
     async def start(self) -> None:
         connection = self.connection
@@ -202,7 +180,7 @@ class HttpTransport(Transport):
             await self._client.aclose()
             self._client = None
 
-    async def send(self, body: bytes) -> ExportMetricsServiceResponse:
+    async def send(self, body: bytes) -> PartialSuccess:
         if self._client is None:
             raise RuntimeError("transport not started")
         headers = {"content-type": "application/x-protobuf", "user-agent": USER_AGENT, **self.connection.headers}
@@ -222,23 +200,7 @@ class HttpTransport(Transport):
             raise failure(error.reason, error.detail, retryable=error.retryable) from None
         if not reply.is_success:
             raise self._failure(reply)
-        if not reply.complete:
-            self._report_unread()
-            return ExportMetricsServiceResponse()
-        try:
-            return ExportMetricsServiceResponse.FromString(reply.body)
-        except DecodeError:  # a proxy's non-protobuf 2xx body: accepted, no partial-success details
-            return ExportMetricsServiceResponse()
-
-    def _report_unread(self) -> None:
-        if not self._reported_unread:
-            self._reported_unread = True
-            log.warning(
-                "%s answered 2xx with a body over %d KiB or undecodable; its requests count as accepted, "
-                "without partial-success details",
-                self.connection.url,
-                PARTIAL_SUCCESS_LIMIT // 1024,
-            )
+        return self._read_success(reply.body if reply.complete else None)
 
     def _failure(self, reply: Reply) -> DeliveryError:
         message, delay = reply.text, None
