@@ -1062,6 +1062,93 @@ fail:
     return NULL;
 }
 
+/* -- own_heads ------------------------------------------------------------------------------------------- */
+
+static PyObject *ATTRIBUTES; /* "attributes", interned */
+
+/* The value at `slot` of a memo (the C Memo, a dict, or any mapping); NULL, with no error set, when absent. */
+static PyObject *
+memo_value(PyObject *memo, PyObject *slot)
+{
+    if (Py_IS_TYPE(memo, &MemoType))
+        return Py_XNewRef(memo_lookup((Memo *)memo, slot));
+    if (PyDict_CheckExact(memo))
+        return Py_XNewRef(PyDict_GetItemWithError(memo, slot));
+    PyObject *value = PyObject_GetItem(memo, slot);
+    if (value == NULL && PyErr_ExceptionMatches(PyExc_KeyError))
+        PyErr_Clear();
+    return value;
+}
+
+/* The value cached under `key`, made by `make(key)` and cached where there is none (a new reference). */
+static PyObject *
+cached(PyObject *cache, PyObject *key, PyObject *make)
+{
+    PyObject *value = PyDict_GetItemWithError(cache, key);
+    if (value != NULL)
+        return Py_NewRef(value);
+    if (PyErr_Occurred())
+        return NULL;
+    value = PyObject_CallOneArg(make, key);
+    if (value != NULL && PyDict_SetItem(cache, key, value) < 0)
+        Py_CLEAR(value);
+    return value;
+}
+
+static PyObject *
+own_heads(PyObject *module, PyObject *args)
+{
+    PyObject *entries, *slot, *tails, *make_tail, *prefixes, *make_prefix;
+    if (!PyArg_ParseTuple(args, "O!OO!OO!O:own_heads", &PyList_Type, &entries, &slot, &PyDict_Type, &tails,
+                          &make_tail, &PyDict_Type, &prefixes, &make_prefix))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(entries);
+    PyObject *heads = PyList_New(n);
+    if (heads == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i), *memo = NULL, *head = NULL;
+        PyObject *attributes = NULL, *tagging = NULL, *prefix = NULL;
+        if (slot != Py_None) {
+            memo = PyObject_GetAttr(entry, MEMO);
+            if (memo == NULL || ((head = memo_value(memo, slot)) == NULL && PyErr_Occurred()))
+                goto entry_failed;
+        }
+        if (head == NULL) {
+            attributes = PyObject_GetAttr(entry, ATTRIBUTES);
+            if (attributes == NULL || (tagging = cached(tails, attributes, make_tail)) == NULL)
+                goto entry_failed;
+            if (!PyTuple_CheckExact(tagging) || PyTuple_GET_SIZE(tagging) != 3) {
+                PyErr_SetString(PyExc_TypeError, "own_heads: make_tail must return (suffix, tags, tail)");
+                goto entry_failed;
+            }
+            prefix = cached(prefixes, PyTuple_GET_ITEM(tagging, 0), make_prefix);
+            if (prefix == NULL || (head = PyTuple_Pack(2, prefix, PyTuple_GET_ITEM(tagging, 2))) == NULL)
+                goto entry_failed;
+            if (memo != NULL && (Py_IS_TYPE(memo, &MemoType) ? memo_set((Memo *)memo, slot, head)
+                                                              : PyObject_SetItem(memo, slot, head)) < 0)
+                goto entry_failed;
+        }
+        PyList_SET_ITEM(heads, i, head);
+        Py_XDECREF(memo);
+        Py_XDECREF(attributes);
+        Py_XDECREF(tagging);
+        Py_XDECREF(prefix);
+        continue;
+    entry_failed:
+        Py_XDECREF(head);
+        Py_XDECREF(memo);
+        Py_XDECREF(attributes);
+        Py_XDECREF(tagging);
+        Py_XDECREF(prefix);
+        for (Py_ssize_t j = i; j < n; j++) /* the list's unset items must be valid for its deallocation */
+            PyList_SET_ITEM(heads, j, Py_NewRef(Py_None));
+        Py_DECREF(heads);
+        return NULL;
+    }
+    return heads;
+}
+
 static PyMethodDef methods[] = {
     {"recognise", recognise, METH_VARARGS,
      "recognise(text, learned, starts, lengths, samples) -> list[float] | None: the values of a body that is the "
@@ -1076,6 +1163,10 @@ static PyMethodDef methods[] = {
      "(32-bit offsets as bytes), which lines are samples, and each sample's value; None if a line has no value."},
     {"frame_series", frame_series, METH_VARARGS,
      "frame_series(samples, start, stop, limit) -> (bytes, int): a Datadog series body and how many it holds."},
+    {"own_heads", own_heads, METH_VARARGS,
+     "own_heads(entries, slot, tails, make_tail, prefixes, make_prefix) -> list: each entry's Datadog head: the one "
+     "in its memo at `slot`, else (prefix, tail) made and kept there (slot None: made for every entry, kept nowhere). "
+     "tails caches make_tail(attributes) -> (suffix, tags, tail); prefixes caches make_prefix(suffix)."},
     {"number_points", number_points, METH_VARARGS,
      "number_points(series, values, starts, ends, slot) -> bytes | None: OTLP NumberDataPoints, or None to leave "
      "them to the Python code (a head not made yet, a NaN, a value that is not a float)."},
@@ -1088,8 +1179,9 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     MEMO = PyUnicode_InternFromString("memo");
+    ATTRIBUTES = PyUnicode_InternFromString("attributes");
     ZERO = PyLong_FromLong(0);
-    if (MEMO == NULL || ZERO == NULL || PyType_Ready(&MemoType) < 0 || PyType_Ready(&SeriesType) < 0)
+    if (MEMO == NULL || ATTRIBUTES == NULL || ZERO == NULL || PyType_Ready(&MemoType) < 0 || PyType_Ready(&SeriesType) < 0)
         return NULL;
     PyObject *created = PyModule_Create(&module);
     if (created == NULL)

@@ -1,7 +1,7 @@
 """Type stub of the optional C extension bridge/_speedups.c (see bridge/speedups.py)."""
 
 from array import array
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from bridge.model import Attrs
@@ -28,6 +28,15 @@ def frame_series(samples: list[Sample], start: int, stop: int, limit: int, /) ->
 def number_points(
     series: list[Series], values: list[float], starts: list[int], ends: list[int], slot: int, /
 ) -> bytes | None: ...
+def own_heads(
+    entries: list[Series],
+    slot: int | None,
+    tails: dict[Attrs, tuple[str, tuple[str, ...], str]],
+    make_tail: Callable[[Attrs], tuple[str, tuple[str, ...], str]],
+    prefixes: dict[str, str],
+    make_prefix: Callable[[str], str],
+    /,
+) -> list[tuple[str, str]]: ...
 
 class Memo:
     def get(self, slot: int, default: Any = None, /) -> Any: ...

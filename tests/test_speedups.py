@@ -677,3 +677,67 @@ def test_interned_series_and_their_family_are_let_go() -> None:
     gc.collect()
     assert gone() is None
     assert sys.getrefcount(key) == count
+
+
+_LABEL_SETS = [(), (("endpoint", "a"),), (("endpoint", "b"), ("statistic", "p99")), (("model", "\u00e9"),)]
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(_LABEL_SETS), st.booleans(), st.booleans()), max_size=30),
+    st.booleans(),
+)
+def test_datadog_heads_are_made_and_kept_as_the_python_code_makes_them(
+    rows: list[tuple[tuple[tuple[str, str], ...], bool, bool]], keep: bool
+) -> None:
+    """Rows: (attributes, a head already in the memo, a Python series with a dict memo)."""
+    from bridge.series.table import PythonSeries, Series
+    from bridge.sinks.datadog.normalize import python_own_heads
+
+    slot = 7 if keep else None
+
+    def entries() -> list[Any]:
+        made = []
+        for index, (attributes, has_head, python) in enumerate(rows):
+            entry = (PythonSeries if python else Series)("f", index, attributes)
+            if has_head:
+                entry.memo[7] = ("kept-prefix", f"kept-{index}")
+            made.append(entry)
+        return made
+
+    def run(own_heads: Any) -> tuple[list[Any], list[Any], dict[Any, Any], dict[str, str], list[Any]]:
+        calls: list[Any] = []
+
+        def make_tail(attributes: Any) -> tuple[str, tuple[str, ...], str]:
+            calls.append(attributes)
+            suffix = dict(attributes).get("statistic", "")
+            return suffix, tuple(f"{k}:{v}" for k, v in attributes), f"tail{attributes}"
+
+        def make_prefix(suffix: str) -> str:
+            calls.append(suffix)
+            return f"prefix{suffix}"
+
+        made, tails, prefixes = entries(), {(): ("", (), "known tail")}, {}
+        heads = own_heads(made, slot, tails, make_tail, prefixes, make_prefix)
+        return heads, [entry.memo.get(7) for entry in made], tails, prefixes, calls
+
+    assert speedups.native is not None
+    assert run(speedups.native.own_heads) == run(python_own_heads)
+
+
+@native
+def test_own_heads_passes_a_maker_s_error_on_and_refuses_a_wrong_tagging() -> None:
+    from bridge.series.table import Series
+
+    assert speedups.native is not None
+    entries = [Series("f", index, (("k", str(index)),)) for index in range(3)]
+
+    def broken(attributes: Any) -> Any:
+        raise LookupError(attributes)
+
+    with pytest.raises(LookupError):
+        speedups.native.own_heads(entries, 7, {}, broken, {}, str)
+    with pytest.raises(TypeError, match="make_tail must return"):
+        speedups.native.own_heads(entries, 7, {}, lambda attributes: ("", ()), {}, str)
+    assert [entry.memo.get(7) for entry in entries] == [None, None, None]  # nothing half-kept

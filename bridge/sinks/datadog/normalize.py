@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
 from typing import Any, cast
 
+from bridge import speedups
 from bridge.clock import Clock
 from bridge.model import NS_PER_S, Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality, Value
 from bridge.model import Series as Entry
@@ -209,34 +210,32 @@ class _Plan:
     def only_heads(self, entries: list[Entry], metric_type: int) -> list[Head]:
         """Each entry's head, made where it has none, for series that need nothing else (gauges, per-window
         counts): kept as the memo itself, the smallest form."""
-        slot = self.slot
-        found: list[Head | None] = [entry.memo.get(slot) for entry in entries]
-        if all(found):
-            return cast(list[Head], found)
-        new = [entry for entry, head in zip(entries, found, strict=True) if head is None]
-        for entry, head in zip(new, self._own_heads(new, metric_type), strict=True):
-            entry.memo[slot] = head
-        return [entry.memo[slot] for entry in entries]
+        return own_heads(entries, self.slot, *self._head_makers(metric_type))
 
     def mains(self, entries: list[Entry], metric_type: int) -> list[Parts]:
         """Each entry's Parts, with its own head made where it has none (a first scrape's whole metric at once)."""
         slot = self.slot
         found: list[Parts | None] = [entry.memo.get(slot) for entry in entries]
         new = [entry for entry, parts in zip(entries, found, strict=True) if parts is None or parts.head is NO_HEAD]
-        for entry, head in zip(new, self._own_heads(new, metric_type), strict=True):
+        if not new:
+            return cast(list[Parts], found)
+        for entry, head in zip(new, own_heads(new, None, *self._head_makers(metric_type)), strict=True):
             self.parts(entry).head = head
-        return [entry.memo[slot] for entry in entries] if new else cast(list[Parts], found)
+        return [entry.memo[slot] for entry in entries]
 
-    def _own_heads(self, entries: list[Entry], metric_type: int) -> Iterator[Head]:
-        """Each entry's own head (`head(entry, "", ...)`), the prefix looked up once per statistic suffix."""
-        unit, tags, suffix_statistic, host = self.unit, self.tags, self.suffix_statistic, self.host
-        prefixes: dict[str, str] = {}
-        for entry in entries:
-            suffix, _, tail = _tagging(entry.attributes, (), tags, suffix_statistic, host)
-            prefix = prefixes.get(suffix)
-            if prefix is None:
-                prefix = prefixes[suffix] = self.prefix("", suffix, metric_type, unit)
-            yield prefix, tail
+    def _head_makers(self, metric_type: int) -> tuple[dict[Attrs, Tagging], MakeTail, dict[str, str], MakePrefix]:
+        """own_heads' caches and their makers for this plan's own heads (`head(entry, "", ...)`): the tags of a
+        label set are shared by every plan of the same resource tags, so a first scrape makes each once."""
+        tags, suffix_statistic, host, unit = self.tags, self.suffix_statistic, self.host, self.unit
+        tails = _tails(tags, suffix_statistic, host)
+        if len(tails) > _TAILS_LIMIT:
+            tails.clear()
+        return (
+            tails,
+            lambda attributes: _tagging(attributes, (), tags, suffix_statistic, host),
+            {},
+            lambda suffix: self.prefix("", suffix, metric_type, unit),
+        )
 
     def part(
         self, parts: Parts, entry: Entry, key: Any, part: str, metric_type: int, unit: str, extra: tuple[str, ...] = ()
@@ -247,6 +246,56 @@ class _Plan:
         if head is None:
             head = parts.by_part[key] = self.head(entry, part, metric_type, unit, extra)
         return head
+
+
+#: _tagging's answer: the name suffix, the tags, and the head's second piece.
+Tagging = tuple[str, tuple[str, ...], str]
+MakeTail = Callable[[Attrs], Tagging]
+MakePrefix = Callable[[str], str]
+_TAILS_LIMIT = 65_536  # label sets remembered per resource tagging, as _tagging's own cache
+
+
+@lru_cache(maxsize=64)  # one per resource tagging: as many as sources and their organizations
+def _tails(resource_tags: tuple[str, ...], suffix_statistic: bool, host: str | None) -> dict[Attrs, Tagging]:
+    """Where own_heads keeps the tagging of each label set, for plans of these resource tags."""
+    return {}
+
+
+def python_own_heads(
+    entries: list[Entry],
+    slot: int | None,
+    tails: dict[Attrs, Tagging],
+    make_tail: MakeTail,
+    prefixes: dict[str, str],
+    make_prefix: MakePrefix,
+) -> list[Head]:
+    """Each entry's own head: the one in its memo at `slot`, else (prefix, tail) made and kept there (`slot`
+    None: made for every entry, kept nowhere). The reference of the C extension's own_heads, and what runs
+    without it."""
+    if slot is not None:
+        found: list[Head | None] = [entry.memo.get(slot) for entry in entries]
+        if all(found):  # steady state
+            return cast(list[Head], found)
+    heads: list[Head] = []
+    for entry in entries:
+        head: Head | None = entry.memo.get(slot) if slot is not None else None
+        if head is None:
+            attributes = entry.attributes
+            tagging = tails.get(attributes)
+            if tagging is None:
+                tagging = tails[attributes] = make_tail(attributes)
+            suffix, _, tail = tagging
+            prefix = prefixes.get(suffix)
+            if prefix is None:
+                prefix = prefixes[suffix] = make_prefix(suffix)
+            head = (prefix, tail)
+            if slot is not None:
+                entry.memo[slot] = head
+        heads.append(head)
+    return heads
+
+
+own_heads: Callable[..., list[Head]] = speedups.native.own_heads if speedups.native is not None else python_own_heads
 
 
 @lru_cache(maxsize=65_536)  # a label set recurs in every family: its tags are made once
