@@ -1096,6 +1096,39 @@ cached(PyObject *cache, PyObject *key, PyObject *make)
 }
 
 static PyObject *
+memo_fill(PyObject *module, PyObject *args)
+{
+    PyObject *entries, *slot, *cache, *make;
+    if (!PyArg_ParseTuple(args, "O!OO!O:memo_fill", &PyList_Type, &entries, &slot, &PyDict_Type, &cache, &make))
+        return NULL;
+    int filled = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i), *value = NULL, *attributes = NULL;
+        PyObject *memo = PyObject_GetAttr(entry, MEMO);
+        if (memo == NULL || ((value = memo_value(memo, slot)) == NULL && PyErr_Occurred()))
+            goto failed;
+        if (value == NULL) {
+            attributes = PyObject_GetAttr(entry, ATTRIBUTES);
+            if (attributes == NULL || (value = cached(cache, attributes, make)) == NULL ||
+                (Py_IS_TYPE(memo, &MemoType) ? memo_set((Memo *)memo, slot, value)
+                                              : PyObject_SetItem(memo, slot, value)) < 0)
+                goto failed;
+            filled = 1;
+        }
+        Py_DECREF(memo);
+        Py_DECREF(value);
+        Py_XDECREF(attributes);
+        continue;
+    failed:
+        Py_XDECREF(memo);
+        Py_XDECREF(value);
+        Py_XDECREF(attributes);
+        return NULL;
+    }
+    return PyBool_FromLong(filled);
+}
+
+static PyObject *
 own_heads(PyObject *module, PyObject *args)
 {
     PyObject *entries, *slot, *tails, *make_tail, *prefixes, *make_prefix;
@@ -1163,6 +1196,9 @@ static PyMethodDef methods[] = {
      "(32-bit offsets as bytes), which lines are samples, and each sample's value; None if a line has no value."},
     {"frame_series", frame_series, METH_VARARGS,
      "frame_series(samples, start, stop, limit) -> (bytes, int): a Datadog series body and how many it holds."},
+    {"memo_fill", memo_fill, METH_VARARGS,
+     "memo_fill(entries, slot, cache, make) -> bool: where an entry's memo has nothing at `slot`, keep there what "
+     "cache holds for its attributes (make(attributes), cached, on a miss); whether any entry had nothing."},
     {"own_heads", own_heads, METH_VARARGS,
      "own_heads(entries, slot, tails, make_tail, prefixes, make_prefix) -> list: each entry's Datadog head: the one "
      "in its memo at `slot`, else (prefix, tail) made and kept there (slot None: made for every entry, kept nowhere). "

@@ -28,6 +28,7 @@ def frame_series(samples: list[Sample], start: int, stop: int, limit: int, /) ->
 def number_points(
     series: list[Series], values: list[float], starts: list[int], ends: list[int], slot: int, /
 ) -> bytes | None: ...
+def memo_fill(entries: list[Series], slot: int, cache: dict[Attrs, Any], make: Callable[[Attrs], Any], /) -> bool: ...
 def own_heads(
     entries: list[Series],
     slot: int | None,

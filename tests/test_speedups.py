@@ -741,3 +741,31 @@ def test_own_heads_passes_a_maker_s_error_on_and_refuses_a_wrong_tagging() -> No
     with pytest.raises(TypeError, match="make_tail must return"):
         speedups.native.own_heads(entries, 7, {}, lambda attributes: ("", ()), {}, str)
     assert [entry.memo.get(7) for entry in entries] == [None, None, None]  # nothing half-kept
+
+
+@native
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_LABEL_SETS), st.booleans(), st.booleans()), max_size=30))
+def test_memo_fill_keeps_what_the_python_code_keeps(rows: list[tuple[tuple[tuple[str, str], ...], bool, bool]]) -> None:
+    """Rows: (attributes, a value already in the memo, a Python series with a dict memo)."""
+    from bridge.series.table import PythonSeries, Series, python_memo_fill
+
+    def run(memo_fill: Any) -> tuple[bool, list[Any], dict[Any, Any], list[Any]]:
+        calls: list[Any] = []
+
+        def make(attributes: Any) -> str:
+            calls.append(attributes)
+            return f"made{attributes}"
+
+        entries = []
+        for index, (attributes, kept, python) in enumerate(rows):
+            entry = (PythonSeries if python else Series)("f", index, attributes)
+            if kept:
+                entry.memo[5] = f"kept-{index}"
+            entries.append(entry)
+        cache = {(): "cached"}
+        filled = memo_fill(entries, 5, cache, make)
+        return filled, [entry.memo.get(5) for entry in entries], cache, calls
+
+    assert speedups.native is not None
+    assert run(speedups.native.memo_fill) == run(python_memo_fill)

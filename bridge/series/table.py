@@ -88,6 +88,25 @@ if speedups.native is not None:  # the same attributes in C, made without runnin
     Series = speedups.native.Series  # type: ignore[misc]
 
 
+def python_memo_fill(entries: list[Series], slot: int, cache: dict[Attrs, Any], make: Callable[[Attrs], Any]) -> bool:
+    """Where an entry's memo has nothing at `slot`, keep there the value its attributes give: what `cache` holds
+    for them, made by `make` and cached on a miss. Whether any entry had nothing. For what a consumer derives
+    from attributes alone (an encoded identity), made once per label set however many series share it. The
+    reference of the C extension's memo_fill, and what runs without it."""
+    new = [entry for entry in entries if entry.memo.get(slot) is None]
+    for entry in new:
+        value = cache.get(entry.attributes)
+        if value is None:
+            value = cache[entry.attributes] = make(entry.attributes)
+        entry.memo[slot] = value
+    return bool(new)
+
+
+memo_fill: Callable[[list[Series], int, dict[Attrs, Any], Callable[[Attrs], Any]], bool] = (
+    speedups.native.memo_fill if speedups.native is not None else python_memo_fill
+)
+
+
 class SeriesTable:
     """Interned series of one owner (a source, or the shared table for series built from points)."""
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from bridge import speedups
 from bridge.model import Attrs, Batch, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality
 from bridge.protowire import I64, LEN, VARINT, field, field_head, string_fields, varint
-from bridge.series import new_slot
+from bridge.series import memo_fill, new_slot
 from bridge.sinks.otlp.config import AttributeValue
 
 if TYPE_CHECKING:
@@ -224,10 +224,13 @@ def _key_value(field_number: int, key: str, value: str) -> bytes:
 
 def _frame_new(series: list[Series], slot: int) -> bool:
     """Frame the point head of each series that has none yet; whether there was one."""
-    new = [s for s in series if s.memo.get(slot) is None]
-    for each in new:
-        each.memo[slot] = _framed_number_point(each.attributes)
-    return bool(new)
+    if len(_FRAMED) > _FRAMED_LIMIT:
+        _FRAMED.clear()
+    return memo_fill(series, slot, _FRAMED, _framed_number_point)
+
+
+_FRAMED: dict[Attrs, bytes] = {}  # _frame_new's: a first scrape calls _framed_number_point once per label set
+_FRAMED_LIMIT = 65_536
 
 
 @lru_cache(maxsize=65_536)  # one object for every series with these attributes (an endpoint's in every family)
