@@ -204,6 +204,16 @@ def answer_headers(headers: Headers, body: bytes = b"") -> Script:
     return script
 
 
+def in_turn(*scripts: Script) -> Script:
+    """Each request answered by the next script."""
+    answers = iter(scripts)
+
+    def script(outbox: Outbox) -> None:
+        next(answers)(outbox)
+
+    return script
+
+
 def reset(code: ErrorCodes) -> Script:
     def script(outbox: Outbox) -> None:
         outbox.reset(code)
@@ -404,10 +414,7 @@ def test_concurrent_calls_share_one_connection_against_grpcio() -> None:
 
 
 def test_a_goaway_fails_the_calls_it_did_not_take_and_the_next_call_opens_a_new_connection() -> None:
-    answers = iter([_go_away, answer_ok(partial(1, "one"))])
-
-    def script(outbox: Outbox) -> None:
-        next(answers)(outbox)
+    script = in_turn(_go_away, answer_ok(partial(1, "one")))
 
     async def go() -> tuple[DeliveryError | None, int, int]:
         async with ScriptedServer(script) as server:
@@ -607,3 +614,21 @@ def test_a_proxy_that_cannot_tunnel_is_a_config_error_naming_the_variable(monkey
         OTLPSinkConfig(type="otlp", protocol="grpc", endpoint="http://collector:4317")
     assert "secret" not in str(caught.value)
     OTLPSinkConfig(type="otlp", protocol="http/protobuf", endpoint="http://collector:4318")  # httpx's to read
+
+
+def test_after_a_call_without_an_answer_the_next_call_dials_a_new_connection() -> None:
+    """A connection a middlebox stopped forwarding would otherwise time out every call until TCP gives up."""
+    script = in_turn(lambda outbox: None, answer_ok(partial(2, "two")))  # the first request is never answered
+
+    async def go() -> tuple[str, int, int]:
+        async with ScriptedServer(script) as server:
+            sink = make_sink("grpc", server.endpoint, timeout_seconds=0.5)
+            await sink.start()
+            [payload] = sink.prepare(cerebras_batch(0))
+            with pytest.raises(RetryableError) as caught:
+                await sink.deliver(payload)
+            rejected = await sink.deliver(payload)
+            await sink.close()
+        return caught.value.reason, rejected, server.connections
+
+    assert run(go()) == ("grpc_deadline_exceeded", 2, 2)

@@ -327,6 +327,7 @@ class Channel:
         """The reply message of one call (None when an OK answer carries none that can be read); CallError else."""
         framed = _frame(message, gzip)
         headers = self._headers(path, metadata, timeout, gzip)
+        connection = None
         try:
             async with asyncio.timeout(timeout):
                 connection = await self._connected()
@@ -337,6 +338,8 @@ class Channel:
                         self._retired.discard(connection)
                         await connection.close()
         except TimeoutError:
+            if connection is not None and connection.closed_because is None:  # perhaps a path that drops packets:
+                connection.closed_because = f"a call on it had no answer within {timeout:g} s"  # the next call redials
             raise CallError("DEADLINE_EXCEEDED", f"no answer within {timeout:g} s") from None
         except (OSError, h2.exceptions.H2Error) as error:
             raise CallError("UNAVAILABLE", f"{type(error).__name__}: {error}") from None
