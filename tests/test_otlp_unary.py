@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import struct
 from collections.abc import Callable, Coroutine
@@ -21,11 +22,14 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hpack
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from h2.errors import ErrorCodes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsPartialSuccess,
     ExportMetricsServiceResponse,
@@ -632,3 +636,79 @@ def test_after_a_call_without_an_answer_the_next_call_dials_a_new_connection() -
         return caught.value.reason, rejected, server.connections
 
     assert run(go()) == ("grpc_deadline_exceeded", 2, 2)
+
+
+# ---------------------------------------------------------------- arbitrary answers
+_SETTINGS = bytes.fromhex("000000040000000000")  # an empty SETTINGS frame: the server preface
+
+
+#: Values for gRPC's answer fields: mostly what a server sends, some of what none should.
+FIELD_VALUES = {
+    ":status": ["200", "200", "503", "abc"],
+    "content-type": ["application/grpc", "application/grpc+proto", "text/html"],
+    "grpc-status": ["0", "14", "8", "99", "-1", "1e3", "", "x"],
+    "grpc-message": ["", "slow down", "%zz", "100%25"],
+    "grpc-status-details-bin": ["", "CAg", "!!", "CAgSBHNsb3c"],
+    "grpc-encoding": ["gzip", "identity", "br"],
+}
+
+
+def _frame(frame_type: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes((frame_type, flags)) + struct.pack(">I", stream) + payload
+
+
+@st.composite
+def _answers(draw: st.DrawFn) -> bytes:
+    """An answer on stream 1 shaped as gRPC's (headers, DATA, trailers; or Trailers-Only) with usual and odd values
+    in its fields and bodies, and now and then a frame of any type, flags, stream and payload."""
+    encoder = hpack.Encoder()  # one per connection, as the client's decoder is
+
+    def block(names: list[str]) -> bytes:
+        return encoder.encode([(name, draw(st.sampled_from(FIELD_VALUES[name]))) for name in names])
+
+    extra = draw(st.lists(st.sampled_from(list(FIELD_VALUES)[2:]), max_size=4, unique=True))
+    trailers_only = draw(st.booleans())
+    frames = [_frame(1, 4 | trailers_only, 1, block([":status", "content-type", *(extra if trailers_only else [])]))]
+    if not trailers_only:
+        for _ in range(draw(st.integers(0, 2))):
+            body = draw(st.sampled_from([framed(b""), framed(b"\x08\x01"), framed(b"\x1f\x8b", compressed=True)]))
+            frames.append(_frame(0, 0, 1, draw(st.just(body) | st.binary(max_size=16))))
+        frames.append(_frame(1, 4 | 1, 1, block(["grpc-status", *extra])))  # trailers: END_HEADERS, END_STREAM
+    if draw(st.integers(0, 9)) == 0:
+        odd = _frame(draw(st.integers(0, 10)), draw(st.sampled_from([0, 1, 4, 8, 0xFF])),
+                     draw(st.sampled_from([0, 1, 3])), draw(st.binary(max_size=24)))  # fmt: skip
+        frames.insert(draw(st.integers(0, len(frames))), odd)
+    return b"".join(frames)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.binary(max_size=64), _answers(), _answers(), _answers()), st.booleans(), st.booleans())
+def test_whatever_a_server_answers_the_call_ends_in_a_delivery_outcome(
+    answer: bytes, preface: bool, hang_up: bool
+) -> None:
+    """Arbitrary bytes where a gRPC server's answer goes: the sink returns or raises its two errors, by the deadline."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65_536)  # the client's preface, settings and (part of) its request
+        writer.write((_SETTINGS if preface else b"") + answer)
+        await writer.drain()
+        if hang_up:
+            writer.close()
+        else:
+            await reader.read()  # until the client goes
+
+    async def go() -> None:
+        server = await asyncio.start_server(serve, HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        sink = make_sink("grpc", f"http://{HOST}:{port}", timeout_seconds=0.3, compression="none")
+        await sink.start()
+        try:
+            [payload] = sink.prepare(cerebras_batch(0))
+            with contextlib.suppress(RetryableError, PermanentError):
+                await asyncio.wait_for(sink.deliver(payload), timeout=5)  # the sink's own deadline is 0.3 s
+        finally:
+            await sink.close()
+            server.close()
+            await server.wait_closed()
+
+    run(go())
