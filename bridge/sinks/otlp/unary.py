@@ -125,7 +125,8 @@ def proxy_for(host: str, environ: Mapping[str, str]) -> Proxy | None:
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(
-            f"{variable}: {parts.scheme}://{parts.hostname or ''} is not an http:// proxy (gRPC tunnels by CONNECT)"
+            f"{variable}: {parts.scheme}://{parts.hostname or ''} is not an http:// proxy, which gRPC tunnels through "
+            "with CONNECT (set grpc_proxy to one, or no_grpc_proxy to the collector's host)"
         )
     authorization = None
     if parts.username is not None:
