@@ -969,6 +969,27 @@ fail:
     return NULL;
 }
 
+/* The value at `slot` of a memo (the C Memo, a dict, or any mapping); NULL, with no error set, when absent. */
+static PyObject *
+memo_value(PyObject *memo, PyObject *slot)
+{
+    if (Py_IS_TYPE(memo, &MemoType))
+        return Py_XNewRef(memo_lookup((Memo *)memo, slot));
+    if (PyDict_CheckExact(memo))
+        return Py_XNewRef(PyDict_GetItemWithError(memo, slot));
+    PyObject *value = PyObject_GetItem(memo, slot);
+    if (value == NULL && PyErr_ExceptionMatches(PyExc_KeyError))
+        PyErr_Clear();
+    return value;
+}
+
+/* Keep `value` at `slot` of a memo (the C Memo, or any mapping); -1 on an error. */
+static int
+memo_store(PyObject *memo, PyObject *slot, PyObject *value)
+{
+    return Py_IS_TYPE(memo, &MemoType) ? memo_set((Memo *)memo, slot, value) : PyObject_SetItem(memo, slot, value);
+}
+
 /* -- number_points --------------------------------------------------------------------------------------- */
 
 static PyObject *MEMO; /* "memo", interned */
@@ -1009,10 +1030,7 @@ number_points(PyObject *module, PyObject *args)
         PyObject *memo = PyObject_GetAttr(PyList_GET_ITEM(series, i), MEMO);
         if (memo == NULL)
             goto fail;
-        PyObject *head = Py_IS_TYPE(memo, &MemoType)  ? memo_lookup((Memo *)memo, slot)
-                         : PyDict_CheckExact(memo) ? PyDict_GetItemWithError(memo, slot)
-                                                   : NULL;
-        Py_XINCREF(head); /* held until the end: nothing may free it between the two passes */
+        PyObject *head = memo_value(memo, slot); /* held until the end: nothing may free it between the passes */
         Py_DECREF(memo);
         if (head == NULL && PyErr_Occurred())
             goto fail;
@@ -1066,20 +1084,6 @@ fail:
 
 static PyObject *ATTRIBUTES; /* "attributes", interned */
 
-/* The value at `slot` of a memo (the C Memo, a dict, or any mapping); NULL, with no error set, when absent. */
-static PyObject *
-memo_value(PyObject *memo, PyObject *slot)
-{
-    if (Py_IS_TYPE(memo, &MemoType))
-        return Py_XNewRef(memo_lookup((Memo *)memo, slot));
-    if (PyDict_CheckExact(memo))
-        return Py_XNewRef(PyDict_GetItemWithError(memo, slot));
-    PyObject *value = PyObject_GetItem(memo, slot);
-    if (value == NULL && PyErr_ExceptionMatches(PyExc_KeyError))
-        PyErr_Clear();
-    return value;
-}
-
 /* The value cached under `key`, made by `make(key)` and cached where there is none (a new reference). */
 static PyObject *
 cached(PyObject *cache, PyObject *key, PyObject *make)
@@ -1110,8 +1114,7 @@ memo_fill(PyObject *module, PyObject *args)
         if (value == NULL) {
             attributes = PyObject_GetAttr(entry, ATTRIBUTES);
             if (attributes == NULL || (value = cached(cache, attributes, make)) == NULL ||
-                (Py_IS_TYPE(memo, &MemoType) ? memo_set((Memo *)memo, slot, value)
-                                              : PyObject_SetItem(memo, slot, value)) < 0)
+                memo_store(memo, slot, value) < 0)
                 goto failed;
             filled = 1;
         }
@@ -1158,8 +1161,7 @@ own_heads(PyObject *module, PyObject *args)
             prefix = cached(prefixes, PyTuple_GET_ITEM(tagging, 0), make_prefix);
             if (prefix == NULL || (head = PyTuple_Pack(2, prefix, PyTuple_GET_ITEM(tagging, 2))) == NULL)
                 goto entry_failed;
-            if (memo != NULL && (Py_IS_TYPE(memo, &MemoType) ? memo_set((Memo *)memo, slot, head)
-                                                              : PyObject_SetItem(memo, slot, head)) < 0)
+            if (memo != NULL && memo_store(memo, slot, head) < 0)
                 goto entry_failed;
         }
         PyList_SET_ITEM(heads, i, head);
