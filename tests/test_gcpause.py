@@ -54,3 +54,44 @@ def test_a_scrape_is_classified_with_collection_off() -> None:
     )
     assert seen == [False, False]
     assert gc.isenabled()
+
+
+class Node:
+    """A tracked object in a cycle with itself, so only the cyclic collector could free it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_bulk_work_survivors_go_to_the_old_generation_and_stay_collectable() -> None:
+    gc.enable()
+    gc.collect()
+    kept = gcpause.paused(lambda: [Node() for _ in range(gcpause.PROMOTE_AFTER + 1000)])()
+    ids = {id(node) for node in kept}
+    old = {id(o) for o in gc.get_objects(generation=2)}
+    assert ids <= old
+    assert gc.get_count()[0] < 100
+    assert gc.get_freeze_count() == 0
+    del kept
+    assert gc.collect() >= gcpause.PROMOTE_AFTER + 1000  # in a cycle each: only a collection frees them
+
+
+def test_small_work_leaves_its_objects_young() -> None:
+    gc.enable()
+    gc.collect()
+    kept = gcpause.paused(lambda: [Node() for _ in range(100)])()
+    old = {id(o) for o in gc.get_objects(generation=2)}
+    assert not {id(node) for node in kept} & old
+
+
+def test_what_someone_else_froze_stays_frozen() -> None:
+    gc.enable()
+    gc.collect()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        kept = gcpause.paused(lambda: [Node() for _ in range(gcpause.PROMOTE_AFTER + 1000)])()
+        assert gc.get_freeze_count() == frozen
+        assert not {id(node) for node in kept} & {id(o) for o in gc.get_objects(generation=2)}
+    finally:
+        gc.unfreeze()
