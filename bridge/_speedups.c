@@ -175,10 +175,10 @@ lookup_slice(PyObject *dict, const char *data, Py_ssize_t start, Py_ssize_t end)
     return found;
 }
 
-/* One usual 0.0.4 sample line (a name and a label text the parse has met, one value) as a Sample; NULL
- * without an error for any other line, which the Python code then takes. */
-static PyObject *
-usual_sample(PyObject *line, PyObject *names, PyObject *cache, PyObject *allowed, PyObject *sample_type)
+/* One usual 0.0.4 sample line (a name and a label text the parse has met, one value) appended to the family's
+ * columns: 1 when it was, 0 for any other line (which the Python code then takes), -1 on an error. */
+static int
+usual_sample(PyObject *line, PyObject *names, PyObject *cache, PyObject *allowed, PyObject *columns[3])
 {
     const char *data = (const char *)PyUnicode_DATA(line);
     Py_ssize_t first = 0, last = PyUnicode_GET_LENGTH(line);
@@ -195,23 +195,26 @@ usual_sample(PyObject *line, PyObject *names, PyObject *cache, PyObject *allowed
             name_end++;
         labels = PyTuple_New(0); /* the empty tuple, a singleton */
         if (labels == NULL)
-            return NULL;
+            return -1;
         rest = name_end;
     }
     else {
         name_end = brace - data;
         const char *close = memchr(brace, '}', data + last - brace);
         if (close == NULL)
-            return NULL;
+            return 0;
         labels = lookup_slice(cache, data, name_end + 1, close - data);
         if (labels == NULL)
-            return NULL;
+            return PyErr_Occurred() ? -1 : 0;
         Py_INCREF(labels);
         rest = close - data + 1;
     }
-    PyObject *name = lookup_slice(names, data, first, name_end), *sample = NULL;
-    if (name == NULL)
+    int added = 0;
+    PyObject *name = lookup_slice(names, data, first, name_end);
+    if (name == NULL) {
+        added = PyErr_Occurred() ? -1 : 0;
         goto done;
+    }
     Py_ssize_t start = rest, end;
     while (start < last && is_space(data[start]))
         start++;
@@ -219,30 +222,36 @@ usual_sample(PyObject *line, PyObject *names, PyObject *cache, PyObject *allowed
         end++;
     if (start == end || end != last || memchr(data + start, '_', end - start) != NULL)
         goto done; /* no value, a timestamp too, or `1_000`: the Python code says what it is */
-    int member = PySequence_Contains(allowed, name);
-    if (member != 1) /* 0: another family's sample, which the Python code starts */
+    added = PySequence_Contains(allowed, name);
+    if (added != 1) /* 0: another family's sample, which the Python code starts */
         goto done;
     PyObject *value = read_float(line, data, start, end);
     if (value == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_ValueError))
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
             PyErr_Clear();
+            added = 0;
+        }
+        else
+            added = -1;
         goto done;
     }
-    PyObject *args[] = {name, labels, value, Py_None};
-    sample = PyObject_Vectorcall(sample_type, args, 4, NULL);
+    /* a failed append (no memory) raises out of the whole parse: columns left uneven are never read */
+    if (PyList_Append(columns[0], name) || PyList_Append(columns[1], labels) || PyList_Append(columns[2], value))
+        added = -1;
     Py_DECREF(value);
 done:
     Py_DECREF(labels);
-    return sample;
+    return added;
 }
 
 static PyObject *
 sample_run(PyObject *module, PyObject *args)
 {
-    PyObject *lines, *names, *cache, *allowed, *samples, *sample_type;
+    PyObject *lines, *names, *cache, *allowed, *columns[3];
     Py_ssize_t index;
-    if (!PyArg_ParseTuple(args, "O!nO!O!O!O!O:sample_run", &PyList_Type, &lines, &index, &PyDict_Type, &names,
-                          &PyDict_Type, &cache, &PyTuple_Type, &allowed, &PyList_Type, &samples, &sample_type))
+    if (!PyArg_ParseTuple(args, "O!nO!O!O!O!O!O!:sample_run", &PyList_Type, &lines, &index, &PyDict_Type, &names,
+                          &PyDict_Type, &cache, &PyTuple_Type, &allowed, &PyList_Type, &columns[0], &PyList_Type,
+                          &columns[1], &PyList_Type, &columns[2]))
         return NULL;
     for (; index >= 0 && index < PyList_GET_SIZE(lines); index++) {
         PyObject *line = PyList_GET_ITEM(lines, index);
@@ -256,16 +265,11 @@ sample_run(PyObject *module, PyObject *args)
             continue;
         if (data[first] == '#')
             break;
-        PyObject *sample = usual_sample(line, names, cache, allowed, sample_type);
-        if (sample == NULL) {
-            if (PyErr_Occurred())
-                return NULL;
-            break;
-        }
-        int failed = PyList_Append(samples, sample);
-        Py_DECREF(sample);
-        if (failed)
+        int added = usual_sample(line, names, cache, allowed, columns);
+        if (added < 0)
             return NULL;
+        if (added == 0)
+            break;
     }
     return PyLong_FromSsize_t(index);
 }
@@ -1189,8 +1193,9 @@ static PyMethodDef methods[] = {
      "recognise(text, learned, starts, lengths, samples) -> list[float] | None: the values of a body that is the "
      "remembered one, `learned`, but for them; line i must start with learned[starts[i]:starts[i] + lengths[i]]."},
     {"sample_run", sample_run, METH_VARARGS,
-     "sample_run(lines, index, names, cache, allowed, samples, Sample) -> int: appends the usual sample lines from "
-     "lines[index] on as the parser would, and returns the index of the first line it leaves to the parser."},
+     "sample_run(lines, index, names, cache, allowed, sample_names, labels, values) -> int: appends the usual "
+     "sample lines from lines[index] on to a family's columns as the parser would, and returns the index of the "
+     "first line it leaves to the parser."},
     {"intern_keys", intern_keys, METH_VARARGS,
      "intern_keys(members, family, keys) -> list[Series]: each key's series in members, new ones added."},
     {"learn", learn, METH_VARARGS,

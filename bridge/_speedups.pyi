@@ -5,7 +5,6 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from bridge.model import Attrs
-from bridge.parser import Sample as ParsedSample
 from bridge.series.table import Series as Series  # re-exported: the C type has the Python class's attributes
 from bridge.sinks.datadog.normalize import Sample
 
@@ -18,8 +17,9 @@ def sample_run(
     names: dict[str, str],
     cache: dict[str, Attrs],
     allowed: tuple[str, ...],
-    samples: list[ParsedSample],
-    sample_type: type[ParsedSample],
+    sample_names: list[str],
+    labels: list[Attrs],
+    values: list[float],
     /,
 ) -> int: ...
 def intern_keys(members: dict[Hashable, Series], family: str, keys: list[Attrs], /) -> list[Series]: ...

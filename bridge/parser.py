@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import repeat
 
 from bridge import speedups
 from bridge.model import Attrs
@@ -45,11 +46,37 @@ class Sample:
 
 @dataclass(slots=True)
 class Family:
+    """A metric family: its metadata, and its samples as columns (the i-th sample is the i-th of each list).
+
+    Columns, not a `Sample` per line: the classifier reads a family's names, label sets and values as
+    lists, and a first scrape of 100k lines makes no object per line (bench/RESULTS.md). `samples` gives
+    them as objects to readers that want them.
+    """
+
     name: str
     type: str
     help: str
     unit: str
-    samples: list[Sample]
+    names: list[str] = field(default_factory=list)
+    labels: list[Attrs] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    #: each sample's own time in seconds (None where it has none); None itself when no sample has one
+    timestamps: list[float | None] | None = None
+
+    def add(self, name: str, labels: Attrs, value: float, timestamp: float | None) -> None:
+        if timestamp is not None and self.timestamps is None:
+            self.timestamps = [None] * len(self.values)
+        self.names.append(name)
+        self.labels.append(labels)
+        self.values.append(value)
+        if self.timestamps is not None:
+            self.timestamps.append(timestamp)
+
+    @property
+    def samples(self) -> list[Sample]:
+        """The samples as objects, new at each call (changing them changes nothing here)."""
+        stamps = self.timestamps if self.timestamps is not None else repeat(None)
+        return list(map(Sample, self.names, self.labels, self.values, stamps))
 
 
 @dataclass(slots=True)
@@ -249,15 +276,21 @@ class _Errors:
             self.samples.append((lineno, reason if len(reason) <= _MAX_REASON else reason[:_MAX_REASON] + "…"))
 
 
-def _text_family(name: str, help_: str, typ: str, samples: list[Sample]) -> Family:
-    """A finished 0.0.4 family; counters take OpenMetrics naming as in prometheus_client."""
+def _no_samples() -> Family:
+    """Where a family's samples gather while its metadata may still change (a family of no name yet)."""
+    return Family("", "", "", "")
+
+
+def _text_family(name: str, help_: str, typ: str, samples: Family) -> Family:
+    """A finished 0.0.4 family (`samples` holds its samples); counters take OpenMetrics naming as in
+    prometheus_client."""
+    names = samples.names
     if typ == "counter":
         if name.endswith("_total"):
             name = name[:-6]
         else:
-            for sample in samples:
-                sample.name += "_total"
-    return Family(name, typ, help_, "", samples)
+            names = [sample_name + "_total" for sample_name in names]
+    return Family(name, typ, help_, "", names, samples.labels, samples.values, samples.timestamps)
 
 
 def _parse_text(text: str) -> ParseResult:
@@ -268,7 +301,7 @@ def _parse_text(text: str) -> ParseResult:
     names: dict[str, str] = {}
     # The family being built; name '' means none (after an undeclared sample).
     name, help_, typ = "", "", "untyped"
-    samples: list[Sample] = []
+    samples = _no_samples()
     allowed: tuple[str, ...] = ()
 
     lines = text.split("\n")
@@ -276,7 +309,9 @@ def _parse_text(text: str) -> ParseResult:
     index = 0
     while index < len(lines):
         if run is not None:  # the usual sample lines in C, up to the next line that needs this code
-            index = run(lines, index, names, cache, allowed, samples, Sample)
+            index = run(lines, index, names, cache, allowed, samples.names, samples.labels, samples.values)
+            if samples.timestamps is not None:  # the run's samples have no time of their own
+                samples.timestamps += [None] * (len(samples.values) - len(samples.timestamps))
             if index == len(lines):
                 break
         raw = lines[index]
@@ -297,7 +332,7 @@ def _parse_text(text: str) -> ParseResult:
                 if candidate != name:
                     if name:
                         families.append(_text_family(name, help_, typ, samples))
-                    name, typ, samples, allowed = candidate, "untyped", [], (candidate,)
+                    name, typ, samples, allowed = candidate, "untyped", _no_samples(), (candidate,)
                 help_ = _HELP_ESCAPE_RE.sub(_unescape, payload) if payload else ""
             else:
                 if payload not in _TYPES:
@@ -306,7 +341,7 @@ def _parse_text(text: str) -> ParseResult:
                 if candidate != name:
                     if name:
                         families.append(_text_family(name, help_, typ, samples))
-                    name, help_, samples = candidate, "", []
+                    name, help_, samples = candidate, "", _no_samples()
                 typ = payload
                 allowed = tuple(name + suffix for suffix in _SUFFIXES.get(typ, ("",)))
             continue
@@ -328,13 +363,14 @@ def _parse_text(text: str) -> ParseResult:
                 else:
                     labels = cached
                 tokens = line[close + 1 :].split()
+            timestamp = None
             if len(tokens) == 1:
                 token = tokens[0]  # split: no surrounding whitespace for `_value` to find
                 if "_" in token:
                     raise ValueError(f"invalid value {token!r}")
-                sample = Sample(sample_name, labels, float(token), None)
+                value = float(token)
             elif len(tokens) == 2:
-                sample = Sample(sample_name, labels, _value(tokens[0]), _ms_timestamp(tokens[1]))
+                value, timestamp = _value(tokens[0]), _ms_timestamp(tokens[1])
             else:
                 raise ValueError("expected a value and an optional timestamp")
         except (ValueError, OverflowError) as exc:  # OverflowError: a huge timestamp
@@ -342,12 +378,13 @@ def _parse_text(text: str) -> ParseResult:
             continue
 
         if sample_name in allowed:
-            samples.append(sample)
+            samples.add(sample_name, labels, value, timestamp)
         else:  # not part of the current family: an untyped family of its own
             if name:
                 families.append(_text_family(name, help_, typ, samples))
-            name, help_, typ, samples, allowed = "", "", "untyped", [], ()
-            families.append(Family(sample_name, "untyped", "", "", [sample]))
+            name, help_, typ, samples, allowed = "", "", "untyped", _no_samples(), ()
+            families.append(Family(sample_name, "untyped", "", ""))
+            families[-1].add(sample_name, labels, value, timestamp)
 
     if name:
         families.append(_text_family(name, help_, typ, samples))
@@ -411,7 +448,7 @@ def _parse_openmetrics(text: str) -> ParseResult:
     help_: str | None = None
     typ: str | None = None
     unit: str | None = None
-    samples: list[Sample] = []
+    samples = _no_samples()
     allowed: tuple[str, ...] = ()
 
     lines = text.split("\n")
@@ -440,7 +477,7 @@ def _parse_openmetrics(text: str) -> ParseResult:
                 errors.add(lineno, f"{keyword} without a valid metric name")
                 continue
             same = candidate == name
-            if same and samples:
+            if same and samples.values:
                 errors.add(lineno, "metadata after samples")
                 continue
             if keyword == "TYPE" and payload not in _OM_TYPES:
@@ -451,8 +488,8 @@ def _parse_openmetrics(text: str) -> ParseResult:
                 continue
             if not same:
                 if name is not None:
-                    families.append(Family(name, typ or "unknown", help_ or "", unit or "", samples))
-                name, help_, typ, unit, samples, allowed = candidate, None, None, None, [], (candidate,)
+                    families.append(_om_family(name, typ, help_, unit, samples))
+                name, help_, typ, unit, samples, allowed = candidate, None, None, None, _no_samples(), (candidate,)
             if keyword == "HELP":
                 help_ = _ESCAPE_RE.sub(_unescape, payload) if "\\" in payload else payload
             elif keyword == "TYPE":
@@ -469,12 +506,26 @@ def _parse_openmetrics(text: str) -> ParseResult:
             continue
         if sample.name not in allowed:  # starts an undeclared family
             if name is not None:
-                families.append(Family(name, typ or "unknown", help_ or "", unit or "", samples))
-            name, help_, typ, unit, samples, allowed = sample.name, None, "unknown", None, [], (sample.name,)
-        samples.append(sample)
+                families.append(_om_family(name, typ, help_, unit, samples))
+            name, help_, typ, unit, samples, allowed = sample.name, None, "unknown", None, _no_samples(), (sample.name,)
+        samples.add(sample.name, sample.labels, sample.value, sample.timestamp)
 
     if name is not None:
-        families.append(Family(name, typ or "unknown", help_ or "", unit or "", samples))
+        families.append(_om_family(name, typ, help_, unit, samples))
     if not eof:
         errors.add(len(lines) + 1, "missing # EOF")
     return ParseResult(families, errors.count, errors.samples)
+
+
+def _om_family(name: str, typ: str | None, help_: str | None, unit: str | None, samples: Family) -> Family:
+    """A finished OpenMetrics family; what was never declared takes the defaults prometheus_client gives."""
+    return Family(
+        name,
+        typ or "unknown",
+        help_ or "",
+        unit or "",
+        samples.names,
+        samples.labels,
+        samples.values,
+        samples.timestamps,
+    )

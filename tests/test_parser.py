@@ -495,3 +495,19 @@ def test_braces_and_commas_inside_values_with_a_warm_cache() -> None:
 )
 def test_is_openmetrics(content_type: str | None, expected: bool) -> None:
     assert is_openmetrics(content_type) is expected
+
+
+def test_a_familys_times_line_up_with_its_samples_whichever_path_read_them() -> None:
+    """A time of its own makes a family's time column; the untimed samples around it (read in C, where built)
+    hold None there. A family with no such sample has no column at all."""
+    untimed_first = '# TYPE b gauge\nb{x="3"} 1\nb{x="4"} 1\n'  # label texts the C runs then know
+    text = untimed_first + '# TYPE a gauge\na{x="1"} 1\na{x="2"} 2 1000\na{x="3"} 3\na{x="4"} 4\n'
+    untimed, timed = parse(text).families
+    assert timed.timestamps == [None, 1.0, None, None]
+    assert [(s.labels, s.value, s.timestamp) for s in timed.samples] == [
+        ((("x", "1"),), 1.0, None),
+        ((("x", "2"),), 2.0, 1.0),
+        ((("x", "3"),), 3.0, None),
+        ((("x", "4"),), 4.0, None),
+    ]
+    assert untimed.timestamps is None

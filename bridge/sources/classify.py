@@ -25,14 +25,14 @@ import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate, compress
+from itertools import accumulate, compress, repeat
 from operator import getitem, ne
 from typing import cast
 
 from bridge import gcpause, speedups
 from bridge.http import excerpt
 from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality, Value
-from bridge.parser import Family, Sample, parse
+from bridge.parser import Family, parse
 from bridge.presets import FamilyRule
 from bridge.series.counter import Change, difference, grew, has_no_value
 from bridge.series.table import SeriesTable
@@ -203,7 +203,7 @@ class Classifier:
         columns = []
         samples = 0
         for family in parsed.families:
-            samples += len(family.samples)
+            samples += len(family.values)
             plan = self._plan(family)
             if self.on_family is not None:
                 self.on_family(family)
@@ -212,7 +212,7 @@ class Classifier:
                 family_columns = self._columns(plan, family, timestamps, learner)
             except Exception as exc:  # a shape no handler foresaw: lose this family, not the scrape
                 log.debug("family %s not classified", family.name, exc_info=True)
-                self.skipped.add(family.name, f"unusable family ({type(exc).__name__})", len(family.samples))
+                self.skipped.add(family.name, f"unusable family ({type(exc).__name__})", len(family.values))
                 family_columns = Columns(plan)
                 learner = None
             if self.skipped.count != skipped:
@@ -256,52 +256,54 @@ class Classifier:
         return Plan(family.name, _KINDS[handler], temporality, unit, family.help, service_check, rule, handler)
 
     def _columns(self, plan: Plan, family: Family, timestamps: bool, learner: _Learner | None) -> Columns:
-        """The family's samples as (series, part, value, end); the learner sees each family's samples."""
-        samples = family.samples
-        timed = any(sample.timestamp is not None for sample in samples)
+        """The family's samples as (series, part, value, end); the learner sees each family's values."""
+        timed = family.timestamps is not None
         if plan.handler in _ONE_PART and not (timestamps and timed):
-            columns = self._one_part_columns(plan, samples)
+            columns = self._one_part_columns(plan, family)
         else:
             columns = self._any_columns(plan, family, timestamps)
         if learner is not None:
-            learner.see(samples, kept=len(columns.values), timed=timed)
+            learner.see(family.values, kept=len(columns.values), timed=timed)
         return columns
 
-    def _one_part_columns(self, plan: Plan, samples: list[Sample]) -> Columns:
+    def _one_part_columns(self, plan: Plan, family: Family) -> Columns:
         """`_any_columns` for the usual family (a sample is its series' one value, or a counter's `_created`):
-        one pass with the family's members at hand, since a first scrape interns every sample here."""
+        the parser's columns taken whole where every sample is kept (a first scrape interns them all here)."""
         name, handler = plan.name, plan.handler
         created = name + "_created"
-        if handler == "plain":
-            kept = [s for s in samples if s.name == name]
-        elif handler == "delta":
-            kept = [s for s in samples if s.name != created]
-        else:
-            kept = samples
+        names, labels, values = family.names, family.labels, family.values
+        if handler == "plain" and names.count(name) != len(names):
+            names, labels, values = _kept([sample_name == name for sample_name in names], names, labels, values)
+        elif handler == "delta" and created in names:
+            names, labels, values = _kept([sample_name != created for sample_name in names], names, labels, values)
         parts: list[Part] = (
-            [("_created" if s.name == created else None) for s in kept] if handler == "counter" else [None] * len(kept)
+            [("_created" if sample_name == created else None) for sample_name in names]
+            if handler == "counter" and created in names
+            else [None] * len(names)
         )
         if self.resource_labels or (plan.rule and plan.rule.statistic_labels):  # attributes made from the labels
-            series = [self._intern(plan, s.labels) for s in kept]
+            series = [self._intern(plan, sample_labels) for sample_labels in labels]
         else:  # attributes are the labels: the parser's own (cached, sorted) tuples
-            series = self.table.intern_all(name, [s.labels for s in kept])
-        return Columns(plan, series, parts, [s.value for s in kept])
+            series = self.table.intern_all(name, labels)
+        return Columns(plan, series, parts, list(values))
 
     def _any_columns(self, plan: Plan, family: Family, timestamps: bool) -> Columns:
         columns = Columns(plan)
-        for sample in family.samples:
-            placed = self._part(plan, family.name, sample)
+        stamps = family.timestamps if family.timestamps is not None else repeat(None)
+        samples = zip(family.names, family.labels, family.values, stamps, strict=False)  # stamps may be endless
+        for sample_name, labels, value, timestamp in samples:
+            placed = self._part(plan, family.name, sample_name, labels)
             if placed is None:
                 continue
             end = None
-            if timestamps and sample.timestamp is not None:
-                end = to_ns(sample.timestamp)
+            if timestamps and timestamp is not None:
+                end = to_ns(timestamp)
                 if end is None:
                     end = _BAD_TIME  # judged by the assembly: a plain point is skipped, a bucket's time unused
             series, part = placed
             columns.series.append(series)
             columns.parts.append(part)
-            columns.values.append(sample.value)
+            columns.values.append(value)
             if end is not None:
                 if columns.ends is None:
                     columns.ends = [None] * (len(columns.values) - 1)
@@ -310,25 +312,25 @@ class Classifier:
                 columns.ends.append(None)
         return columns
 
-    def _part(self, plan: Plan, name: str, sample: Sample) -> tuple[Series, Part] | None:
+    def _part(self, plan: Plan, name: str, sample_name: str, labels: Attrs) -> tuple[Series, Part] | None:
         """Which series of the family a sample belongs to and which part of it it is; None to leave it out."""
-        suffix = sample.name[len(name) :]
+        suffix = sample_name[len(name) :]
         handler = plan.handler
         if handler == "plain":
-            return (self._intern(plan, sample.labels), None) if sample.name == name else None
+            return (self._intern(plan, labels), None) if sample_name == name else None
         if handler == "delta":
-            return None if suffix == "_created" else (self._intern(plan, sample.labels), None)
+            return None if suffix == "_created" else (self._intern(plan, labels), None)
         if handler == "counter":
-            return self._intern(plan, sample.labels), ("_created" if suffix == "_created" else None)
+            return self._intern(plan, labels), ("_created" if suffix == "_created" else None)
         label = "le" if handler == "histogram" else "quantile"
-        bound, labels = _bound(sample.labels, label)
+        bound, series_labels = _bound(labels, label)
         if suffix in ("_count", "_sum", "_created"):
-            return self._intern(plan, labels), suffix
+            return self._intern(plan, series_labels), suffix
         if bound is None or math.isnan(bound):
-            raw = dict(sample.labels).get(label)
+            raw = dict(labels).get(label)
             self.skipped.add(name, f"{label}={excerpt(repr(raw), 40)} is not a number")
             return None
-        return self._intern(plan, labels), bound
+        return self._intern(plan, series_labels), bound
 
     def _intern(self, plan: Plan, labels: Attrs) -> Series:
         series = self.table.get(plan.name, labels)
@@ -554,6 +556,13 @@ def _tracked_start(series: Series, value: Value, window_start_ns: int, end_ns: i
     return state.start_ns
 
 
+def _kept(
+    keep: list[bool], names: list[str], labels: list[Attrs], values: list[float]
+) -> tuple[list[str], list[Attrs], list[float]]:
+    """The samples (as columns) where `keep` is true."""
+    return list(compress(names, keep)), list(compress(labels, keep)), list(compress(values, keep))
+
+
 def _bound(labels: Attrs, label: str) -> tuple[float | None, Attrs]:
     """A sample's `le` (default +Inf) or `quantile` (None if absent) as a float, and its labels without it."""
     raw = None
@@ -617,11 +626,11 @@ class _Learner:
         self.samples: list[float] = []
         self.usable = True
 
-    def see(self, samples: list[Sample], *, kept: int, timed: bool) -> None:
-        """A family's samples, of which `kept` were classified; `timed` if any had its own time."""
-        if kept != len(samples) or timed:
+    def see(self, values: list[float], *, kept: int, timed: bool) -> None:
+        """A family's values, of which `kept` were classified; `timed` if any sample had its own time."""
+        if kept != len(values) or timed:
             self.usable = False  # a left-out or timed sample: this shape is always parsed
-        self.samples += [sample.value for sample in samples]
+        self.samples += values
 
     def learned(self, text: str, columns: list[Columns], evictions: int) -> _Learned | None:
         """The body as a template, if every sample line can be recognised by its text before the value
