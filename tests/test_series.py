@@ -23,7 +23,7 @@ from bridge.clock import ManualClock
 from bridge.model import NS_PER_S, Batch, HistogramValue, Kind, Metric, Point, Series, Temporality, Value
 from bridge.presets import cerebras
 from bridge.series import SeriesTable
-from bridge.series.counter import Change, accumulate, difference
+from bridge.series.counter import Change, CounterState, accumulate, began, difference
 from bridge.series.temporality import TemporalityNormalizer
 from bridge.sources import classify
 from bridge.sources.classify import Classifier, Ingested, Window
@@ -202,6 +202,29 @@ def rule(scenario: Scenario) -> list[Emitted]:
         else:
             out.append({B: "first_value", S: "out_of_order"}[observed.change])
     return out
+
+
+_VALUES = st.floats() | st.integers(-(2**70), 2**70) | st.builds(HistogramValue, st.floats(), st.floats(), st.just(()))
+
+
+@settings(deadline=None)
+@given(
+    st.none() | st.builds(CounterState, st.integers(0, 2**62), _VALUES, st.integers(0, 2**62)),
+    st.integers(0, 2**62),
+    st.integers(0, 2**62),
+    _VALUES,
+)
+def test_began_is_the_rules_answer_to_a_first_finite_float(
+    state: CounterState | None, start: int, end: int, value: Value
+) -> None:
+    """The hot loops' shortcut for a first scrape answers as `difference` does, or leaves it to `difference`."""
+    first = began(state, start, end, value)
+    if state is None and isinstance(value, float) and math.isfinite(value):
+        observed, expected = difference(None, start, end, value)
+        assert observed.change is Change.BASELINE
+        assert first == expected
+    else:
+        assert first is None
 
 
 def _dropped(sink: str) -> dict[str, float]:

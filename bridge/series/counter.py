@@ -146,6 +146,14 @@ def grew(state: CounterState | None, start_ns: int, end_ns: int, value: Value) -
     return increase, since
 
 
+def began(state: CounterState | None, start_ns: int, end_ns: int, value: Value) -> CounterState | None:
+    """`difference`'s answer to a series' first finite float, for the hot loops of a first scrape: the state it
+    starts (the observation is a BASELINE); None for anything else, which `difference` judges."""
+    if state is not None or type(value) is not float or value - value != 0.0:  # inf or NaN
+        return None
+    return CounterState(start_ns, value, end_ns)
+
+
 def accumulate(state: CounterState | None, start_ns: int, end_ns: int, delta: Value) -> tuple[Observed, CounterState]:
     """A per-window delta over [start_ns, end_ns) added to the series' running total.
 

@@ -34,7 +34,7 @@ from bridge.http import excerpt
 from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Series, SummaryValue, Temporality, Value
 from bridge.parser import Family, parse
 from bridge.presets import FamilyRule
-from bridge.series.counter import Change, difference, grew, has_no_value
+from bridge.series.counter import Change, began, difference, grew, has_no_value
 from bridge.series.table import SeriesTable
 
 log = logging.getLogger(__name__)
@@ -546,6 +546,10 @@ def _tracked_start(series: Series, value: Value, window_start_ns: int, end_ns: i
     state = series.last
     if state is not None and grew(state, state.start_ns, end_ns, value) is not None:  # the usual case, at once
         return state.start_ns  # type: ignore[no-any-return]
+    first = began(state, window_start_ns, end_ns, value)  # a first scrape's usual case
+    if first is not None:
+        series.last = first
+        return window_start_ns
     if has_no_value(value):  # nothing recorded: nothing to judge a reset by
         return state.start_ns if state is not None else window_start_ns
     start = state.start_ns if state is not None else window_start_ns

@@ -43,7 +43,16 @@ from bridge.clock import Clock
 from bridge.model import NS_PER_S, Attrs, Batch, HistogramValue, Kind, Metric, SummaryValue, Temporality, Value
 from bridge.model import Series as Entry
 from bridge.series import new_slot
-from bridge.series.counter import BASELINE_REASON, STALE_REASON, Change, CounterState, difference, grew, has_no_value
+from bridge.series.counter import (
+    BASELINE_REASON,
+    STALE_REASON,
+    Change,
+    CounterState,
+    began,
+    difference,
+    grew,
+    has_no_value,
+)
 from bridge.sinks.datadog import encode
 from bridge.sinks.datadog.config import AUTO, DatadogSinkConfig
 
@@ -220,7 +229,11 @@ class _Plan:
         if not new:
             return cast(list[Parts], found)
         for entry, head in zip(new, own_heads(new, None, *self._head_makers(metric_type)), strict=True):
-            self.parts(entry).head = head
+            parts = entry.memo.get(slot)
+            if parts is None:
+                entry.memo[slot] = Parts(head)
+            else:
+                parts.head = head
         return [entry.memo[slot] for entry in entries]
 
     def _head_makers(self, metric_type: int) -> tuple[dict[Attrs, Tagging], MakeTail, dict[str, str], MakePrefix]:
@@ -442,6 +455,8 @@ class Normalizer:
         metric_type = encode.COUNT if metric.monotonic else encode.GAUGE
         samples = run.out.samples
         window, timestamp, interval, accepted = (-1, -1), 0, 0, False
+        baselines = 0  # first values remembered, not sent (`_observe`'s BASELINE without flush_first_value)
+        quick_baselines = metric.monotonic and not self.config.flush_first_value
         for parts, value, start_ns, end_ns in zip(
             plan.mains(metric.series, metric_type), metric.values, metric.starts, metric.ends, strict=True
         ):
@@ -458,10 +473,15 @@ class Normalizer:
                 continue
             if not metric.monotonic:
                 run.gauge(parts.head, end_ns, value)  # type: ignore[arg-type]
+            elif quick_baselines and (first := began(parts.state, start_ns, end_ns, value)) is not None:
+                parts.state = first  # a first scrape's usual case
+                baselines += 1
             elif run.finite(value):  # type: ignore[arg-type]
                 counted = self._observe(run, parts, start_ns, end_ns, value)
                 if counted is not None:
                     run.count(parts.head, counted[1], counted[2], counted[0])  # type: ignore[arg-type]
+        if baselines:
+            run.out.dropped[BASELINE_REASON] += baselines
 
     def _deltas(self, plan: _Plan, metric: Metric, run: _Run) -> None:
         """Per-window counts as they are: the hot loop of the Cerebras families, like `_gauges`."""
