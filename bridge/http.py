@@ -117,6 +117,19 @@ def retry_after(headers: Mapping[str, str], now: float, *, ceiling: float) -> fl
     return None
 
 
+def import_connection_modules() -> None:
+    """Import now what httpcore imports at its first connection: its anyio backend, and anyio's asyncio backend
+    (26 modules, 33-45 ms here: bench/RESULTS.md).
+
+    A source calls this when it starts, so its first scrape does not wait on imports that a running bridge
+    holds after that scrape anyway. Both modules are private: should a release move them, nothing is imported
+    early and nothing else changes.
+    """
+    with contextlib.suppress(ImportError):
+        import anyio._backends._asyncio  # noqa: F401
+        import httpcore._backends.anyio  # noqa: F401
+
+
 class BodyTooLarge(Exception):
     """A body longer than the caller's limit (after decompression)."""
 

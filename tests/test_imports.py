@@ -91,6 +91,30 @@ def test_the_datadog_sink_leaves_its_api_client_to_the_key_check(tmp_path: Path)
     assert [name for name in [*DATADOG_CLIENT, GRPCIO, PROTOBUF, *OTLP] if name in modules] == []
 
 
+#: A scrape source started, as `run` starts it, with nothing fetched yet.
+STARTED = """
+import asyncio, json, sys
+
+from bridge.auth import NoAuth, TLSConfig
+from bridge.sources.fetch import HttpFetcher
+
+fetcher = HttpFetcher("http://127.0.0.1:9/metrics", auth=NoAuth(), tls=TLSConfig(), timeout=1.0, max_body_bytes=1)
+before = set(sys.modules)
+asyncio.run(fetcher.start())
+print(json.dumps(sorted(set(sys.modules) - before)))
+asyncio.run(fetcher.close())
+"""
+
+
+def test_a_scrape_source_imports_its_connection_modules_when_it_starts() -> None:
+    """httpcore imports anyio's asyncio backend at its first connection: at start, not in the first scrape."""
+    result = subprocess.run(
+        [sys.executable, "-c", STARTED], capture_output=True, text=True, check=False, cwd=REPO, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert {"anyio._backends._asyncio", "httpcore._backends.anyio"} <= set(json.loads(result.stdout))
+
+
 def test_each_builtin_type_lives_in_the_module_the_registry_imports_for_it() -> None:
     """The registry's table agrees with the decorators: each name gives its class, and no decorator adds a name."""
     probe = """

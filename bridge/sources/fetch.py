@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bridge.auth import Auth, TLSConfig
+from bridge.http import import_connection_modules
 from bridge.sources.scrape import ScrapeError, Scraper, ScrapeResult
 
 
@@ -43,6 +44,7 @@ class HttpFetcher:
     async def start(self) -> None:
         auth, tls, timeout, max_body_bytes = self._settings
         self._scraper = Scraper(auth=auth, tls=tls, timeout=timeout, max_body_bytes=max_body_bytes)
+        import_connection_modules()
 
     async def close(self) -> None:
         if self._scraper is not None:
