@@ -1135,6 +1135,31 @@ memo_fill(PyObject *module, PyObject *args)
     return PyBool_FromLong(filled);
 }
 
+/* -- mark_seen ------------------------------------------------------------------------------------------- */
+
+static PyObject *SEEN_NS; /* "seen_ns", interned */
+
+static PyObject *
+mark_seen(PyObject *module, PyObject *args)
+{
+    PyObject *entries, *end;
+    if (!PyArg_ParseTuple(args, "O!O:mark_seen", &PyList_Type, &entries, &end))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (Py_IS_TYPE(entry, &SeriesType)) {
+            Py_SETREF(((Series *)entry)->seen_ns, Py_NewRef(end));
+            continue;
+        }
+        Py_INCREF(entry); /* any other entry through its own __setattr__, which may change the list */
+        int failed = PyObject_SetAttr(entry, SEEN_NS, end);
+        Py_DECREF(entry);
+        if (failed)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 own_heads(PyObject *module, PyObject *args)
 {
@@ -1206,6 +1231,8 @@ static PyMethodDef methods[] = {
     {"memo_fill", memo_fill, METH_VARARGS,
      "memo_fill(entries, slot, cache, make) -> bool: where an entry's memo has nothing at `slot`, keep there what "
      "cache holds for its attributes (make(attributes), cached, on a miss); whether any entry had nothing."},
+    {"mark_seen", mark_seen, METH_VARARGS,
+     "mark_seen(entries, end_ns) -> None: sets each entry's seen_ns to end_ns."},
     {"own_heads", own_heads, METH_VARARGS,
      "own_heads(entries, slot, tails, make_tail, prefixes, make_prefix) -> list: each entry's Datadog head: the one "
      "in its memo at `slot`, else (prefix, tail) made and kept there (slot None: made for every entry, kept nowhere). "
@@ -1223,8 +1250,9 @@ PyInit__speedups(void)
 {
     MEMO = PyUnicode_InternFromString("memo");
     ATTRIBUTES = PyUnicode_InternFromString("attributes");
+    SEEN_NS = PyUnicode_InternFromString("seen_ns");
     ZERO = PyLong_FromLong(0);
-    if (MEMO == NULL || ATTRIBUTES == NULL || ZERO == NULL || PyType_Ready(&MemoType) < 0 || PyType_Ready(&SeriesType) < 0)
+    if (MEMO == NULL || ATTRIBUTES == NULL || SEEN_NS == NULL || ZERO == NULL || PyType_Ready(&MemoType) < 0 || PyType_Ready(&SeriesType) < 0)
         return NULL;
     PyObject *created = PyModule_Create(&module);
     if (created == NULL)

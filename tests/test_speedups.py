@@ -769,3 +769,34 @@ def test_memo_fill_keeps_what_the_python_code_keeps(rows: list[tuple[tuple[tuple
 
     assert speedups.native is not None
     assert run(speedups.native.memo_fill) == run(python_memo_fill)
+
+
+@native
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**63 - 1), st.booleans()), max_size=30), st.integers(0, 2**63 - 1))
+def test_mark_seen_sets_what_the_python_code_sets(rows: list[tuple[int, bool]], end: int) -> None:
+    """Rows: (the entry's seen_ns before, a Python series rather than a C one)."""
+    from bridge.series.table import PythonSeries, Series, python_mark_seen
+
+    def run(mark_seen: Any) -> list[tuple[type, int]]:
+        entries = []
+        for index, (seen, python) in enumerate(rows):
+            entry = (PythonSeries if python else Series)("f", index, ())
+            entry.seen_ns = seen
+            entries.append(entry)
+        mark_seen(entries, end)
+        return [(type(entry), entry.seen_ns) for entry in entries]
+
+    assert speedups.native is not None
+    assert run(speedups.native.mark_seen) == run(python_mark_seen)
+
+
+@native
+def test_mark_seen_passes_an_entrys_own_error_on() -> None:
+    class Frozen:
+        def __setattr__(self, name: str, value: object) -> None:
+            raise AttributeError(f"{name} is read-only")
+
+    assert speedups.native is not None
+    with pytest.raises(AttributeError, match="seen_ns is read-only"):
+        speedups.native.mark_seen([Frozen()], 1)  # type: ignore[list-item]

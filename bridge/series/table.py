@@ -107,6 +107,18 @@ memo_fill: Callable[[list[Series], int, dict[Attrs, Any], Callable[[Attrs], Any]
 )
 
 
+def python_mark_seen(entries: list[Series], end_ns: int) -> None:
+    """Each entry observed at `end_ns` (a scrape's window end): the reference of the C extension's mark_seen,
+    and what runs without it. A call per scrape and family, where a loop per series cost 0.02 s at 100k."""
+    for entry in entries:
+        entry.seen_ns = end_ns
+
+
+mark_seen: Callable[[list[Series], int], None] = (
+    speedups.native.mark_seen if speedups.native is not None else python_mark_seen
+)
+
+
 class SeriesTable:
     """Interned series of one owner (a source, or the shared table for series built from points)."""
 

@@ -35,7 +35,7 @@ from bridge.model import NS_PER_S, Attrs, HistogramValue, Kind, Metric, Series, 
 from bridge.parser import Family, parse
 from bridge.presets import FamilyRule
 from bridge.series.counter import Change, began, difference, grew, has_no_value
-from bridge.series.table import SeriesTable
+from bridge.series.table import SeriesTable, mark_seen
 
 log = logging.getLogger(__name__)
 
@@ -396,8 +396,7 @@ class Classifier:
             series = [self._placed(s) for s in series]
         if family.ends is not None:
             return self._timed(metric, family, family.ends, series, window)
-        for s in series:
-            s.seen_ns = end
+        mark_seen(series, end)
         metric.series = series
         metric.values = cast(list[Value], family.values)  # floats are Values; no copy
         metric.starts = [window.start_ns] * len(series)
@@ -454,8 +453,7 @@ class Classifier:
         series = [self._placed(s) for s in family.series] if self.resource_labels else family.series
         start, end = window.start_ns, window.end_ns
         metric.starts = [_tracked_start(s, value, start, end) for s, value in zip(series, family.values, strict=True)]
-        for s in series:
-            s.seen_ns = end
+        mark_seen(series, end)
         metric.series = list(series)
         metric.values = cast(list[Value], family.values)  # floats are Values; no copy
         metric.ends = [end] * len(series)
