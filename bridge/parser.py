@@ -64,6 +64,7 @@ class Family:
     timestamps: list[float | None] | None = None
 
     def add(self, name: str, labels: Attrs, value: float, timestamp: float | None) -> None:
+        """One sample at the end of the columns; the first one with a time of its own makes the time column."""
         if timestamp is not None and self.timestamps is None:
             self.timestamps = [None] * len(self.values)
         self.names.append(name)
