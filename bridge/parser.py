@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import repeat
 
 from bridge import speedups
@@ -291,7 +291,7 @@ def _text_family(name: str, help_: str, typ: str, samples: Family) -> Family:
             name = name[:-6]
         else:
             names = [sample_name + "_total" for sample_name in names]
-    return Family(name, typ, help_, "", names, samples.labels, samples.values, samples.timestamps)
+    return replace(samples, name=name, type=typ, help=help_, names=names)
 
 
 def _parse_text(text: str) -> ParseResult:
@@ -520,13 +520,4 @@ def _parse_openmetrics(text: str) -> ParseResult:
 
 def _om_family(name: str, typ: str | None, help_: str | None, unit: str | None, samples: Family) -> Family:
     """A finished OpenMetrics family; what was never declared takes the defaults prometheus_client gives."""
-    return Family(
-        name,
-        typ or "unknown",
-        help_ or "",
-        unit or "",
-        samples.names,
-        samples.labels,
-        samples.values,
-        samples.timestamps,
-    )
+    return replace(samples, name=name, type=typ or "unknown", help=help_ or "", unit=unit or "")
